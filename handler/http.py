@@ -1,0 +1,46 @@
+"""One HTTP session helper and one retry policy for the run-time side.
+
+`session()` gives a requests.Session whose idempotent calls (GET, HEAD, PUT,
+DELETE, OPTIONS) are retried with exponential backoff on connection errors,
+429 and 5xx, honouring Retry-After. Non-idempotent calls (POST) are never
+retried here: the caller decides. `backoff()` is the same policy for loops
+that retry by hand (WebSocket reconnects, ranged downloads).
+"""
+
+from __future__ import annotations
+
+import random
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+def retry_policy(total: int = 4, backoff_factor: float = 0.2) -> Retry:
+    return Retry(
+        total=total,
+        connect=total,
+        read=total,
+        status=total,
+        backoff_factor=backoff_factor,
+        backoff_jitter=0.1,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}),
+        respect_retry_after_header=True,
+        raise_on_status=False,
+    )
+
+
+def session(total: int = 4, backoff_factor: float = 0.2) -> requests.Session:
+    s = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry_policy(total, backoff_factor), pool_maxsize=16)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    return s
+
+
+def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry number `attempt` (1-based): exponential, full jitter."""
+    return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))

@@ -1,0 +1,104 @@
+"""Every run-time setting is an environment variable declared here once.
+
+Modules declare what they read with `setting(...)` at import time; the
+README's settings table is generated from this registry
+(`python -m handler.settings`), so a setting cannot exist undocumented.
+Settings marked `secret=True` are redacted from every log line (handler.log).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class SettingError(ValueError):
+    """An environment variable holds a value its setting cannot use."""
+
+
+def _bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true/false")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {"str": str, "int": int, "float": float, "bool": _bool}
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    doc: str
+    kind: str = "str"
+    secret: bool = False
+
+    def get(self, env: os._Environ | dict | None = None) -> Any:
+        env = os.environ if env is None else env
+        raw = env.get(self.name)
+        if raw is None or (raw == "" and self.kind != "str"):
+            return self.default
+        try:
+            return _PARSERS[self.kind](raw)
+        except ValueError:
+            # Never echo a secret's value, even a malformed one.
+            shown = "(hidden)" if self.secret else repr(raw)
+            raise SettingError(
+                f"environment variable {self.name}={shown} is not a valid {self.kind} — "
+                f"unset it to use the default ({self.default!r})"
+            ) from None
+
+
+REGISTRY: dict[str, Setting] = {}
+
+
+def setting(name: str, default: Any, doc: str, kind: str = "str", secret: bool = False) -> Setting:
+    """Declare (once) and return a setting."""
+    if kind not in _PARSERS:
+        raise ValueError(f"unknown setting kind {kind}")
+    existing = REGISTRY.get(name)
+    new = Setting(name, default, doc, kind, secret)
+    if existing is not None and existing != new:
+        raise ValueError(f"setting {name} declared twice with different meanings")
+    REGISTRY[name] = new
+    return new
+
+
+def secret_values(env: os._Environ | dict | None = None) -> list[str]:
+    """Current values of every secret setting (for redaction), longest first."""
+    env = os.environ if env is None else env
+    values = {env.get(s.name, "") for s in REGISTRY.values() if s.secret}
+    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
+def markdown_table() -> str:
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for s in sorted(REGISTRY.values(), key=lambda s: s.name):
+        default = "(unset)" if s.default in (None, "") else f"`{s.default}`"
+        rows.append(f"| `{s.name}` | {default} | {s.doc} |")
+    return "\n".join(rows) + "\n"
+
+
+def _load_all() -> None:
+    """Import every handler module so each declares its settings."""
+    import importlib
+    import pkgutil
+
+    import handler
+
+    for info in pkgutil.iter_modules(handler.__path__):
+        if info.name not in ("__main__",):
+            importlib.import_module(f"handler.{info.name}")
+
+
+if __name__ == "__main__":
+    # Run as a script this file is `__main__`, not `handler.settings`: use the
+    # module the other handler modules register into.
+    from handler import settings as _registry
+
+    _registry._load_all()
+    print(_registry.markdown_table(), end="")
