@@ -17,7 +17,9 @@ import time
 from handler import settings
 
 LOG_LEVEL = settings.setting(
-    "BAKERY_LOG_LEVEL", "INFO", "Log level of the handler and fetcher (DEBUG, INFO, WARNING, ERROR)."
+    "BAKERY_LOG_LEVEL",
+    "INFO",
+    "Log level of the handler and fetcher (DEBUG, INFO, WARNING, ERROR).",
 )
 
 _job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)

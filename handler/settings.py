@@ -102,3 +102,53 @@ if __name__ == "__main__":
 
     _registry._load_all()
     print(_registry.markdown_table(), end="")
+
+
+# --- Settings more than one module reads (declared once, here) ---------------
+COMFY_HOST = setting(
+    "COMFY_HOST",
+    "127.0.0.1:8188",
+    "host:port where ComfyUI listens (the handler talks to it; start.sh starts it there).",
+)
+COMFYUI_DIR = setting(
+    "COMFYUI_DIR",
+    "/opt/comfyui",
+    "ComfyUI's source folder inside the image (main.py, models/, input/, output/).",
+)
+MANIFEST = setting(
+    "BAKERY_MANIFEST", "/opt/bakery/models.json", "The variant's rendered model manifest."
+)
+VOLUME_DIR = setting(
+    "BAKERY_VOLUME_DIR",
+    "/runpod-volume",
+    "Where RunPod mounts the network volume; models go to <it>/models/<folder>/ when it exists.",
+)
+HF_TOKEN = setting(
+    "HF_TOKEN",
+    "",
+    "Hugging Face token for models with `auth: huggingface` (sent only to huggingface.co).",
+    secret=True,
+)
+CIVITAI_TOKEN = setting(
+    "CIVITAI_TOKEN",
+    "",
+    "Civitai token for models with `auth: civitai` (sent only to civitai.com).",
+    secret=True,
+)
+COMFY_ORG_API_KEY = setting(
+    "COMFY_ORG_API_KEY",
+    "",
+    "Comfy.org API key for API nodes, used when a job sends none.",
+    secret=True,
+)
+BUCKET_ENDPOINT_URL = setting(
+    "BUCKET_ENDPOINT_URL",
+    "",
+    "S3-compatible endpoint; when set (with the keys), outputs are uploaded and returned as URLs.",
+)
+BUCKET_ACCESS_KEY_ID = setting(
+    "BUCKET_ACCESS_KEY_ID", "", "Access key for BUCKET_ENDPOINT_URL.", secret=True
+)
+BUCKET_SECRET_ACCESS_KEY = setting(
+    "BUCKET_SECRET_ACCESS_KEY", "", "Secret key for BUCKET_ENDPOINT_URL.", secret=True
+)

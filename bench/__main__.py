@@ -1,0 +1,58 @@
+"""`make bench`: run every bench/bench_*.py and print one table of ratios.
+
+Each module exposes `run(quick: bool) -> list[dict]`; a figure is
+{"name", "value", "baseline", "unit", "ratio", "aim", "note"} where both value
+and baseline were measured in the same run, so the ratio holds on any machine.
+Results are also written to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import sys
+import time
+from pathlib import Path
+
+import bench
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    ap.add_argument("only", nargs="*", help="run only these benchmarks (e.g. fetch render)")
+    ap.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    args = ap.parse_args(argv)
+    names = sorted(m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_"))
+    if args.only:
+        names = [n for n in names if n.removeprefix("bench_") in args.only]
+    figures = []
+    for name in names:
+        mod = importlib.import_module(f"bench.{name}")
+        t0 = time.monotonic()
+        print(f"== {name}", file=sys.stderr, flush=True)
+        for fig in mod.run(args.quick):
+            fig.setdefault("bench", name.removeprefix("bench_"))
+            figures.append(fig)
+            print(format_row(fig), flush=True)
+        print(f"   ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    out = Path(__file__).parent / "results"
+    out.mkdir(exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def format_row(fig: dict) -> str:
+    unit = fig.get("unit", "")
+    ratio = fig.get("ratio")
+    ratio_s = f"{ratio:.3g}x" if isinstance(ratio, (int, float)) else "-"
+    return (
+        f"{fig['bench']:>8} | {fig['name']:<48} | {fig.get('value', '-'):>10.4g} {unit}"
+        f" vs {fig.get('baseline', float('nan')):>10.4g} {unit} | ratio {ratio_s:>8}"
+        f" | aim {fig.get('aim', '-')} | {fig.get('note', '')}"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
