@@ -1,0 +1,66 @@
+"""Release notes for a published version: the variant table and the tags pushed.
+
+The variant table (tag, CUDA line, GPUs, models, download size, VRAM) is the
+one `bakery render` writes into README.md between the variants markers, so
+the notes say exactly what the README says; the pushed tags come from the
+release plan (tools/ci/release_plan.py), passed in $VARIANTS by the workflow.
+
+Usage: VARIANTS='[...]' python3 tools/ci/release_notes.py --version 1.2.0 >notes.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START, END = "<!-- variants:start -->", "<!-- variants:end -->"
+
+
+class NotesError(Exception):
+    """The notes cannot be written; the message says what to fix."""
+
+
+def variant_table(readme: str) -> str:
+    """The text `bakery render` keeps between the variants markers of the README."""
+    start, end = readme.find(START), readme.find(END)
+    if start < 0 or end < start:
+        raise NotesError(
+            f"README.md has no {START} … {END} block: run `bakery render` and commit README.md"
+        )
+    table = readme[start + len(START) : end].strip()
+    if not table:
+        raise NotesError("README.md's variant table is empty: run `bakery render`")
+    return table
+
+
+def notes(version: str, table: str, variants: list[dict]) -> str:
+    lines = [f"## Images in {version}", "", table, "", "### Tags pushed", ""]
+    if not variants:
+        lines.append("No variant was published by this run (bases only).")
+    for entry in variants:
+        tags = ", ".join(f"`{tag}`" for tag in entry["tags"])
+        lines.append(f"- **{entry['target']}**: {tags}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--readme", type=Path, default=REPO_ROOT / "README.md")
+    args = parser.parse_args(argv)
+    try:
+        table = variant_table(args.readme.read_text(encoding="utf-8"))
+        variants = json.loads(os.environ.get("VARIANTS") or "[]")
+    except (NotesError, json.JSONDecodeError) as error:
+        print(f"release notes: {error}", file=sys.stderr)
+        return 1
+    sys.stdout.write(notes(args.version, table, variants))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

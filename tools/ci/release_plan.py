@@ -1,0 +1,245 @@
+"""Plan a release: which bake targets to build, in which order, with which caches and tags.
+
+The release workflow (.github/workflows/release.yml) runs this once in its
+`plan` job and fans out over what it prints. Nothing here lists a target:
+the targets come from `bakery matrix` (the generator's own view of
+variants.yaml) and the tags from `docker buildx bake --print` (what bake will
+really push), so adding a variant to variants.yaml and rendering is all a
+user does to publish it.
+
+Every build job gets its `docker buildx bake --set` lines from here:
+- a `base-<cuda>` job builds the shared base into its own cache scope only
+  (output type=cacheonly): nothing is pushed, variants pick it up from cache;
+- a variant job reads its base's cache (never writes it: many variants share
+  one base and would race), reads and writes its own scope, and pushes the
+  variant with provenance and SBOM attestations.
+
+Usage (what the workflow runs; outputs go to $GITHUB_OUTPUT):
+    python tools/ci/release_plan.py [--targets "sdxl-cu128 flux-cu128"]
+        [--image REPO] [--cache-ref REPO] [--ref-type tag --ref-name v1.2.0 --sha SHA]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Bake secrets a build may need (ids match the Dockerfiles' RUN --mount=type=secret).
+# The values come from the environment of the bake step; bake reads them there,
+# so a token never appears on a command line, in an argument or in a log.
+BAKE_SECRETS = {"hf_token": "HF_TOKEN", "civitai_token": "CIVITAI_TOKEN"}
+
+
+class PlanError(Exception):
+    """A release that cannot be planned as asked; the message says what to change."""
+
+
+def version_for(ref_type: str, ref_name: str, sha: str) -> str:
+    """The image version: `1.2.0` for the tag `v1.2.0`; `sha-<7 hex>` for a branch build."""
+    if ref_type == "tag":
+        match = re.fullmatch(r"v?(\d+\.\d+\.\d+(?:[-+.][0-9A-Za-z.+-]+)?)", ref_name)
+        if not match:
+            raise PlanError(
+                f"tag {ref_name!r} is not a version: release tags look like v1.2.0 "
+                "(optionally with a suffix such as v1.2.0-rc1)"
+            )
+        return match.group(1)
+    if not re.fullmatch(r"[0-9a-f]{7,40}", sha):
+        raise PlanError(f"commit {sha!r} is not a git commit id")
+    return f"sha-{sha[:7]}"
+
+
+def registry_of(image: str) -> str:
+    """The registry host of an image repository (`docker.io` when none is named)."""
+    first, sep, _ = image.partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def requested_targets(text: str) -> list[str]:
+    """Target names typed into the workflow_dispatch box: separated by spaces or commas."""
+    return [name for name in re.split(r"[\s,]+", text) if name]
+
+
+def select(matrix: dict, requested: list[str]) -> tuple[list[dict], list[dict]]:
+    """The bases and variants to build: everything, or the requested targets and their bases."""
+    bases, variants = matrix["bases"], matrix["variants"]
+    if not requested:
+        return bases, variants
+    known = {entry["target"] for entry in bases + variants}
+    unknown = [name for name in requested if name not in known]
+    if unknown:
+        raise PlanError(
+            f"unknown target(s) {', '.join(unknown)}; targets in variants.yaml: "
+            f"{', '.join(sorted(known))}"
+        )
+    chosen_variants = [entry for entry in variants if entry["target"] in requested]
+    needed_bases = {entry["base"] for entry in chosen_variants} | set(requested)
+    return [entry for entry in bases if entry["target"] in needed_bases], chosen_variants
+
+
+def cache_lines(target: str, cache_ref: str, write: bool) -> list[str]:
+    """--set lines giving `target` its own GitHub Actions cache scope (and registry cache)."""
+    lines = [f"{target}.cache-from=type=gha,scope={target}"]
+    if cache_ref:
+        lines.append(f"{target}.cache-from=type=registry,ref={cache_ref}:{target}")
+    if write:
+        lines.append(f"{target}.cache-to=type=gha,scope={target},mode=max")
+        if cache_ref:
+            # image-manifest: registries that refuse OCI cache indexes (GHCR, ECR) accept this form.
+            lines.append(
+                f"{target}.cache-to=type=registry,ref={cache_ref}:{target},mode=max,"
+                "image-manifest=true,oci-mediatypes=true"
+            )
+    return lines
+
+
+def secret_lines(target: str) -> list[str]:
+    return [f"{target}.secrets=id={sid},env={env}" for sid, env in BAKE_SECRETS.items()]
+
+
+def base_job(entry: dict, cache_ref: str) -> dict:
+    target = entry["target"]
+    lines = cache_lines(target, cache_ref, write=True) + secret_lines(target)
+    lines.append(f"{target}.output=type=cacheonly")
+    return {**entry, "bake_set": "\n".join(lines)}
+
+
+def variant_job(entry: dict, tags: list[str], cache_ref: str) -> dict:
+    target, base = entry["target"], entry["base"]
+    # The base is built again here only as the variant's `target:` context, from its
+    # cache; bake never exports a target that is only a context.
+    lines = cache_lines(base, cache_ref, write=False) + secret_lines(base)
+    lines += cache_lines(target, cache_ref, write=True) + secret_lines(target)
+    lines += [f"{target}.tags={tag}" for tag in tags]
+    lines += [
+        f"{target}.output=type=registry",
+        f"{target}.attest=type=provenance,mode=max",
+        f"{target}.attest=type=sbom",
+    ]
+    return {**entry, "tags": tags, "bake_set": "\n".join(lines)}
+
+
+def release_tags(bake_tags: list[str], version: str, floating: bool) -> list[str]:
+    """The tags to push: all the generator's tags for a version tag, else only versioned ones.
+
+    A hand-run build from a branch must not move the floating tags (`sdxl-cu128`)
+    that users' endpoints follow; it publishes `<version>-…` tags only.
+    """
+    if floating:
+        return bake_tags
+    return [tag for tag in bake_tags if tag.rpartition(":")[2].startswith(f"{version}-")]
+
+
+def bakery_matrix(variants_file: Path | None) -> dict:
+    command = [sys.executable, "-m", "bakery", "matrix"]
+    if variants_file:
+        command += ["--file", str(variants_file), "--out", str(variants_file.parent)]
+    return json.loads(_run(command, os.environ))
+
+
+def bake_print(targets: list[str], image: str, version: str, bake_dir: Path) -> dict:
+    """What bake resolves for `targets` with the release's image and version."""
+    env = {key: value for key, value in os.environ.items() if key != "IMAGE"}
+    env["VERSION"] = version
+    if image:
+        env["IMAGE"] = image
+    command = ["docker", "buildx", "bake", "--print", *targets]
+    return json.loads(_run(command, env, cwd=bake_dir))
+
+
+def _run(command: list[str], env: dict, cwd: Path = REPO_ROOT) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PlanError(f"{' '.join(command)} failed:\n{done.stderr.strip()}")
+    return done.stdout
+
+
+def plan(
+    matrix: dict,
+    printed: dict,
+    requested: list[str],
+    version: str,
+    floating: bool,
+    cache_ref: str,
+) -> dict:
+    """The workflow's outputs, from the generator's matrix and bake's resolved targets."""
+    bases, variants = select(matrix, requested)
+    resolved = printed.get("target", {})
+    jobs = []
+    for entry in variants:
+        if entry["target"] not in resolved:
+            raise PlanError(
+                f"bake does not know target {entry['target']!r}: run `bakery render` "
+                "and commit docker-bake.hcl"
+            )
+        tags = release_tags(resolved[entry["target"]].get("tags", []), version, floating)
+        if not tags:
+            raise PlanError(f"target {entry['target']!r} has no {version}-… tag to push")
+        jobs.append(variant_job(entry, tags, cache_ref))
+    return {
+        "version": version,
+        "bases": [base_job(entry, cache_ref) for entry in bases],
+        "variants": jobs,
+    }
+
+
+def write_outputs(outputs: dict, path: Path) -> None:
+    with path.open("a", encoding="utf-8") as out:
+        for key, value in outputs.items():
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            out.write(f"{key}={text}\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--targets", default="", help="targets to build (default: all)")
+    parser.add_argument("--image", default="", help="image repository (default: variants.yaml)")
+    parser.add_argument("--cache-ref", default="", help="registry cache repository (optional)")
+    parser.add_argument("--ref-type", default=os.environ.get("GITHUB_REF_TYPE", "branch"))
+    parser.add_argument("--ref-name", default=os.environ.get("GITHUB_REF_NAME", ""))
+    parser.add_argument("--sha", default=os.environ.get("GITHUB_SHA", ""))
+    parser.add_argument("--file", type=Path, help="variants.yaml (default: the repository's)")
+    parser.add_argument("--bake-dir", type=Path, default=REPO_ROOT, help="where docker-bake.hcl is")
+    parser.add_argument("--output", type=Path, default=os.environ.get("GITHUB_OUTPUT"))
+    args = parser.parse_args(argv)
+    try:
+        version = version_for(args.ref_type, args.ref_name, args.sha)
+        matrix = bakery_matrix(args.file)
+        bases, variants = select(matrix, requested_targets(args.targets))
+        targets = [entry["target"] for entry in bases + variants]
+        printed = bake_print(targets, args.image, version, args.bake_dir) if targets else {}
+        outputs = plan(
+            matrix,
+            printed,
+            requested_targets(args.targets),
+            version,
+            floating=args.ref_type == "tag",
+            cache_ref=args.cache_ref,
+        )
+    except PlanError as error:
+        print(f"release plan: {error}", file=sys.stderr)
+        return 1
+    outputs["registry"] = registry_of(args.image or _image_of(outputs) or args.cache_ref)
+    if args.output:
+        write_outputs(outputs, args.output)
+    json.dump(outputs, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+def _image_of(outputs: dict) -> str:
+    tags = [tag for job in outputs["variants"] for tag in job["tags"]]
+    return tags[0].rpartition(":")[0] if tags else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
