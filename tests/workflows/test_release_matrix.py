@@ -1,0 +1,123 @@
+"""The release matrix is derived from the bake definition, never listed in YAML:
+it equals what `docker buildx bake --print` resolves, and a model set added to
+variants.yaml (then rendered) is released with no workflow edit."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ACTIONS, REPO_ROOT, WORKFLOWS
+
+pytestmark = pytest.mark.usefixtures("needs_bake")
+
+
+def run_plan(release_plan, tmp_path, *args: str) -> dict:
+    """The plan job's outputs, as release.yml's plan step produces them for tag v1.2.3."""
+    tmp_path.mkdir(exist_ok=True)
+    out = tmp_path / "github_output"
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--output", str(out), *args]
+    assert release_plan.main(argv) == 0
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    return {key: json.loads(v) if v[:1] in "[{" else v for key, v in outputs.items()}
+
+
+def job_targets(outputs: dict) -> set[str]:
+    return {job["target"] for job in outputs["bases"] + outputs["variants"]}
+
+
+def bake_print(cwd, *args: str) -> dict:
+    done = subprocess.run(
+        ["docker", "buildx", "bake", "--print", *args], cwd=cwd, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_the_release_matrix_is_every_target_bake_resolves(release_plan, tmp_path):
+    outputs = run_plan(release_plan, tmp_path)
+    assert job_targets(outputs) == set(bake_print(REPO_ROOT)["target"])
+    assert outputs["version"] == "1.2.3"
+
+
+def test_every_variant_job_builds_on_its_own_base(release_plan, tmp_path):
+    outputs = run_plan(release_plan, tmp_path)
+    bases = {job["target"] for job in outputs["bases"]}
+    printed = bake_print(REPO_ROOT)["target"]
+    for job in outputs["variants"]:
+        assert job["base"] in bases
+        assert printed[job["target"]]["contexts"]["base"] == f"target:{job['base']}"
+
+
+def test_a_variant_jobs_settings_resolve_in_bake_as_planned(release_plan, tmp_path):
+    outputs = run_plan(release_plan, tmp_path, "--image", "docker.io/alice/bakery")
+    job = outputs["variants"][0]
+    target, base = job["target"], job["base"]
+    sets = [arg for line in job["bake_set"].splitlines() for arg in ("--set", line)]
+    printed = bake_print(REPO_ROOT, target, *sets)["target"]
+    assert printed[target]["tags"] == [
+        f"docker.io/alice/bakery:1.2.3-{target}",
+        f"docker.io/alice/bakery:{target}",
+    ]
+    assert printed[target]["cache-to"] == [f"type=gha,scope={target},mode=max"]
+    assert printed[target]["output"] == ["type=registry"]
+    assert printed[target]["attest"] == ["type=provenance,mode=max", "type=sbom"]
+    assert printed[base]["cache-from"] == [f"type=gha,scope={base}"]
+    assert "cache-to" not in printed[base]
+    assert outputs["registry"] == "docker.io"
+
+
+def add_model_set(variants_file, name: str, cuda: str) -> None:
+    data = yaml.safe_load(variants_file.read_text())
+    data["model_sets"][name] = {
+        "description": "one small upscaler, added by a test",
+        "vram_gb": 4,
+        "models": [
+            {
+                "url": "https://huggingface.co/example/upscalers/resolve/main/4x.safetensors",
+                "dir": "upscale_models",
+                "file": "4x.safetensors",
+            }
+        ],
+    }
+    data["variants"].append({"model_sets": [name], "cuda": [cuda]})
+    variants_file.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def test_a_model_set_added_to_variants_yaml_is_released_with_no_workflow_edit(
+    release_plan, tmp_path
+):
+    project = tmp_path / "project"
+    project.mkdir()
+    variants_file = project / "variants.yaml"
+    shutil.copy(REPO_ROOT / "variants.yaml", variants_file)
+    before = run_plan(release_plan, tmp_path / "before", "--file", str(variants_file))
+    cuda = before["bases"][0]["cuda"]
+    add_model_set(variants_file, "upscale", cuda)
+    render = [sys.executable, "-m", "bakery", "render", "--file", str(variants_file)]
+    done = subprocess.run(
+        [*render, "--out", str(project)], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+
+    after = run_plan(
+        release_plan, tmp_path, "--file", str(variants_file), "--bake-dir", str(project)
+    )
+    assert job_targets(after) - job_targets(before) == {f"upscale-{cuda}"}
+    added = next(job for job in after["variants"] if job["target"] == f"upscale-{cuda}")
+    assert added["base"] == f"base-{cuda}"
+    assert set(bake_print(project)["target"]) == job_targets(after)
+
+
+def test_the_workflows_name_no_target_model_set_or_cuda_line(release_plan, tmp_path):
+    outputs = run_plan(release_plan, tmp_path)
+    names = job_targets(outputs)
+    names |= {job["model_set"] for job in outputs["variants"]}
+    names |= {job["cuda"] for job in outputs["bases"]}
+    for path in WORKFLOWS + ACTIONS:
+        text = path.read_text()
+        assert [name for name in sorted(names) if name in text] == [], path.name
