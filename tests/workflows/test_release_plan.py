@@ -99,6 +99,7 @@ def test_each_base_caches_in_its_own_scope_and_pushes_nothing(release_plan, matr
         "base-cu128.cache-to=type=gha,scope=base-cu128,mode=max",
         "base-cu128.secrets=id=hf_token,env=HF_TOKEN",
         "base-cu128.secrets=id=civitai_token,env=CIVITAI_TOKEN",
+        "base-cu128.attest=type=provenance,disabled=true",
         "base-cu128.output=type=cacheonly",
     ]
 
@@ -111,6 +112,7 @@ def test_a_variant_reads_its_base_cache_and_publishes_with_attestations(release_
         "base-cu128.cache-from=type=gha,scope=base-cu128",
         "base-cu128.secrets=id=hf_token,env=HF_TOKEN",
         "base-cu128.secrets=id=civitai_token,env=CIVITAI_TOKEN",
+        "base-cu128.attest=type=provenance,disabled=true",
         "sdxl-cu128.cache-from=type=gha,scope=sdxl-cu128",
         "sdxl-cu128.cache-to=type=gha,scope=sdxl-cu128,mode=max",
         "sdxl-cu128.secrets=id=hf_token,env=HF_TOKEN",

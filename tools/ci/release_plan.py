@@ -106,10 +106,15 @@ def secret_lines(target: str) -> list[str]:
     return [f"{target}.secrets=id={sid},env={env}" for sid, env in BAKE_SECRETS.items()]
 
 
+def base_lines(base: str, cache_ref: str, write: bool) -> list[str]:
+    """A base is never published, so it carries no attestation (bake-action would add one)."""
+    lines = cache_lines(base, cache_ref, write) + secret_lines(base)
+    return lines + [f"{base}.attest=type=provenance,disabled=true"]
+
+
 def base_job(entry: dict, cache_ref: str) -> dict:
     target = entry["target"]
-    lines = cache_lines(target, cache_ref, write=True) + secret_lines(target)
-    lines.append(f"{target}.output=type=cacheonly")
+    lines = base_lines(target, cache_ref, write=True) + [f"{target}.output=type=cacheonly"]
     return {**entry, "bake_set": "\n".join(lines)}
 
 
@@ -117,7 +122,7 @@ def variant_job(entry: dict, tags: list[str], cache_ref: str) -> dict:
     target, base = entry["target"], entry["base"]
     # The base is built again here only as the variant's `target:` context, from its
     # cache; bake never exports a target that is only a context.
-    lines = cache_lines(base, cache_ref, write=False) + secret_lines(base)
+    lines = base_lines(base, cache_ref, write=False)
     lines += cache_lines(target, cache_ref, write=True) + secret_lines(target)
     lines += [f"{target}.tags={tag}" for tag in tags]
     lines += [
