@@ -1,0 +1,177 @@
+"""The `bakery` command: variants.yaml → build/, docker-bake.hcl, CI matrix, images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bakery import build as docker_build
+from bakery import matrix as ci_matrix
+from bakery import render as renderer
+from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError
+from bakery.variants import Config, display_name
+from bakery.variants import load as load_variants
+
+REPO = Path(__file__).resolve().parents[2]
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  something else failed (e.g. a file could not be written)
+  2  command-line usage error
+  3  variants.yaml has problems (each printed as FILE:LINE:COL: key.path: what — fix)
+  4  generated files are stale (`bakery check`; fix: `bakery render`)
+  5  docker, the buildx plugin or the Docker engine is missing (`bakery build`)
+  other non-zero from `bakery build`: docker buildx bake's own exit status
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--file",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the variants file (default: variants.yaml in --out, else the repository root)",
+    )
+    common.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="repository root where build/, docker-bake.hcl and README.md live (default: "
+        "the repository bakery runs from)",
+    )
+    ap = argparse.ArgumentParser(
+        prog="bakery",
+        description="Turn variants.yaml into per-variant Dockerfiles, model manifests and a "
+        "docker-bake.hcl, and build them.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=summary,
+            description=description,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command(
+        "validate",
+        "check variants.yaml and print every problem",
+        "Check variants.yaml; print every problem as FILE:LINE:COL: key.path: "
+        "what is wrong — how to fix it. Exit 3 when there are any.",
+    )
+    command(
+        "render",
+        "rewrite build/, docker-bake.hcl and the README variant table",
+        "Validate, then wipe and rewrite build/ and docker-bake.hcl and the variant table in "
+        "README.md (between the variants:start/end markers). Same input, same bytes.",
+    )
+    command(
+        "check",
+        "fail when the generated files are stale",
+        "Render in memory and compare with the files on disk; exit 4 naming each stale file "
+        "and the command that fixes it.",
+    )
+    m = command(
+        "matrix",
+        "print the bake targets as JSON for a CI matrix",
+        'Print {"bases": [...], "variants": [...]} as JSON; each list works as a GitHub '
+        "Actions matrix.include.",
+    )
+    m.add_argument("--image", help="image repository for the tags (default: from variants.yaml)")
+    m.add_argument(
+        "--version", default=ci_matrix.DEFAULT_VERSION, help="version part of the pinned tags"
+    )
+    b = command(
+        "build",
+        "render, then docker buildx bake (extra arguments pass through)",
+        "Validate and render (or with --check: refuse stale files), then run "
+        "`docker buildx bake -f docker-bake.hcl [ARGS...]` in --out. Every argument bakery does "
+        "not know goes to bake: `bakery build sdxl --set '*.platform=linux/amd64'`, "
+        "`bakery build --print`. Put bake's own flags after `--` if they clash with bakery's.",
+    )
+    b.add_argument(
+        "--check",
+        action="store_true",
+        help="do not render: fail (exit 4) when the committed files are stale, as CI should",
+    )
+    return ap
+
+
+def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    out = args.out or REPO
+    file = args.file or (out / "variants.yaml")
+    return Path(file), Path(out)
+
+
+def _stale_message(problems: list[str], file: Path) -> str:
+    shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+    return "\n".join(shown) + (
+        f"\ngenerated files are stale — run `bakery render` (they must match "
+        f"{display_name(file)}) and commit the result"
+    )
+
+
+def run(argv: list[str]) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if "--" in extra:
+        extra.remove("--")
+    if extra and args.command != "build":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    file, out = _paths(args)
+    config: Config = load_variants(file)
+    if args.command == "validate":
+        print(
+            f"{display_name(file)}: ok — {len(config.variants)} variants on "
+            f"{len(config.cuda)} CUDA lines"
+        )
+        return EXIT_OK
+    if args.command == "matrix":
+        sys.stdout.write(ci_matrix.dumps(ci_matrix.matrix(config, args.image, args.version)))
+        return EXIT_OK
+    files = renderer.render(config)
+    if args.command == "check" or (args.command == "build" and args.check):
+        problems = renderer.stale(files, out)
+        if problems:
+            raise StaleError(_stale_message(problems, file))
+        if args.command == "check":
+            print(f"generated files match {display_name(file)}")
+            return EXIT_OK
+    else:
+        changed = renderer.write(files, out)
+        print(
+            f"rendered {len(config.variants)} variants from {display_name(file)}: "
+            + (f"{len(changed)} files changed" if changed else "nothing changed")
+        )
+        for rel in changed:
+            print(f"  {rel}")
+        if args.command == "render":
+            return EXIT_OK
+    print("$ " + " ".join(docker_build.bake_command(out, extra)), flush=True)
+    return docker_build.bake(out, extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except BakeryError as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""The errors `bakery` reports to a user, and the exit code each one ends with.
+
+Every user mistake is a BakeryError: the CLI prints its message and exits
+with its `exit_code`, never a traceback (STYLE.md, copier's habit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Exit codes, one per kind of failure (documented in `bakery --help`).
+EXIT_OK = 0
+EXIT_FAILED = 1  # something else went wrong (a file could not be written, ...)
+EXIT_USAGE = 2  # the command line itself (argparse uses 2 as well)
+EXIT_INVALID = 3  # variants.yaml has problems
+EXIT_STALE = 4  # generated files differ from what variants.yaml renders to
+EXIT_NO_DOCKER = 5  # the docker CLI, the buildx plugin or the engine is missing
+
+
+class BakeryError(Exception):
+    """Base of every error the CLI turns into a message and an exit code."""
+
+    exit_code = EXIT_FAILED
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong in variants.yaml, where it is, and how to fix it."""
+
+    line: int
+    col: int
+    path: str  # dotted key path, e.g. model_sets.sdxl.models.0.url
+    what: str
+    fix: str
+
+    def format(self, source: str) -> str:
+        return f"{source}:{self.line}:{self.col}: {self.path}: {self.what} — {self.fix}"
+
+
+class VariantsError(BakeryError):
+    """variants.yaml is not valid; carries every problem found, in file order."""
+
+    exit_code = EXIT_INVALID
+
+    def __init__(self, source: str, problems: list[Problem]):
+        self.source = source
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(p.format(source) for p in self.problems))
+
+
+class StaleError(BakeryError):
+    """Committed generated files do not match a fresh render."""
+
+    exit_code = EXIT_STALE
+
+
+class DockerMissingError(BakeryError):
+    """`bakery build` cannot run: the docker CLI, buildx or the engine is absent."""
+
+    exit_code = EXIT_NO_DOCKER

@@ -1,0 +1,246 @@
+"""The shape of variants.yaml, as data (JSON Schema, checked with jsonschema).
+
+The wording a user sees lives next to each rule: `x-what` says what is wrong
+(with `{value}` for the offending value, shown safely), `x-fix` how to fix it,
+`x-example` what a correct entry looks like. jsonschema ignores `x-` keys.
+Checks a schema cannot express (names that refer to each other, two models on
+one path, secrets) live in bakery.variants.
+"""
+
+from __future__ import annotations
+
+from handler.manifest import AUTH_KINDS, MODEL_FOLDERS
+
+HTTP_URL = {
+    "type": "string",
+    "pattern": r"^https?://[^\s/]+\S*$",
+    "x-what": "{value} is not an http(s) URL",
+    "x-fix": "use an https:// link (on Hugging Face: https://huggingface.co/<repo>/resolve/<revision>/<file>)",
+}
+
+LIST_OF_TEXT = {"type": "array", "items": {"type": "string"}}
+
+MODEL = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["url", "dir", "file"],
+    "properties": {
+        "url": {**HTTP_URL, "x-example": "url: https://huggingface.co/<repo>/resolve/main/<file>"},
+        "dir": {
+            "type": "string",
+            "enum": list(MODEL_FOLDERS),
+            "x-what": "{value} is not a ComfyUI model folder",
+            "x-fix": "use one of ComfyUI's folders: " + ", ".join(MODEL_FOLDERS),
+            "x-example": "dir: checkpoints",
+        },
+        "file": {
+            "type": "string",
+            "pattern": r"^(?!\.\.?$)[^/\\]+$",
+            "x-what": "{value} is not a plain file name",
+            "x-fix": "write only the file name (no folders); `dir` says where it goes",
+            "x-example": "file: model.safetensors",
+        },
+        "sha256": {
+            "type": ["string", "null"],
+            "pattern": "^[0-9a-f]{64}$",
+            "x-what": "{value} is not a sha256 (64 lowercase hexadecimal characters)",
+            "x-fix": "copy the SHA256 from the file's page (Hugging Face shows it), or write null",
+        },
+        "size": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "x-what": "{value} is not a size in bytes",
+            "x-fix": "write the file's size in bytes, or null",
+        },
+        "auth": {
+            "enum": list(AUTH_KINDS),
+            "x-what": "{value} is not a kind of download auth",
+            "x-fix": "use one of: " + ", ".join(AUTH_KINDS) + " (the token itself never goes here)",
+        },
+    },
+}
+
+MODEL_SET = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["vram_gb", "models"],
+    "properties": {
+        "description": {"type": "string"},
+        "vram_gb": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "x-what": "{value} is not a VRAM size",
+            "x-fix": "write the GPU memory this model set needs, in whole GB (null if it depends)",
+            "x-example": "vram_gb: 12",
+        },
+        "models": {"type": "array", "items": MODEL, "x-example": "models: []"},
+    },
+}
+
+NODE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["source", "commit"],
+    "properties": {
+        "source": {**HTTP_URL, "x-example": "source: https://github.com/<owner>/<repo>.git"},
+        "commit": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{40}$",
+            "x-what": "{value} is not a full commit",
+            "x-fix": "pin the node to its full 40-character commit hash (`git rev-parse HEAD`)",
+            "x-example": "commit: <40-character commit hash>",
+        },
+        "pip": {
+            **LIST_OF_TEXT,
+            "x-example": "pip: [some-package==1.2.3]",
+        },
+    },
+}
+
+NODE_SET = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["nodes"],
+    "properties": {
+        "description": {"type": "string"},
+        "nodes": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": NODE,
+            "x-what": "this node set has no nodes",
+            "x-fix": "add a node (name: {source, commit}) or remove the node set",
+            "x-example": "nodes: {my-node: {source: https://github.com/o/r.git, commit: ...}}",
+        },
+    },
+}
+
+CUDA_LINE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["base_image", "torch", "torch_index", "gpu_archs", "gpus"],
+    "properties": {
+        "base_image": {
+            "type": "string",
+            "x-example": "base_image: nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04",
+        },
+        "torch": {**LIST_OF_TEXT, "x-example": "torch: [torch==2.8.0, torchvision==0.23.0]"},
+        "torch_index": {
+            **HTTP_URL,
+            "x-example": "torch_index: https://download.pytorch.org/whl/cu128",
+        },
+        "gpu_archs": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "string",
+                "pattern": r"^sm_[0-9]{2,3}[a-z]?$",
+                "x-what": "{value} is not a GPU architecture",
+                "x-fix": "write a CUDA compute capability such as sm_89 or sm_120",
+            },
+            "x-what": "no GPU architectures listed",
+            "x-fix": "list the compute capabilities this line serves, e.g. [sm_80, sm_89]",
+            "x-example": "gpu_archs: [sm_80, sm_86, sm_89, sm_90]",
+        },
+        "gpus": {**LIST_OF_TEXT, "x-example": "gpus: [RTX 4090, L40S, H100]"},
+    },
+}
+
+NAMES = {"type": "array", "minItems": 1, "items": {"type": "string"}}
+
+VARIANT_ENTRY = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["model_sets", "cuda"],
+    "properties": {
+        "model_sets": {
+            **NAMES,
+            "x-what": "no model sets listed",
+            "x-fix": "name at least one model set from model_sets",
+            "x-example": "model_sets: [sdxl]",
+        },
+        "cuda": {
+            **NAMES,
+            "x-what": "no CUDA lines listed",
+            "x-fix": "name at least one CUDA line from cuda",
+            "x-example": "cuda: [cu128]",
+        },
+        "node_sets": {
+            **NAMES,
+            "x-what": "no node sets listed",
+            "x-fix": "name a node set from node_sets, or leave `node_sets` out for none",
+            "x-example": "node_sets: [video]",
+        },
+        "exclude": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "minProperties": 1,
+                "properties": {
+                    "model_set": {"type": "string"},
+                    "cuda": {"type": "string"},
+                    "node_set": {"type": "string"},
+                },
+                "x-what": "this exclude names nothing",
+                "x-fix": "give a model_set, cuda and/or node_set to leave out",
+            },
+            "x-example": "exclude: [{model_set: flux-dev, cuda: cu126}]",
+        },
+    },
+}
+
+VARIANTS_SCHEMA = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "comfy-bakery variants.yaml",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["image", "comfyui", "cuda", "model_sets", "variants"],
+    "properties": {
+        "image": {
+            "type": "string",
+            "pattern": r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$",
+            "x-what": "{value} is not an image repository",
+            "x-fix": "write registry/owner/name in lowercase, without a tag "
+            "(e.g. ghcr.io/your-org/comfy-bakery)",
+            "x-example": "image: ghcr.io/your-org/comfy-bakery",
+        },
+        "comfyui": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["version"],
+            "properties": {
+                "version": {"type": "string", "x-example": "version: v0.3.64"},
+                "source": {
+                    **HTTP_URL,
+                    "x-example": "source: https://github.com/comfyanonymous/ComfyUI.git",
+                },
+            },
+            "x-example": "comfyui: {version: v0.3.64}",
+        },
+        "cuda": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": CUDA_LINE,
+            "x-what": "no CUDA lines",
+            "x-fix": "add at least one CUDA line (see the default variants.yaml)",
+            "x-example": "cuda: {cu128: {base_image: ..., torch: [...], ...}}",
+        },
+        "node_sets": {"type": "object", "additionalProperties": NODE_SET},
+        "model_sets": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": MODEL_SET,
+            "x-what": "no model sets",
+            "x-fix": "add at least one model set (one with `models: []` builds ComfyUI alone)",
+            "x-example": "model_sets: {bare: {vram_gb: null, models: []}}",
+        },
+        "variants": {
+            "type": "array",
+            "minItems": 1,
+            "items": VARIANT_ENTRY,
+            "x-what": "the variant list is empty, so nothing would be built",
+            "x-fix": "add an entry such as `- {model_sets: [bare], cuda: [cu128]}`",
+            "x-example": "variants: [{model_sets: [bare], cuda: [cu128]}]",
+        },
+    },
+}
