@@ -1,0 +1,117 @@
+"""What can go wrong in a job, as error classes whose message a user can act on.
+
+The worker turns every `JobError` into the job result `{"error": message}`
+(plus `refresh_worker: True` when this worker cannot serve another job). The
+helpers below turn ComfyUI's error bodies into one readable line per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class JobError(Exception):
+    """A job failed in a way the user is told about (the message is the job's error)."""
+
+    refresh_worker = False
+
+
+class JobInputError(JobError):
+    """The job's input is invalid; nothing was sent to ComfyUI."""
+
+
+class ComfyUnavailable(JobError):
+    """ComfyUI is gone or never answered: this worker cannot serve jobs any more."""
+
+    refresh_worker = True
+
+
+class WorkflowRejected(JobError):
+    """ComfyUI refused the workflow (POST /prompt answered 400 or 500)."""
+
+
+class ExecutionFailed(JobError):
+    """A node failed while ComfyUI ran the workflow."""
+
+
+class JobTimeout(JobError):
+    """The workflow ran longer than the job's timeout and was interrupted."""
+
+
+class NotEnoughResources(JobError):
+    """Free disk, RAM or VRAM is below the configured minimum."""
+
+
+class OutputError(JobError):
+    """The workflow ran but its outputs could not be collected or stored."""
+
+
+MAX_DETAIL = 300  # characters of one ComfyUI detail kept in an error line
+
+
+def _short(text: Any) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
+
+
+def format_rejection(body: Any, choices: Callable[[str, str], list[str] | None]) -> str:
+    """ComfyUI's 400 body of POST /prompt → one line per failing node.
+
+    `choices(class_type, input_name)` returns the values ComfyUI offers for a
+    combo input (the files this worker has for a model loader), or None.
+    """
+    if not isinstance(body, dict):
+        return f"ComfyUI rejected the workflow: {_short(body)}"
+    top = body.get("error") if isinstance(body.get("error"), dict) else {}
+    lines = []
+    for node_id, node in sorted((body.get("node_errors") or {}).items(), key=_node_order):
+        lines.extend(_node_lines(node_id, node, choices))
+    if not lines:
+        message = _short(top.get("message") or body.get("error") or "no reason given")
+        details = _short(top.get("details") or "")
+        lines.append(f"{message}: {details}" if details else message)
+    head = "ComfyUI rejected the workflow"
+    if len(lines) == 1:
+        return f"{head}: {lines[0]}"
+    return f"{head} ({len(lines)} problems):\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def _node_order(item: tuple[str, Any]) -> tuple[int, str]:
+    node_id = str(item[0])
+    return (int(node_id), node_id) if node_id.isdigit() else (1 << 30, node_id)
+
+
+def _node_lines(node_id: str, node: Any, choices) -> list[str]:
+    if not isinstance(node, dict):
+        return [f"node {node_id}: {_short(node)}"]
+    class_type = node.get("class_type") or "?"
+    out = []
+    for err in node.get("errors") or [{}]:
+        extra = err.get("extra_info") or {}
+        input_name = extra.get("input_name")
+        where = f"node {node_id} ({class_type})" + (f" input {input_name!r}" if input_name else "")
+        message = _short(err.get("message") or "invalid")
+        details = _short(err.get("details") or "")
+        line = f"{where}: {message}" + (f" — {details}" if details and details != message else "")
+        if input_name and "not in list" in f"{message} {details}".lower():
+            have = choices(class_type, input_name)
+            if have is not None:
+                listed = ", ".join(have[:50]) + (" …" if len(have) > 50 else "")
+                line += f" (this worker has: {listed or 'no files there'})"
+        out.append(line)
+    return out
+
+
+def format_execution_error(payload: dict) -> str:
+    """An `execution_error` frame or history message → node id, class and exception."""
+    node_id = payload.get("node_id", "?")
+    node_type = payload.get("node_type") or "?"
+    kind = payload.get("exception_type") or "error"
+    message = _short(payload.get("exception_message") or "").strip()
+    return f"node {node_id} ({node_type}) failed: {kind}: {message}"
+
+
+def format_server_error(status: int, text: str) -> str:
+    """A non-JSON error body (ComfyUI answers malformed prompts with 500 text)."""
+    return f"ComfyUI answered HTTP {status}: {_short(text) or '(empty body)'}"

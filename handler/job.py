@@ -1,0 +1,225 @@
+"""A job's input: its JSON Schema and the checks that turn it into a `JobSpec`.
+
+Compatible with runpod-workers/worker-comfyui (`workflow`, `images` by
+base64 / data URI, `comfy_org_api_key`) plus our additions: images by `url`,
+`timeout_s` and `include_previews`. Every problem is reported as one
+`JobInputError` naming the field. Messages never echo the offending value:
+it may be megabytes of image data or an API key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+from handler import settings
+from handler.errors import JobInputError
+
+TIMEOUT_DEFAULT = settings.setting(
+    "BAKERY_JOB_TIMEOUT_S",
+    600.0,
+    "Seconds a job may run in ComfyUI when it does not send `timeout_s`; then it is interrupted.",
+    kind="float",
+)
+TIMEOUT_MAX = settings.setting(
+    "BAKERY_JOB_TIMEOUT_MAX_S",
+    3600.0,
+    "The largest `timeout_s` a job may ask for.",
+    kind="float",
+)
+MAX_IMAGE_BYTES = settings.setting(
+    "BAKERY_MAX_IMAGE_BYTES",
+    50 * 1024 * 1024,
+    "Largest input image (decoded, or downloaded from `url`), in bytes.",
+    kind="int",
+)
+MAX_IMAGES = 64
+
+# A name ComfyUI stores as-is in its input folder: no folders, no leading dot,
+# nothing a filesystem or a URL treats specially.
+IMAGE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_ .()+=,-]{0,199}$"
+
+
+def schema() -> dict:
+    """The job input's JSON Schema (limits come from the environment)."""
+    image_common = {"name": {"type": "string", "pattern": IMAGE_NAME_PATTERN}}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "required": ["workflow"],
+        "additionalProperties": False,
+        "properties": {
+            "workflow": {"type": ["object", "string"]},
+            "images": {
+                "type": "array",
+                "maxItems": MAX_IMAGES,
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "additionalProperties": False,
+                    "properties": {
+                        **image_common,
+                        "image": {"type": "string", "minLength": 1},
+                        "url": {"type": "string", "minLength": 1, "maxLength": 4096},
+                    },
+                },
+            },
+            "comfy_org_api_key": {"type": "string", "minLength": 1, "maxLength": 4096},
+            "timeout_s": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": TIMEOUT_MAX.get(),
+            },
+            "include_previews": {"type": "boolean"},
+        },
+    }
+
+
+@dataclass
+class ImageInput:
+    name: str
+    image: str | None = None  # base64 or data URI, decoded by handler.inputs
+    url: str | None = None
+
+
+@dataclass
+class JobSpec:
+    workflow: dict[str, Any]
+    images: list[ImageInput] = field(default_factory=list)
+    api_key: str = ""
+    timeout_s: float = 600.0
+    include_previews: bool = False
+
+
+def parse(job_input: Any) -> JobSpec:
+    """Validate a job's `input` and return what the worker needs, or raise JobInputError."""
+    if not isinstance(job_input, dict):
+        raise JobInputError(
+            f"input: must be a JSON object with a `workflow`, got {_json_type(job_input)}"
+        )
+    _check_schema(job_input)
+    workflow = _workflow(job_input["workflow"])
+    images = [ImageInput(**entry) for entry in job_input.get("images", [])]
+    seen: set[str] = set()
+    for i, img in enumerate(images):
+        if (img.image is None) == (img.url is None):
+            raise JobInputError(f"images[{i}]: give exactly one of `image` (base64) or `url`")
+        if img.name in seen:
+            raise JobInputError(f"images[{i}].name: {img.name!r} is used twice")
+        seen.add(img.name)
+        if img.name in (".", "..") or img.name.endswith("."):
+            raise JobInputError(f"images[{i}].name: {_NAME_RULE}")
+    return JobSpec(
+        workflow=workflow,
+        images=images,
+        api_key=job_input.get("comfy_org_api_key") or settings.COMFY_ORG_API_KEY.get(),
+        timeout_s=float(job_input.get("timeout_s", min(TIMEOUT_DEFAULT.get(), TIMEOUT_MAX.get()))),
+        include_previews=job_input.get("include_previews", False),
+    )
+
+
+_NAME_RULE = (
+    "must be a plain file name (letters, digits, space and _ . ( ) + = , -; "
+    "no folders, no leading dot), at most 200 characters"
+)
+
+
+def _check_schema(job_input: dict) -> None:
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(job_input), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise JobInputError(_describe(errors[0]))
+
+
+def _path(error: jsonschema.ValidationError) -> str:
+    out = ""
+    for part in error.absolute_path:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out or "input"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the field and the rule, never the value (it may be secret or huge)."""
+    where = _path(error)
+    kind, rule = error.validator, error.validator_value
+    if kind == "required":
+        missing = [r for r in rule if r not in error.instance]
+        name = missing[0] if missing else rule[0]
+        prefix = "" if where == "input" else f"{where}."
+        hint = " (the ComfyUI workflow in API format)" if name == "workflow" else ""
+        return f"{prefix}{name}: is required{hint}"
+    if kind == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        prefix = "" if where == "input" else f"{where}."
+        return f"{prefix}{extra[0]}: unknown field (known fields: {', '.join(known)})"
+    if kind == "type":
+        wanted = " or ".join(rule) if isinstance(rule, list) else rule
+        return f"{where}: must be {_article(wanted)}, got {_json_type(error.instance)}"
+    if kind == "pattern" and where.endswith(".name"):
+        return f"{where}: {_NAME_RULE}"
+    if kind == "minLength":
+        return f"{where}: must not be empty"
+    if kind == "maxLength":
+        return f"{where}: is too long (at most {rule} characters)"
+    if kind == "maxItems":
+        return f"{where}: too many entries (at most {rule})"
+    if kind == "maximum":
+        return f"{where}: must be at most {rule:g} (BAKERY_JOB_TIMEOUT_MAX_S)"
+    if kind == "exclusiveMinimum":
+        return f"{where}: must be greater than {rule:g}"
+    return f"{where}: does not match the job schema ({kind})"
+
+
+def _workflow(value: Any) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise JobInputError(
+                f"workflow: is a string but not valid JSON ({err.msg} at line {err.lineno} "
+                f"column {err.colno})"
+            ) from None
+        if not isinstance(value, dict):
+            raise JobInputError(
+                f"workflow: the JSON string must hold an object, got {_json_type(value)}"
+            )
+    if isinstance(value.get("nodes"), list) and "links" in value:
+        raise JobInputError(
+            "workflow: this is the ComfyUI editor's format (it has `nodes` and `links`), not "
+            'the API format — in ComfyUI use Workflow → "Export (API)" and send that file'
+        )
+    if not value:
+        raise JobInputError("workflow: is empty — it must map node ids to nodes")
+    for node_id, node in value.items():
+        if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
+            raise JobInputError(
+                f"workflow[{node_id!r}]: must be a node with a `class_type` string and `inputs` "
+                'object — is this an API-format workflow? (ComfyUI: "Export (API)")'
+            )
+        if not isinstance(node.get("inputs", {}), dict):
+            raise JobInputError(f"workflow[{node_id!r}].inputs: must be an object")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _article(word: str) -> str:
+    return ("an " if word[0] in "aeio" else "a ") + word

@@ -1,0 +1,81 @@
+"""S3-compatible storage for outputs, configured the way RunPod configures it.
+
+When BUCKET_ENDPOINT_URL and both keys are set, each output file is stored at
+`<bucket>/<job id>/<file name>` with its content type, and the job returns a
+presigned URL (valid 7 days, as the runpod SDK's own helper does) instead of
+base64. The client comes from the runpod SDK (`rp_upload.get_boto_client`),
+so the endpoint, keys and region are read exactly as RunPod documents them.
+"""
+
+from __future__ import annotations
+
+import time
+
+from handler import settings
+from handler.errors import OutputError
+
+BUCKET_NAME = settings.setting(
+    "BAKERY_BUCKET_NAME",
+    "",
+    "Bucket for uploaded outputs; empty = the runpod SDK's convention (the month, `MM-YY`).",
+)
+URL_EXPIRY_S = 7 * 24 * 3600
+
+_client = None
+_client_key: tuple | None = None
+
+
+def configured() -> bool:
+    return all(
+        s.get()
+        for s in (
+            settings.BUCKET_ENDPOINT_URL,
+            settings.BUCKET_ACCESS_KEY_ID,
+            settings.BUCKET_SECRET_ACCESS_KEY,
+        )
+    )
+
+
+def _boto():
+    global _client, _client_key
+    key = (
+        settings.BUCKET_ENDPOINT_URL.get(),
+        settings.BUCKET_ACCESS_KEY_ID.get(),
+        settings.BUCKET_SECRET_ACCESS_KEY.get(),
+    )
+    if _client is None or key != _client_key:
+        from runpod.serverless.utils import rp_upload  # boto3 is heavy: only when used
+
+        _client, _ = rp_upload.get_boto_client()
+        _client_key = key
+    return _client
+
+
+def bucket() -> str:
+    return BUCKET_NAME.get() or time.strftime("%m-%y")
+
+
+def upload(job_id: str, name: str, data: bytes, content_type: str) -> str:
+    """Store one output; return a presigned URL for it."""
+    import botocore.exceptions
+
+    client = _boto()
+    if client is None:
+        raise OutputError("outputs: the bucket is configured but boto3 is not installed")
+    key = f"{job_id}/{name}"
+    try:
+        client.put_object(Bucket=bucket(), Key=key, Body=data, ContentType=content_type)
+        return client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket(), "Key": key}, ExpiresIn=URL_EXPIRY_S
+        )
+    except botocore.exceptions.ClientError as err:
+        code = err.response.get("Error", {}).get("Code", "error")
+        raise OutputError(
+            f"outputs: uploading {name!r} to bucket {bucket()!r} at "
+            f"{settings.BUCKET_ENDPOINT_URL.get()} failed ({code})"
+        ) from None
+    except botocore.exceptions.BotoCoreError as err:
+        raise OutputError(
+            f"outputs: uploading {name!r} to {settings.BUCKET_ENDPOINT_URL.get()} failed "
+            f"({type(err).__name__})"
+        ) from None
