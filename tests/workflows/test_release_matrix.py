@@ -15,12 +15,16 @@ from conftest import ACTIONS, REPO_ROOT, WORKFLOWS
 
 pytestmark = pytest.mark.usefixtures("needs_bake")
 
+IMAGE = "docker.io/alice/bakery"
+
 
 def run_plan(release_plan, tmp_path, *args: str) -> dict:
-    """The plan job's outputs, as release.yml's plan step produces them for tag v1.2.3."""
+    """The plan job's outputs, as release.yml's plan step produces them for tag v1.2.3
+    (with BAKERY_IMAGE set: the default variants.yaml names an example image)."""
     tmp_path.mkdir(exist_ok=True)
     out = tmp_path / "github_output"
-    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--output", str(out), *args]
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--output", str(out)]
+    argv += ["--image", IMAGE, *args]
     assert release_plan.main(argv) == 0
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
     return {key: json.loads(v) if v[:1] in "[{" else v for key, v in outputs.items()}
@@ -53,22 +57,43 @@ def test_every_variant_job_builds_on_its_own_base(release_plan, tmp_path):
         assert printed[job["target"]]["contexts"]["base"] == f"target:{job['base']}"
 
 
+def specs(values) -> list[dict]:
+    """Bake's printed cache/output/attest/secret entries as dicts: buildx before 0.18
+    prints "type=gha,scope=x", later ones {"type": "gha", "scope": "x"}."""
+    parsed = []
+    for value in values or []:
+        if isinstance(value, str):
+            value = dict(part.split("=", 1) for part in value.split(","))
+        parsed.append({key: str(v) for key, v in value.items()})
+    return parsed
+
+
 def test_a_variant_jobs_settings_resolve_in_bake_as_planned(release_plan, tmp_path):
-    outputs = run_plan(release_plan, tmp_path, "--image", "docker.io/alice/bakery")
+    outputs = run_plan(release_plan, tmp_path)
     job = outputs["variants"][0]
     target, base = job["target"], job["base"]
     sets = [arg for line in job["bake_set"].splitlines() for arg in ("--set", line)]
     printed = bake_print(REPO_ROOT, target, *sets)["target"]
-    assert printed[target]["tags"] == [
-        f"docker.io/alice/bakery:1.2.3-{target}",
-        f"docker.io/alice/bakery:{target}",
+    assert printed[target]["tags"] == [f"{IMAGE}:1.2.3-{target}", f"{IMAGE}:{target}"]
+    assert specs(printed[target]["cache-from"]) == [{"type": "gha", "scope": target}]
+    assert specs(printed[target]["cache-to"]) == [{"type": "gha", "scope": target, "mode": "max"}]
+    assert specs(printed[target]["output"]) == [{"type": "registry"}]
+    assert specs(printed[target]["attest"]) == [
+        {"type": "provenance", "mode": "max"},
+        {"type": "sbom"},
     ]
-    assert printed[target]["cache-to"] == [f"type=gha,scope={target},mode=max"]
-    assert printed[target]["output"] == ["type=registry"]
-    assert printed[target]["attest"] == ["type=provenance,mode=max", "type=sbom"]
-    assert printed[base]["cache-from"] == [f"type=gha,scope={base}"]
-    assert "cache-to" not in printed[base]
+    # the base: read from its own scope, never written by a variant job
+    assert specs(printed[base]["cache-from"]) == [{"type": "gha", "scope": base}]
+    assert not printed[base].get("cache-to")
     assert outputs["registry"] == "docker.io"
+
+
+def test_tokens_reach_every_build_as_bake_secrets_never_as_arguments():
+    for name, target in bake_print(REPO_ROOT)["target"].items():
+        secrets = specs(target.get("secret"))
+        assert {"id": "hf_token", "env": "HF_TOKEN"} in secrets, name
+        assert {"id": "civitai_token", "env": "CIVITAI_TOKEN"} in secrets, name
+        assert "token" not in json.dumps(target.get("args", {})).lower(), name
 
 
 def add_model_set(variants_file, name: str, cuda: str) -> None:

@@ -31,10 +31,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Bake secrets a build may need (ids match the Dockerfiles' RUN --mount=type=secret).
-# The values come from the environment of the bake step; bake reads them there,
-# so a token never appears on a command line, in an argument or in a log.
-BAKE_SECRETS = {"hf_token": "HF_TOKEN", "civitai_token": "CIVITAI_TOKEN"}
+# The image variants.yaml ships with; nobody can push there.
+EXAMPLE_IMAGE = "ghcr.io/your-org/"
 
 
 class PlanError(Exception):
@@ -102,14 +100,9 @@ def cache_lines(target: str, cache_ref: str, write: bool) -> list[str]:
     return lines
 
 
-def secret_lines(target: str) -> list[str]:
-    return [f"{target}.secrets=id={sid},env={env}" for sid, env in BAKE_SECRETS.items()]
-
-
 def base_lines(base: str, cache_ref: str, write: bool) -> list[str]:
     """A base is never published, so it carries no attestation (bake-action would add one)."""
-    lines = cache_lines(base, cache_ref, write) + secret_lines(base)
-    return lines + [f"{base}.attest=type=provenance,disabled=true"]
+    return cache_lines(base, cache_ref, write) + [f"{base}.attest=type=provenance,disabled=true"]
 
 
 def base_job(entry: dict, cache_ref: str) -> dict:
@@ -123,7 +116,7 @@ def variant_job(entry: dict, tags: list[str], cache_ref: str) -> dict:
     # The base is built again here only as the variant's `target:` context, from its
     # cache; bake never exports a target that is only a context.
     lines = base_lines(base, cache_ref, write=False)
-    lines += cache_lines(target, cache_ref, write=True) + secret_lines(target)
+    lines += cache_lines(target, cache_ref, write=True)
     lines += [f"{target}.tags={tag}" for tag in tags]
     lines += [
         f"{target}.output=type=registry",
@@ -187,6 +180,11 @@ def plan(
                 "and commit docker-bake.hcl"
             )
         tags = release_tags(resolved[entry["target"]].get("tags", []), version, floating)
+        if any(tag.startswith(EXAMPLE_IMAGE) for tag in tags):
+            raise PlanError(
+                f"the image is still the example {tags[0].rpartition(':')[0]}: set `image:` in "
+                "variants.yaml (then bakery render) or the repository variable BAKERY_IMAGE"
+            )
         if not tags:
             raise PlanError(f"target {entry['target']!r} has no {version}-… tag to push")
         jobs.append(variant_job(entry, tags, cache_ref))
