@@ -1,0 +1,209 @@
+"""Fixtures for the image tests: an engine (or a skip saying why), the stand-in
+base, a loopback model server, and ONE bake of every variant shared by the
+whole session (the slow part; every check reads its result).
+
+Every container runs with `--network host` and talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import subprocess
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from standin import bake as stand_in
+from standin import base
+
+REPO = stand_in.REPO
+
+
+def engine_problem() -> str | None:
+    """Why image tests cannot run here, or None when they can."""
+    if shutil.which("docker") is None:
+        return "no docker client on PATH"
+    info = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if info.returncode != 0:
+        return "no Docker engine answers (CI starts one with tools/ci/docker-engine.sh)"
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
+        return "docker buildx is not installed (tools/ci/docker-engine.sh installs it)"
+    if not base.exists(base.tag()) and shutil.which("debootstrap") is None:
+        return "no stand-in base image and no debootstrap to build it"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def engine():
+    """Skip every image test, with the reason, where no engine answers."""
+    problem = engine_problem()
+    if problem:
+        pytest.skip(problem)
+
+
+@pytest.fixture(scope="session")
+def run_id():
+    """One id per session: in every image's test label and tag, so cleanup finds them."""
+    rid = f"e2e-{uuid.uuid4().hex[:10]}"
+    yield rid
+    stand_in.remove_images(rid)
+
+
+@pytest.fixture(scope="session")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("images")
+
+
+@pytest.fixture(scope="session")
+def given(run_id, work) -> stand_in.Inputs:
+    return stand_in.inputs(base.ensure(), run_id, work / "inputs")
+
+
+@dataclass
+class ModelServer:
+    """Small model files with real sha256 on 127.0.0.1, and a log of what was fetched."""
+
+    root: Path
+    port: int
+    fetched: list[str]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def add(self, name: str, content: bytes) -> dict:
+        (self.root / name).write_bytes(content)
+        return {
+            "url": self.url(name),
+            "sha256": hashlib.sha256(content).hexdigest(),
+            "size": len(content),
+        }
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    fetched: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(root), **kwargs)
+
+        def do_GET(self):
+            fetched.append(self.path)
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield ModelServer(root=root, port=server.server_address[1], fetched=fetched)
+    server.shutdown()
+    server.server_close()
+
+
+def variants_for_tests(models: ModelServer) -> dict:
+    """Two CUDA lines, three model sets (one empty), one node set: every shape a
+    variants.yaml can take, with models served from loopback."""
+
+    def model(name: str, folder: str, size: int) -> dict:
+        content = hashlib.sha256(name.encode()).digest() * (size // 32)
+        return {"dir": folder, "file": name, "auth": "none", **models.add(name, content)}
+
+    line = {
+        "torch": ["torch==2.8.0"],
+        "gpu_archs": ["sm_80", "sm_89"],
+        "gpus": ["RTX 4090"],
+    }
+    return {
+        "image": "registry.example/bakery-test",
+        "comfyui": {
+            "version": "v0.3.64",
+            "source": "https://github.com/comfyanonymous/ComfyUI.git",
+        },
+        "cuda": {
+            "cu126": {
+                **line,
+                "base_image": "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04",
+                "torch_index": "https://download.pytorch.org/whl/cu126",
+            },
+            "cu128": {
+                **line,
+                "base_image": "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04",
+                "torch_index": "https://download.pytorch.org/whl/cu128",
+            },
+        },
+        "node_sets": {
+            "extras": {
+                "nodes": {
+                    "tiny-node": {
+                        "source": "https://github.com/example/tiny-node.git",
+                        "commit": "0123456789abcdef0123456789abcdef01234567",
+                    }
+                }
+            }
+        },
+        "model_sets": {
+            "empty": {"vram_gb": None, "models": []},
+            "one": {"vram_gb": 4, "models": [model("one.safetensors", "checkpoints", 64 * 1024)]},
+            "pair": {
+                "vram_gb": 8,
+                "models": [
+                    model("pair-unet.safetensors", "diffusion_models", 96 * 1024),
+                    model("pair-vae.safetensors", "vae", 32 * 1024),
+                ],
+            },
+        },
+        "variants": [
+            {"model_sets": ["empty", "one", "pair"], "cuda": ["cu126", "cu128"]},
+            {"model_sets": ["one"], "cuda": ["cu128"], "node_sets": ["extras"]},
+        ],
+    }
+
+
+@dataclass
+class Rendered:
+    """One variants file rendered into its own folder, and its `bakery matrix`."""
+
+    name: str  # "default" (the repo's variants.yaml) or "test"
+    out: Path
+    matrix: dict
+
+    def manifest(self, target: str) -> dict:
+        from handler import manifest
+
+        return manifest.load(self.out / "build" / target / "models.json")
+
+
+@dataclass
+class Bakes:
+    """The session's one bake of every variant of both files."""
+
+    rendered: dict[str, Rendered]
+    baked: dict[str, stand_in.Baked]
+
+    def variants(self):
+        for name, r in self.rendered.items():
+            for v in r.matrix["variants"]:
+                yield r, v, self.baked[name].images[v["target"]]
+
+
+@pytest.fixture(scope="session")
+def bakes(given, work, model_server) -> Bakes:
+    variants_file = work / "test-variants.yaml"
+    variants_file.write_text(yaml.safe_dump(variants_for_tests(model_server), sort_keys=False))
+    rendered, baked = {}, {}
+    for name, source in (("default", REPO / "variants.yaml"), ("test", variants_file)):
+        out = work / f"render-{name}"
+        out.mkdir()
+        r = Rendered(name, out, stand_in.render(source, out))
+        targets = [v["target"] for v in r.matrix["variants"]]
+        rendered[name] = r
+        baked[name] = stand_in.bake(out, targets, given, work=work / f"bake-{name}")
+    return Bakes(rendered, baked)

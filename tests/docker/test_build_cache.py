@@ -1,0 +1,56 @@
+"""A one-line handler change rebuilds only the handler layer and what follows it,
+read from BuildKit's own report of each step (cached or run), not from timings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from standin import bake as stand_in
+
+pytestmark = pytest.mark.docker
+
+
+def rebuilt_steps(baked: stand_in.Baked, matrix: dict) -> dict[str, list[str]]:
+    """Per target, the Dockerfile steps BuildKit ran instead of taking from cache.
+
+    Steps of a base target also appear under each variant that consumes it
+    (same digest); they count as the base's.
+    """
+    bases = {b["target"] for b in matrix["bases"]}
+    base_digests = {s.digest for s in baked.steps if s.target in bases}
+    ran: dict[str, list[str]] = {}
+    for s in baked.steps:
+        if not s.ran:
+            continue
+        owner = s.target if s.digest not in base_digests else "base steps"
+        ran.setdefault(owner, []).append(f"{s.index}/{s.total} {s.command[:70]}")
+    return ran
+
+
+def handler_step(baked: stand_in.Baked, target: str) -> int:
+    for s in baked.steps:
+        if s.target == target and s.command.startswith("COPY") and "--from=handler" in s.command:
+            return s.index
+    raise AssertionError(f"{target}: BuildKit reported no COPY --from=handler step")
+
+
+def test_handler_change_rebuilds_only_the_handler_layer_and_after(bakes, given, work):
+    changed = stand_in.clean_copy(given.handler, work / "handler-changed")
+    init = changed / "__init__.py"
+    init.write_text(init.read_text() + "# a one-line change, for the build cache check\n")
+    with_change = dataclasses.replace(given, handler=changed)
+
+    for name, rendered in bakes.rendered.items():
+        targets = [v["target"] for v in rendered.matrix["variants"]]
+        rebuilt = stand_in.bake(rendered.out, targets, with_change, work=work / f"rebake-{name}")
+        ran = rebuilt_steps(rebuilt, rendered.matrix)
+        assert "base steps" not in ran, f"{name}: base steps re-ran: {ran['base steps']}"
+        assert sorted(ran) == sorted(targets), f"{name}: targets that rebuilt: {sorted(ran)}"
+        for target in targets:
+            first = handler_step(rebuilt, target)
+            early = [step for step in ran[target] if int(step.split("/")[0]) < first]
+            assert early == [], f"{name}:{target}: steps before the handler re-ran: {early}"
+            assert any(step.startswith(f"{first}/") for step in ran[target]), (
+                f"{name}:{target}: the handler layer came from cache after a handler change"
+            )

@@ -1,0 +1,249 @@
+"""Every variant image, built for real from the rendered bake file against the
+stand-ins, runs a job: its start script fetches the variant's models from a
+loopback server, starts ComfyUI (the double) and the handler, and the job sent
+through the runpod SDK's local API comes back with its image.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import pytest
+from comfy_double import media
+from standin import bake as stand_in
+from standin import worker
+
+from handler import manifest as manifests
+
+pytestmark = pytest.mark.docker
+
+# ComfyUI's own models folder inside an image: where models go without a volume.
+MODELS = "/opt/comfyui/models"
+TEST_MANIFEST = "/opt/bakery/test-models.json"
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".onnx", ".sft")
+
+JOB = {
+    "input": {
+        "workflow": {
+            "1": {
+                "class_type": "EmptyImage",
+                "inputs": {"width": 8, "height": 4, "batch_size": 1, "color": 0x336699},
+            },
+            "2": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["1", 0], "filename_prefix": "smoke"},
+            },
+        }
+    }
+}
+
+
+def loopback_manifest(rendered, target: str, models, where: Path) -> tuple[dict, Path]:
+    """The variant's own manifest with every URL moved to the loopback model server.
+
+    The default variants.yaml names real Hugging Face files; a test must not
+    fetch them, so each becomes a small file with the same folder and name.
+    """
+    original = rendered.manifest(target)
+    moved = []
+    for m in original["models"]:
+        served = models.add(f"{rendered.name}--{m['dir']}--{m['file']}", m["file"].encode() * 512)
+        moved.append({**m, **served, "auth": "none"})
+    data = {**original, "models": moved}
+    path = where / f"{rendered.name}-{target}.json"
+    path.write_text(manifests.dumps(data))
+    return data, path
+
+
+def expect_models_in_place(models: list[dict]):
+    """A check run inside the live container: each model file is where ComfyUI
+    looks, with the manifest's sha256."""
+    wanted = {f"{MODELS}/{m['dir']}/{m['file']}": m["sha256"] for m in models}
+    script = (
+        "import hashlib, json, sys\n"
+        "w = json.loads(sys.argv[1])\n"
+        "print(json.dumps({p: hashlib.sha256(open(p, 'rb').read()).hexdigest()"
+        " if __import__('os').path.exists(p) else None for p in w}))\n"
+    )
+
+    def check(container):
+        code, out = container.exec_run(["python3", "-c", script, json.dumps(wanted)])
+        assert code == 0, out.decode()
+        found = json.loads(out.decode().strip().splitlines()[-1])
+        assert found == wanted, f"models in the container: {found}, expected {wanted}"
+
+    return check
+
+
+def test_smoke_every_variant_fetches_its_models_and_answers_a_job(
+    bakes, model_server, work, run_id
+):
+    where = work / "manifests"
+    where.mkdir(exist_ok=True)
+    runs = []
+    for rendered, variant, image in bakes.variants():
+        env, volumes = {}, {}
+        if rendered.name == "default":
+            data, path = loopback_manifest(rendered, variant["target"], model_server, where)
+            env["BAKERY_MANIFEST"] = TEST_MANIFEST
+            volumes[str(path)] = {"bind": TEST_MANIFEST, "mode": "ro"}
+        else:
+            data = rendered.manifest(variant["target"])
+        runs.append((f"{rendered.name}:{variant['target']}", image, env, volumes, data["models"]))
+
+    def one(run):
+        name, image, env, volumes, models = run
+        return (
+            name,
+            models,
+            worker.run_job(
+                image,
+                JOB,
+                labels={stand_in.TEST_LABEL: run_id},
+                env=env,
+                volumes=volumes,
+                check=expect_models_in_place(models),
+            ),
+        )
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        outcomes = list(pool.map(one, runs))
+
+    problems = []
+    for name, models, outcome in outcomes:
+        output = (outcome.body or {}).get("output") or {}
+        images = output.get("images") or []
+        ok = (
+            outcome.error is None
+            and outcome.status == 200
+            and outcome.body.get("status") == "COMPLETED"
+            and len(images) == 1
+            and images[0].get("type") == "base64"
+        )
+        if ok:
+            picture = media.read_png(base64.b64decode(images[0]["data"]))
+            ok = (picture.width, picture.height) == (8, 4)
+        for m in models:
+            if f"/{m['url'].rsplit('/', 1)[-1]}" not in model_server.fetched:
+                ok = False
+                outcome.error = f"{m['url']} was never fetched"
+        if not ok:
+            problems.append(f"== {name}\n{outcome.describe()}")
+    assert not problems, "\n".join(problems)
+    assert len(outcomes) >= 8 + 7
+
+
+def scan(image: str, run_id: str) -> dict:
+    """Look inside an image (a throwaway container, no start script): model-like
+    files anywhere, and files holding one of the fake bake-secret tokens."""
+    tokens = list(stand_in.FAKE_TOKENS.values())
+    script = (
+        "import json, os, sys\n"
+        "suffixes = tuple(json.loads(sys.argv[1]))\n"
+        "tokens = [t.encode() for t in json.loads(sys.argv[2])]\n"
+        "models, leaks = [], []\n"
+        "for top in ('/opt', '/root', '/tmp', '/etc', '/home', '/var', '/usr/local', '/run'):\n"
+        "    for d, _, files in os.walk(top):\n"
+        "        for f in files:\n"
+        "            p = os.path.join(d, f)\n"
+        "            if f.endswith(suffixes): models.append(p)\n"
+        "            if not os.path.isfile(p) or os.path.islink(p): continue\n"
+        "            try: data = open(p, 'rb').read()\n"
+        "            except OSError: continue\n"
+        "            if any(t in data for t in tokens): leaks.append(p)\n"
+        "print(json.dumps({'models': models, 'leaks': leaks}))\n"
+    )
+    out = docker.from_env().containers.run(
+        image,
+        ["python3", "-c", script, json.dumps(MODEL_SUFFIXES), json.dumps(tokens)],
+        entrypoint=[],
+        network_mode="host",
+        labels={stand_in.TEST_LABEL: run_id},
+        remove=True,
+    )
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def test_images_hold_no_model_file_and_no_bake_secret(bakes, run_id):
+    found = {}
+    images = {f"{r.name}:{v['target']}": image for r, v, image in bakes.variants()}
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        for name, result in zip(
+            images, pool.map(lambda i: scan(i, run_id), images.values()), strict=True
+        ):
+            if result["models"] or result["leaks"]:
+                found[name] = result
+    assert found == {}
+
+
+def test_history_and_image_config_hold_no_bake_secret(bakes):
+    leaks = {}
+    for rendered, variant, image in bakes.variants():
+        history = subprocess.run(
+            ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        config = json.dumps(docker.from_env().images.get(image).attrs)
+        for env_name, token in stand_in.FAKE_TOKENS.items():
+            for where, text in (("docker history", history), ("image config", config)):
+                if token in text:
+                    leaks.setdefault(f"{rendered.name}:{variant['target']}", []).append(
+                        f"{env_name} in {where}"
+                    )
+    assert leaks == {}
+
+
+def test_labels_name_the_variants_models_and_cuda_line(bakes):
+    wrong = {}
+    for rendered, variant, image in bakes.variants():
+        labels = docker.from_env().images.get(image).labels
+        text = "\n".join(f"{k}={v}" for k, v in labels.items())
+        missing = [
+            m["file"]
+            for m in rendered.manifest(variant["target"])["models"]
+            if m["file"] not in text
+        ]
+        if variant["cuda"] not in labels.values() and not any(
+            k.endswith("cuda") and v == variant["cuda"] for k, v in labels.items()
+        ):
+            missing.append(f"CUDA line {variant['cuda']}")
+        if missing:
+            wrong[f"{rendered.name}:{variant['target']}"] = {"missing": missing, "labels": labels}
+    assert wrong == {}
+
+
+def layers(image: str) -> list[str]:
+    return docker.from_env().images.get(image).attrs["RootFS"]["Layers"]
+
+
+def test_base_target_is_built_once_per_cuda_line(bakes):
+    for name, baked in bakes.baked.items():
+        variants = bakes.rendered[name].matrix["variants"]
+        for base in bakes.rendered[name].matrix["bases"]:
+            base_layers = layers(baked.bases[base["target"]])
+            on_line = [v["target"] for v in variants if v["base"] == base["target"]]
+            assert on_line, f"{name}: no variant on {base['target']}"
+            # A base built twice would differ in its layers (files carry build times).
+            for target in on_line:
+                assert layers(baked.images[target])[: len(base_layers)] == base_layers, (
+                    f"{name}:{target} does not start with {base['target']}'s layers"
+                )
+            # BuildKit reports each base step once per line: one definition, one run.
+            base_steps = [s for s in baked.steps if s.target == base["target"] and s.completed]
+            assert base_steps, f"{name}: BuildKit reported no step of {base['target']}"
+            for step in base_steps:
+                same = {
+                    s.digest
+                    for s in baked.steps
+                    if s.completed
+                    and s.command == step.command
+                    and s.target in on_line + [base["target"]]
+                }
+                assert same == {step.digest}, f"{name}: {step.command!r} built as {sorted(same)}"

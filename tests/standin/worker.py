@@ -1,0 +1,104 @@
+"""Run a built image as a worker on this machine and send it one job.
+
+The container runs with `--network host` and everything it talks to is on
+127.0.0.1: ComfyUI (the double, on its own port per container), the runpod
+SDK's local API (`--rp_serve_api`, passed through start.sh), and the test's
+model server. Nothing else is addressed.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import closing
+from dataclasses import dataclass
+
+import docker
+import requests
+
+START = "/opt/bakery/handler/start.sh"
+
+
+def free_port() -> int:
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Outcome:
+    """A job's answer from the worker's local API, and what the container said."""
+
+    status: int | None
+    body: dict | None
+    logs: str
+    seconds: float
+    error: str | None = None
+
+    def describe(self) -> str:
+        return (
+            f"status={self.status} error={self.error} body={str(self.body)[:1500]}\n"
+            f"--- container log (last 60 lines) ---\n" + "\n".join(self.logs.splitlines()[-60:])
+        )
+
+
+def run_job(
+    image: str,
+    job: dict,
+    *,
+    labels: dict[str, str],
+    env: dict[str, str] | None = None,
+    volumes: dict | None = None,
+    check=None,
+    timeout_s: float = 120,
+) -> Outcome:
+    """Start `image`, wait for its local API, POST `job` to /runsync, stop it.
+
+    `check(container)` runs while the container is still up (e.g. `exec_run`
+    to look at fetched files); its return value is ignored, its exceptions are
+    recorded. The container is removed by id, whatever happens.
+    """
+    client = docker.from_env()
+    api_port, comfy_port = free_port(), free_port()
+    container = client.containers.run(
+        image,
+        [START, "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(api_port)],
+        detach=True,
+        network_mode="host",
+        labels=labels,
+        environment={"COMFY_HOST": f"127.0.0.1:{comfy_port}", **(env or {})},
+        volumes=volumes or {},
+    )
+    t0 = time.monotonic()
+    status = body = error = None
+    try:
+        deadline = t0 + timeout_s
+        while True:
+            try:
+                answer = requests.post(
+                    f"http://127.0.0.1:{api_port}/runsync",
+                    json=job,
+                    timeout=max(1.0, deadline - time.monotonic()),
+                )
+                status = answer.status_code
+                body = answer.json()
+                break
+            except requests.ConnectionError:
+                container.reload()
+                if container.status not in ("created", "running"):
+                    error = f"container exited ({container.status}) before answering"
+                    break
+                if time.monotonic() > deadline:
+                    error = f"no answer on 127.0.0.1:{api_port} within {timeout_s:.0f}s"
+                    break
+                time.sleep(0.5)
+        if check is not None and error is None:
+            try:
+                check(container)
+            except Exception as e:  # reported with the container's log, not raised here
+                error = f"check failed: {e!r}"
+        seconds = time.monotonic() - t0
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    return Outcome(status=status, body=body, logs=logs, seconds=seconds, error=error)
