@@ -1,0 +1,42 @@
+"""Shared fixtures: the ComfyUI test double, started as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import pytest
+from comfy_double import start
+
+
+@pytest.fixture
+def comfy_double(tmp_path):
+    """A fresh double, its folders under tmp_path, ready; killed after the test."""
+    with start(tmp_path / "comfyui") as double:
+        yield double
+
+
+@pytest.fixture(scope="module")
+def comfy_double_module(tmp_path_factory):
+    """One double per module (cheaper): tests must not rely on its queue, history or faults."""
+    with start(tmp_path_factory.mktemp("comfyui")) as double:
+        yield double
+
+
+@pytest.fixture
+def comfy_double_factory(tmp_path):
+    """Start doubles with flags or start-up faults: `factory(*args, faults={...}, wait=True)`."""
+    started = []
+
+    def factory(*args, faults=None, env=None, wait=True, base=None, **kwargs):
+        double = start(
+            base or tmp_path / f"comfyui{len(started)}",
+            *args,
+            faults=faults,
+            env=env,
+            wait=wait,
+            **kwargs,
+        )
+        started.append(double)
+        return double
+
+    yield factory
+    for double in started:
+        double.stop()
