@@ -13,6 +13,7 @@ download needs; the token itself comes from the container's environment.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
@@ -78,6 +79,18 @@ MANIFEST_SCHEMA = {
         "models": {"type": "array", "items": MODEL_SCHEMA},
     },
 }
+
+
+@dataclass(frozen=True)
+class Model:
+    """One entry of `models`, as typed values (fields as in MODEL_SCHEMA)."""
+
+    url: str
+    dir: str
+    file: str
+    sha256: str | None
+    size: int | None
+    auth: str
 
 
 class ManifestError(ValueError):

@@ -1,0 +1,182 @@
+"""`python -m handler.fetch`: put every model of the image's manifest in place.
+
+Run at container start (handler.start) before ComfyUI starts. Models already
+present and verified cost a stat each; missing ones are downloaded in parallel
+(handler.download), each by exactly one worker of the endpoint when several
+share a network volume. Exit status 0 when every model is in place, else 1
+with one line saying what failed and what to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from handler import log as logs
+from handler import manifest, settings, volume
+from handler.download import Client, Download, FetchError
+from handler.manifest import Model
+
+WORKERS = settings.setting(
+    "BAKERY_FETCH_WORKERS",
+    4,
+    "Model files downloaded at the same time.",
+    kind="int",
+)
+
+log = logs.get("fetch")
+
+
+class NotEnoughSpace(FetchError):
+    pass
+
+
+@dataclass
+class Summary:
+    root: Path
+    model_paths: Path
+    present: list[str] = field(default_factory=list)  # verified already (or by another worker)
+    fetched: list[str] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+def size_text(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> Summary:
+    """Fetch every model of the manifest; raise FetchError (or ManifestError) on failure."""
+    t0 = time.monotonic()
+    data = manifest.load(manifest_path or settings.MANIFEST.get(env))
+    root = volume.models_root(env)
+    yaml_path = volume.write_model_paths(root, Path(volume.MODEL_PATHS.get(env)))
+    summary = Summary(root, yaml_path)
+    models = [Model(**m) for m in data["models"]]
+    places = {id(m): volume.Place(root, m.dir, m.file) for m in models}
+
+    missing = [m for m in models if not places[id(m)].verified(m.sha256, m.size)]
+    summary.present += [places[id(m)].name for m in models if m not in missing]
+    if missing:
+        check_space(root, [(m, places[id(m)]) for m in missing])
+        client = Client(env)
+        failures: list[str] = []
+        workers = max(1, min(WORKERS.get(env), len(missing)))
+        with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
+            jobs = {pool.submit(fetch_one, m, places[id(m)], client, env): m for m in missing}
+            for job, m in jobs.items():
+                place = places[id(m)]
+                try:
+                    got = job.result()
+                # OSError: the volume itself (permissions, read-only, gone).
+                except (FetchError, OSError) as exc:
+                    failures.append(f"{place.name}: {exc}")
+                    logs.event(log, "model failed", logging.ERROR, file=place.name, error=str(exc))
+                    continue
+                if got is None:
+                    summary.present.append(place.name)
+                else:
+                    summary.fetched.append(place.name)
+                    summary.bytes += got
+        if failures:
+            raise FetchError(
+                f"{len(failures)} of {len(models)} models could not be fetched:\n  "
+                + "\n  ".join(failures)
+            )
+    summary.seconds = time.monotonic() - t0
+    logs.event(
+        log,
+        "models ready",
+        fetched=len(summary.fetched),
+        bytes=summary.bytes,
+        seconds=round(summary.seconds, 3),
+        already_present=len(summary.present),
+        folder=str(root),
+    )
+    return summary
+
+
+def fetch_one(model: Model, place: volume.Place, client: Client, env) -> int | None:
+    """Bytes downloaded for `model`, or None if it turned out to be in place already."""
+
+    def waiting() -> None:
+        logs.event(log, "another worker is fetching this file, waiting for it", file=place.name)
+
+    with volume.locked(place, on_wait=waiting):
+        if place.verified(model.sha256, model.size):
+            return None  # another worker finished it while we waited
+        if adopt(model, place):
+            return None
+        t0 = time.monotonic()
+        download = Download(model, place, client, env)
+        digest = download.run()
+        seconds = time.monotonic() - t0
+        logs.event(
+            log,
+            "downloaded",
+            file=place.name,
+            bytes=download.bytes_received,
+            seconds=round(seconds, 2),
+            mib_s=round(download.bytes_received / 2**20 / max(seconds, 1e-9), 1),
+            sha256=digest,
+        )
+        return download.bytes_received
+
+
+def adopt(model: Model, place: volume.Place) -> bool:
+    """A file in place without a record (copied in by hand, or an interrupted
+    bookkeeping write): hash it once; keep it if it matches the manifest."""
+    if not place.target.is_file() or model.sha256 is None:
+        return False
+    if model.size is not None and place.target.stat().st_size != model.size:
+        return False
+    digest = hashlib.sha256()
+    with open(place.target, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    digest = digest.hexdigest()
+    if digest != model.sha256:
+        logs.event(log, "file in place does not match its sha256, replacing it", file=place.name)
+        return False
+    place.remember(digest, model.url)
+    return True
+
+
+def check_space(root: Path, missing: list[tuple[Model, volume.Place]]) -> None:
+    """Fail before downloading anything if the missing models cannot fit."""
+    sized = [(m, p) for m, p in missing if m.size is not None]
+    need = sum(m.size for m, _ in sized)
+    partial = sum(min(p.partial_bytes(), m.size) for m, p in sized)
+    free = volume.free_bytes(root)
+    unknown = len(missing) - len(sized)
+    if unknown:
+        logs.event(log, "size unknown, not counted in the disk check", models=unknown)
+    if need - partial > free:
+        raise NotEnoughSpace(
+            f"not enough disk space in {root}: {len(sized)} missing models need "
+            f"{size_text(need - partial)} more ({size_text(need)} in all, "
+            f"{size_text(partial)} already downloaded) but only {size_text(free)} is free — "
+            "free some space or use a larger network volume"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m handler.fetch", description=__doc__)
+    ap.add_argument("--manifest", help=f"manifest to fetch (default: ${settings.MANIFEST.name})")
+    args = ap.parse_args(argv)
+    try:
+        fetch(args.manifest)
+    except (FetchError, manifest.ManifestError, settings.SettingError) as exc:
+        print(logs.redact(f"fetch failed: {exc}"), file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Where models live on disk, and the bookkeeping that makes a warm start cheap.
+
+Models go to `<BAKERY_VOLUME_DIR>/models/<folder>/` when a network volume is
+mounted (every worker of the endpoint shares it), else to ComfyUI's own
+`models/<folder>/`. ComfyUI learns the location from the extra_model_paths.yaml
+written here.
+
+Bookkeeping sits in `<models>/.bakery/<folder>/`, outside every folder ComfyUI
+scans, and on the same file system as the models so a finished download is
+renamed into place atomically:
+  <file>.part       the download in progress (resumed from here)
+  <file>.part.json  what the .part holds (url, total size, ranged segments)
+  <file>.lock       fcntl lock: one worker on the volume downloads the file
+  <file>.verified   size, mtime_ns and sha256 of the verified file, so a warm
+                    start costs a stat and a small read, never a re-hash
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from handler import settings
+from handler.manifest import MODEL_FOLDERS
+
+MODEL_PATHS = settings.setting(
+    "BAKERY_MODEL_PATHS",
+    "/opt/bakery/extra_model_paths.yaml",
+    "Where the fetcher writes ComfyUI's extra_model_paths.yaml (the start script passes it "
+    "to ComfyUI with --extra-model-paths-config).",
+)
+
+BOOKKEEPING = ".bakery"
+
+
+def models_root(env: dict | None = None) -> Path:
+    """The folder holding `<folder>/<file>` for every model of the manifest."""
+    volume = Path(settings.VOLUME_DIR.get(env))
+    if volume.is_dir():
+        return volume / "models"
+    return Path(settings.COMFYUI_DIR.get(env)) / "models"
+
+
+def model_paths_yaml(root: Path) -> str:
+    """ComfyUI's extra_model_paths.yaml mapping every folder it knows to `root`."""
+    # Quoted so any path survives YAML; ComfyUI joins base_path with each entry.
+    lines = [
+        "# Written by `python -m handler.fetch` at container start: the models of this",
+        "# image live here. Do not edit; it is rewritten on every start.",
+        "comfy_bakery:",
+        f"  base_path: {json.dumps(str(root))}",
+    ]
+    lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_paths(root: Path, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, model_paths_yaml(root))
+    return path
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where one model of the manifest goes, with its bookkeeping files."""
+
+    root: Path
+    folder: str
+    file: str
+
+    @property
+    def target(self) -> Path:
+        return self.root / self.folder / self.file
+
+    @property
+    def name(self) -> str:
+        return f"{self.folder}/{self.file}"
+
+    def _side(self, suffix: str) -> Path:
+        return self.root / BOOKKEEPING / self.folder / f"{self.file}{suffix}"
+
+    @property
+    def part(self) -> Path:
+        return self._side(".part")
+
+    @property
+    def part_state(self) -> Path:
+        return self._side(".part.json")
+
+    @property
+    def lock_file(self) -> Path:
+        return self._side(".lock")
+
+    @property
+    def record(self) -> Path:
+        return self._side(".verified")
+
+    def make_dirs(self) -> None:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.part.parent.mkdir(parents=True, exist_ok=True)
+
+    def verified(self, sha256: str | None, size: int | None) -> bool:
+        """True when the file is in place and its record still matches it and the manifest.
+
+        Costs one stat and one small read: no hashing.
+        """
+        try:
+            st = self.target.stat()
+            rec = json.loads(self.record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        if not isinstance(rec, dict):
+            return False
+        return (
+            rec.get("size") == st.st_size
+            and rec.get("mtime_ns") == st.st_mtime_ns
+            and (sha256 is None or rec.get("sha256") == sha256)
+            and (size is None or st.st_size == size)
+        )
+
+    def remember(self, digest: str, url: str) -> None:
+        """Record the file now in place as verified (after the rename)."""
+        st = self.target.stat()
+        rec = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest, "url": url}
+        write_atomic(self.record, json.dumps(rec) + "\n")
+
+    def forget(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.record.unlink()
+
+    def partial_bytes(self) -> int:
+        """Bytes a previous run already wrote to disk for this file (allocated blocks)."""
+        try:
+            st = self.part.stat()
+        except OSError:
+            return 0
+        return min(st.st_size, st.st_blocks * 512)
+
+
+@contextlib.contextmanager
+def locked(place: Place, on_wait=None):
+    """Hold the file lock of `place`; call `on_wait()` first if another worker holds it.
+
+    fcntl (POSIX) locks, not flock: they also work on NFS-style network volumes,
+    and the kernel drops them when the holder dies, even by SIGKILL.
+    """
+    place.make_dirs()
+    fd = os.open(place.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            if on_wait is not None:
+                on_wait()
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer can still use on the file system holding `path`."""
+    while not path.exists():
+        path = path.parent
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize

@@ -1,0 +1,115 @@
+"""Fixtures for the fetcher and start-sequence tests: loopback model servers, a
+container-like environment in tmp_path, manifests, and the fetcher's log lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from model_server import ModelServer
+
+from handler import log as logs
+
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def server():
+    with ModelServer("127.0.0.1") as srv:
+        yield srv
+
+
+@pytest.fixture
+def cdn():
+    """A second host, as a CDN is to Hugging Face: it must never see a token."""
+    with ModelServer("127.0.0.2") as srv:
+        yield srv
+
+
+@pytest.fixture
+def box(tmp_path, monkeypatch):
+    """A container's view: a mounted network volume, ComfyUI's folder, the manifest path."""
+    b = Box(tmp_path)
+    for name, value in b.env().items():
+        monkeypatch.setenv(name, value)
+    for name in ("HF_TOKEN", "CIVITAI_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return b
+
+
+class Box:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.volume = tmp / "runpod-volume"
+        self.volume.mkdir()
+        self.comfyui = tmp / "comfyui"
+        self.manifest = tmp / "models.json"
+        self.model_paths = tmp / "bakery" / "extra_model_paths.yaml"
+
+    @property
+    def models(self) -> Path:
+        return self.volume / "models"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "BAKERY_VOLUME_DIR": str(self.volume),
+            "COMFYUI_DIR": str(self.comfyui),
+            "BAKERY_MANIFEST": str(self.manifest),
+            "BAKERY_MODEL_PATHS": str(self.model_paths),
+            "BAKERY_HF_HOSTS": "127.0.0.1",
+            "BAKERY_CIVITAI_HOSTS": "localhost",
+            "BAKERY_FETCH_PROGRESS_SECONDS": "60",
+        }
+
+    def subprocess_env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "CIVITAI_TOKEN")}
+        env.update(self.env())
+        env["PYTHONPATH"] = str(REPO)
+        env.update(extra)
+        return env
+
+    def write_manifest(self, *models: dict) -> Path:
+        self.manifest.write_text(
+            json.dumps(
+                {
+                    "schema_version": 1,
+                    "variant": "test-cu128",
+                    "model_set": "test",
+                    "cuda": "cu128",
+                    "models": list(models),
+                }
+            )
+        )
+        return self.manifest
+
+
+@pytest.fixture
+def fetch_log():
+    """The fetcher's JSON log lines, as written (after redaction)."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.JsonFormatter())
+    logger = logs.get("fetch").parent
+    logger.addHandler(handler)
+    lines = Lines(out)
+    yield lines
+    logger.removeHandler(handler)
+
+
+class Lines:
+    def __init__(self, out: io.StringIO):
+        self.out = out
+
+    @property
+    def text(self) -> str:
+        return self.out.getvalue()
+
+    def events(self, msg: str | None = None) -> list[dict]:
+        entries = [json.loads(line) for line in self.text.splitlines() if line.strip()]
+        return [e for e in entries if msg is None or e["msg"] == msg]

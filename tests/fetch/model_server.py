@@ -1,0 +1,182 @@
+"""A real HTTP model server on a loopback address, with the faults the fetcher must survive.
+
+Serves files (bytes in memory, or a file on disk sent with sendfile) with
+Range support that can be switched off, and counts what it did: hits and
+bytes sent per path, and every request's headers (to see where a token went).
+Faults are queued per path and used up one request at a time:
+  ("status", code, {headers})  answer with that status instead of the file
+  ("cut", n)                   send the first n bytes of the answer, then drop the connection
+  ("corrupt",)                 send the file with its first byte changed
+  ("redirect", url)            302 to url
+`redirects[path] = url` redirects every request (the way Hugging Face sends
+downloads to its CDN); `rate` (bytes/s) slows every answer down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+import time
+from collections import Counter, defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+class ModelServer:
+    def __init__(self, host: str = "127.0.0.1"):
+        self.files: dict[str, bytes | Path] = {}
+        self.faults: dict[str, list[tuple]] = defaultdict(list)
+        self.redirects: dict[str, str] = {}
+        self.ranges = True
+        self.rate: float | None = None
+        self.hits: Counter[str] = Counter()
+        self.bytes_sent: Counter[str] = Counter()
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer((host, 0), _handler(self))
+        self.httpd.daemon_threads = True
+        self.host, self.port = self.httpd.server_address[:2]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ModelServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
+
+    def add(self, path: str, content: bytes | Path) -> str:
+        self.files["/" + path.lstrip("/")] = content
+        return self.url(path)
+
+    def fault(self, path: str, *faults: tuple) -> None:
+        self.faults["/" + path.lstrip("/")].extend(faults)
+
+    def headers_seen(self, path: str) -> list[dict[str, str]]:
+        return [h for p, h in self.requests if p == "/" + path.lstrip("/")]
+
+
+def _handler(server: ModelServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            with server.lock:
+                server.hits[path] += 1
+                server.requests.append((path, dict(self.headers.items())))
+                fault = server.faults[path].pop(0) if server.faults[path] else None
+            if fault and fault[0] == "status":
+                return self._answer(fault[1], fault[2] if len(fault) > 2 else {})
+            redirect = fault[1] if fault and fault[0] == "redirect" else server.redirects.get(path)
+            if redirect:
+                return self._answer(302, {"Location": redirect})
+            content = server.files.get(path)
+            if content is None:
+                return self._answer(404, {})
+            size = len(content) if isinstance(content, bytes) else content.stat().st_size
+            first, last = 0, size - 1
+            m = RANGE.match(self.headers.get("Range", ""))
+            status = 200
+            if server.ranges and m:
+                first = int(m.group(1))
+                last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+                if first >= size:
+                    return self._answer(416, {"Content-Range": f"bytes */{size}"})
+                status = 206
+            self.send_response(status)
+            self.send_header("Content-Length", str(last - first + 1))
+            self.send_header("Content-Type", "application/octet-stream")
+            if server.ranges:
+                self.send_header("Accept-Ranges", "bytes")
+            if status == 206:
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            self.end_headers()
+            limit = last - first + 1
+            if fault and fault[0] == "cut":
+                limit = min(limit, fault[1])
+            try:
+                if isinstance(content, bytes):
+                    body = content
+                    if fault and fault[0] == "corrupt":
+                        body = bytes([body[0] ^ 0xFF]) + body[1:]
+                    self._send_bytes(path, body[first : first + limit])
+                else:
+                    self._send_file(path, content, first, limit)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
+                return
+            if limit < last - first + 1:  # the cut: drop the connection mid-body
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+        def _send_bytes(self, path: str, body: bytes) -> None:
+            step = 1 << 16 if server.rate else 1 << 20
+            for i in range(0, len(body), step):
+                piece = body[i : i + step]
+                self.wfile.write(piece)
+                with server.lock:
+                    server.bytes_sent[path] += len(piece)
+                if server.rate:
+                    time.sleep(len(piece) / server.rate)
+
+        def _send_file(self, path: str, file: Path, first: int, count: int) -> None:
+            self.wfile.flush()
+            with open(file, "rb") as f:
+                sent = self.connection.sendfile(f, offset=first, count=count)
+            with server.lock:
+                server.bytes_sent[path] += sent
+
+        def _answer(self, status: int, headers: dict) -> None:
+            body = f"{status}\n".encode()
+            self.send_response(status)
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def sparse_file(path: Path, size: int) -> Path:
+    """A file of `size` bytes made in no time: random head and tail, holes between."""
+    with open(path, "wb") as f:
+        f.write(os.urandom(min(size, 1 << 20)))
+        f.truncate(size)
+        if size > 2 << 20:
+            f.seek(size - (1 << 20))
+            f.write(os.urandom(1 << 20))
+    return path
+
+
+def manifest_entry(
+    url: str,
+    content: bytes | None,
+    folder: str = "checkpoints",
+    file: str = "m.safetensors",
+    auth: str = "none",
+    sha256: str | None = "auto",
+    size: int | None | str = "auto",
+) -> dict:
+    """A manifest entry; by default with the real sha256 and size of `content`."""
+    return {
+        "url": url,
+        "dir": folder,
+        "file": file,
+        "sha256": hashlib.sha256(content).hexdigest() if sha256 == "auto" else sha256,
+        "size": len(content) if size == "auto" else size,
+        "auth": auth,
+    }

@@ -1,0 +1,330 @@
+"""The model fetcher against a real HTTP server on loopback, fault by fault."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+
+import pytest
+from model_server import manifest_entry
+
+from handler import fetch
+from handler.download import FetchError
+from handler.manifest import MODEL_FOLDERS
+
+MiB = 1 << 20
+
+
+def blob(n: int, seed: int = 0) -> bytes:
+    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"x" * (n % 32)
+
+
+def test_models_land_on_the_network_volume_and_comfyui_is_told_where(server, box, fetch_log):
+    a, b = blob(300_000, 1), blob(5000, 2)
+    box.write_manifest(
+        manifest_entry(server.add("a.safetensors", a), a, "checkpoints", "a.safetensors"),
+        manifest_entry(server.add("b.pt", b), b, "upscale_models", "b.pt", sha256=None, size=None),
+    )
+    summary = fetch.fetch()
+    assert (box.models / "checkpoints" / "a.safetensors").read_bytes() == a
+    assert (box.models / "upscale_models" / "b.pt").read_bytes() == b
+    assert sorted(summary.fetched) == ["checkpoints/a.safetensors", "upscale_models/b.pt"]
+    assert summary.bytes == len(a) + len(b)
+    # Nothing but the models in the folders ComfyUI scans.
+    assert os.listdir(box.models / "checkpoints") == ["a.safetensors"]
+    yaml = box.model_paths.read_text()
+    assert f'base_path: "{box.models}"' in yaml
+    for folder in MODEL_FOLDERS:
+        assert f"\n  {folder}: {folder}/\n" in yaml
+    (done,) = fetch_log.events("models ready")
+    assert (
+        done["fetched"] == 2 and done["already_present"] == 0 and done["bytes"] == len(a) + len(b)
+    )
+
+
+def test_without_a_volume_models_go_to_comfyuis_own_folder(server, box, monkeypatch):
+    monkeypatch.setenv("BAKERY_VOLUME_DIR", str(box.tmp / "not-mounted"))
+    data = blob(1000)
+    box.write_manifest(
+        manifest_entry(server.add("v.safetensors", data), data, "vae", "v.safetensors")
+    )
+    summary = fetch.fetch()
+    assert (box.comfyui / "models" / "vae" / "v.safetensors").read_bytes() == data
+    assert summary.root == box.comfyui / "models"
+    assert f'base_path: "{box.comfyui / "models"}"' in box.model_paths.read_text()
+
+
+def test_warm_start_makes_no_request_and_hashes_nothing(server, box, fetch_log, monkeypatch):
+    data = blob(200_000)
+    box.write_manifest(
+        *[
+            manifest_entry(
+                server.add(f"m{i}.safetensors", data), data, "loras", f"m{i}.safetensors"
+            )
+            for i in range(5)
+        ]
+    )
+    fetch.fetch()
+    hits = sum(server.hits.values())
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("a warm start must not hash")
+
+    monkeypatch.setattr(hashlib, "sha256", no_hashing)
+    summary = fetch.fetch()
+    assert sum(server.hits.values()) == hits
+    assert summary.fetched == [] and len(summary.present) == 5
+    assert fetch_log.events("models ready")[-1]["already_present"] == 5
+
+
+def test_a_changed_file_is_checked_again(server, box):
+    data = blob(100_000)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    target = box.models / "checkpoints" / "m.safetensors"
+    target.write_bytes(b"y" * len(data))  # same size, different bytes, new mtime
+    summary = fetch.fetch()
+    assert target.read_bytes() == data
+    assert summary.fetched == ["checkpoints/m.safetensors"]
+    assert server.hits["/m.safetensors"] == 2
+
+
+def test_a_file_copied_in_by_hand_is_hashed_once_not_downloaded(server, box):
+    data = blob(100_000)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    (box.models / "checkpoints").mkdir(parents=True)
+    (box.models / "checkpoints" / "m.safetensors").write_bytes(data)
+    summary = fetch.fetch()
+    assert server.hits["/m.safetensors"] == 0
+    assert summary.present == ["checkpoints/m.safetensors"]
+
+
+def test_a_cut_connection_resumes_in_the_same_run(server, box, fetch_log):
+    data = blob(3 * MiB)
+    server.fault("m.safetensors", ("cut", MiB))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    assert server.bytes_sent["/m.safetensors"] == len(data)  # nothing sent twice
+    assert server.headers_seen("m.safetensors")[1]["Range"] == f"bytes={MiB}-"
+    (retry,) = fetch_log.events("retrying")
+    assert retry["reason"] == f"connection lost at byte {MiB} of {len(data)} (ProtocolError)"
+
+
+def test_a_failed_run_leaves_a_partial_the_next_run_only_completes(server, box, monkeypatch):
+    data = blob(3 * MiB)
+    monkeypatch.setenv("BAKERY_FETCH_RETRIES", "1")
+    server.fault("m.safetensors", ("cut", MiB + 123))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    with pytest.raises(FetchError, match="gave up after 1 attempts: connection lost at byte"):
+        fetch.fetch()
+    assert not (box.models / "checkpoints" / "m.safetensors").exists()
+    server.bytes_sent.clear()
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    assert server.bytes_sent["/m.safetensors"] == len(data) - (MiB + 123)
+
+
+def test_a_wrong_digest_leaves_nothing_and_names_both_digests(server, box):
+    data = blob(50_000)
+    wrong = "0" * 64
+    url = server.add("m.safetensors", data)
+    box.write_manifest(manifest_entry(url, data, sha256=wrong))
+    with pytest.raises(FetchError) as err:
+        fetch.fetch()
+    actual = hashlib.sha256(data).hexdigest()
+    assert str(err.value) == (
+        "1 of 1 models could not be fetched:\n"
+        f"  checkpoints/m.safetensors: sha256 mismatch after downloading {url} — "
+        f"expected {wrong}, got {actual}. The download was deleted; check the model's "
+        "sha256 in variants.yaml or whether the file changed at its source."
+    )
+    assert server.hits["/m.safetensors"] == 2  # retried once from zero
+    assert not (box.models / "checkpoints" / "m.safetensors").exists()
+    assert list((box.models / ".bakery" / "checkpoints").glob("*.part*")) == []
+
+
+def test_a_corrupt_download_is_retried_once_from_zero(server, box):
+    data = blob(50_000)
+    server.fault("m.safetensors", ("corrupt",))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    assert server.hits["/m.safetensors"] == 2
+
+
+def test_429_waits_as_long_as_retry_after_says(server, box, fetch_log):
+    data = blob(10_000)
+    server.fault("m.safetensors", ("status", 429, {"Retry-After": "1"}))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    summary = fetch.fetch()
+    assert summary.seconds >= 1.0
+    (retry,) = fetch_log.events("retrying")
+    assert retry["wait_s"] == 1.0 and retry["reason"].startswith("HTTP 429 from http://127.0.0.1")
+
+
+def test_retry_after_is_bounded(server, box, fetch_log, monkeypatch):
+    monkeypatch.setenv("BAKERY_FETCH_RETRY_AFTER_MAX", "0.2")
+    data = blob(10_000)
+    server.fault("m.safetensors", ("status", 503, {"Retry-After": "3600"}))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    summary = fetch.fetch()
+    assert summary.seconds < 5
+    assert fetch_log.events("retrying")[0]["wait_s"] == 0.2
+
+
+def test_500_then_success(server, box):
+    data = blob(10_000)
+    server.fault("m.safetensors", ("status", 500), ("status", 502))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    assert server.hits["/m.safetensors"] == 3
+
+
+def test_persistent_5xx_gives_up_with_a_clear_error(server, box, monkeypatch):
+    monkeypatch.setenv("BAKERY_FETCH_RETRIES", "2")
+    data = blob(10_000)
+    server.fault("m.safetensors", *[("status", 500)] * 5)
+    url = server.add("m.safetensors", data)
+    box.write_manifest(manifest_entry(url, data))
+    with pytest.raises(FetchError) as err:
+        fetch.fetch()
+    assert str(err.value).endswith(
+        f"checkpoints/m.safetensors: gave up after 2 attempts: HTTP 500 from {url}"
+    )
+
+
+def test_token_goes_to_its_host_never_to_the_cdn_it_redirects_to(
+    server, cdn, box, fetch_log, monkeypatch
+):
+    token = "hf_secret_token_value_123"
+    monkeypatch.setenv("HF_TOKEN", token)
+    monkeypatch.setenv("CIVITAI_TOKEN", "civitai_secret_456")
+    data = blob(400_000)
+    server.redirects["/repo/resolve/main/m.safetensors"] = cdn.add("signed/m", data) + "?X-Sig=a"
+    server.fault("repo/resolve/main/m.safetensors", ("status", 500))
+    box.write_manifest(
+        manifest_entry(server.url("repo/resolve/main/m.safetensors"), data, auth="huggingface")
+    )
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    seen = server.headers_seen("repo/resolve/main/m.safetensors")
+    assert [h.get("Authorization") for h in seen] == [f"Bearer {token}"] * 2
+    cdn_seen = cdn.headers_seen("signed/m")
+    assert cdn_seen and all("Authorization" not in h for h in cdn_seen)
+    assert token not in fetch_log.text and "civitai_secret" not in fetch_log.text
+
+
+def test_a_civitai_token_is_not_sent_to_hugging_face(server, box, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value_123")
+    monkeypatch.setenv("CIVITAI_TOKEN", "civitai_secret_456")
+    data = blob(1000)
+    box.write_manifest(manifest_entry(server.add("c.safetensors", data), data, auth="civitai"))
+    fetch.fetch()
+    assert "Authorization" not in server.headers_seen("c.safetensors")[0]
+
+
+def test_a_missing_token_is_named_without_leaking_others(server, box, monkeypatch):
+    monkeypatch.setenv("CIVITAI_TOKEN", "civitai_secret_456")
+    data = blob(1000)
+    url = server.add("gated.safetensors", data)
+    server.fault("gated.safetensors", ("status", 401))
+    box.write_manifest(manifest_entry(url, data, auth="huggingface"))
+    with pytest.raises(FetchError) as err:
+        fetch.fetch()
+    assert str(err.value).endswith(
+        f"checkpoints/m.safetensors: HTTP 401 from {url}: this model needs a token — set HF_TOKEN"
+    )
+
+
+@pytest.mark.parametrize(
+    "url, auth, sent",
+    [
+        ("https://huggingface.co/r/resolve/main/m", "huggingface", True),
+        ("https://hf.co/r/resolve/main/m", "huggingface", True),
+        ("http://huggingface.co/r/resolve/main/m", "huggingface", False),  # never in clear
+        ("https://cdn-lfs.huggingface.co/r/m", "huggingface", False),
+        ("https://huggingface.co.evil.example/m", "huggingface", False),
+        ("https://civitai.com/api/download/models/1", "civitai", True),
+        ("https://civitai.com/api/download/models/1", "huggingface", False),
+        ("https://huggingface.co/r/resolve/main/m", "none", False),
+    ],
+)
+def test_which_hosts_receive_a_token(url, auth, sent):
+    from handler.download import auth_header
+
+    env = {
+        "HF_TOKEN": "hf_tok",
+        "CIVITAI_TOKEN": "cv_tok",
+        "BAKERY_HF_HOSTS": "huggingface.co hf.co",
+        "BAKERY_CIVITAI_HOSTS": "civitai.com",
+    }
+    assert bool(auth_header(url, auth, env)) is sent
+
+
+def test_a_server_without_range_support_restarts_from_zero(server, box, monkeypatch, fetch_log):
+    data = blob(3 * MiB)
+    monkeypatch.setenv("BAKERY_FETCH_RETRIES", "1")
+    server.fault("m.safetensors", ("cut", MiB))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    with pytest.raises(FetchError):
+        fetch.fetch()
+    server.ranges = False
+    server.bytes_sent.clear()
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    assert server.bytes_sent["/m.safetensors"] == len(data)
+    assert fetch_log.events("server ignored Range, restarting from zero")
+
+
+def test_a_cut_on_a_server_without_range_support_starts_over(server, box):
+    data = blob(3 * MiB)
+    server.ranges = False
+    server.fault("m.safetensors", ("cut", MiB))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    assert server.bytes_sent["/m.safetensors"] == MiB + len(data)
+
+
+def test_large_files_use_several_ranged_connections(server, box, monkeypatch, fetch_log):
+    monkeypatch.setenv("BAKERY_FETCH_SPLIT_MB", "1")
+    monkeypatch.setenv("BAKERY_FETCH_CONNECTIONS", "4")
+    data = blob(8 * MiB + 17)
+    server.fault("m.safetensors", ("ok",), ("cut", 100_000))  # one ranged connection cut
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    ranges = [h.get("Range") for h in server.headers_seen("m.safetensors")]
+    assert ranges[0] == "bytes=0-"
+    assert len(ranges) == 5  # the first request, 3 more connections, 1 resume after the cut
+    assert fetch_log.events("downloading over ranged connections")[0]["connections"] == 4
+
+
+def test_not_enough_disk_fails_before_downloading_with_the_figures(
+    server, box, tmp_path, monkeypatch
+):
+    small = tmp_path / "small"
+    small.mkdir()
+    if os.system(f"mount -t tmpfs -o size=8m tmpfs {small} 2>/dev/null") != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root): the disk-full case is untested")
+    try:
+        monkeypatch.setenv("BAKERY_VOLUME_DIR", str(small))
+        data = blob(5 * MiB)
+        box.write_manifest(
+            manifest_entry(server.add("a.safetensors", data), data, file="a.safetensors"),
+            manifest_entry(server.add("b.safetensors", data), data, file="b.safetensors"),
+        )
+        with pytest.raises(fetch.NotEnoughSpace) as err:
+            fetch.fetch()
+        free = re.search(r"only ([\d.]+ MiB) is free", str(err.value)).group(1)
+        assert str(err.value) == (
+            f"not enough disk space in {small}/models: 2 missing models need 10.0 MiB more "
+            f"(10.0 MiB in all, 0.0 MiB already downloaded) but only {free} is free — "
+            "free some space or use a larger network volume"
+        )
+        assert sum(server.hits.values()) == 0
+    finally:
+        os.system(f"umount {small}")
