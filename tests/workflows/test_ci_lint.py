@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import REPO_ROOT, tool
+from workflow_files import REPO_ROOT, tool
 
 HADOLINT_CONFIG = REPO_ROOT / ".github" / "hadolint.yaml"
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import ACTIONS, REPO_ROOT, WORKFLOWS
+from workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS
 
 pytestmark = pytest.mark.usefixtures("needs_bake")
 

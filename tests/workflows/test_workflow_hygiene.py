@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ACTIONS, REPO_ROOT, WORKFLOWS, load_yaml, tool
+from workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS, load_yaml, tool
 from workflow_rules import step_problems, steps_of, uses_problems, workflow_problems
 
 GITHUB_FILES = WORKFLOWS + ACTIONS
