@@ -57,9 +57,16 @@ def load(text: str) -> Marked:
         mark = exc.problem_mark or exc.context_mark
         line, col = _pos(mark) if mark else (1, 1)
         what = f"YAML syntax error: {exc.problem}"
-        if exc.context:
+        if exc.context and exc.context_mark and exc.context_mark is not mark:
+            what += f" ({exc.context} started on line {exc.context_mark.line + 1})"
+        elif exc.context:
             what += f" ({exc.context})"
         fix = "check the indentation and quoting on this line and the one above"
+        if exc.context and "flow" in exc.context and exc.context_mark:
+            fix = f"close the bracket opened on line {exc.context_mark.line + 1}"
+        if "'\\t'" in str(exc.problem):
+            what = "YAML syntax error: a tab character where YAML expects spaces"
+            fix = "indent with spaces; YAML does not allow tabs"
         return Marked(data=None, problems=[Problem(line, col, "(syntax)", what, fix)])
     finally:
         loader.dispose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import tempfile
 from pathlib import Path
@@ -47,6 +48,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["hcl"] = _hcl
+    env.filters["sh"] = shlex.quote
     return env
 
 
@@ -276,7 +278,8 @@ def stale(files: dict[str, str], out: Path) -> list[str]:
     """What differs between a fresh render (`files`) and `out`, one line per file."""
     disk = _on_disk(Path(out))
     problems = []
-    for rel in sorted(files):
+    # The bake file first: with everything missing, it is the line a user looks for.
+    for rel in sorted(files, key=lambda r: (r.startswith(BUILD_DIR + "/"), r)):
         if rel not in disk:
             problems.append(f"{rel}: missing")
         elif disk[rel] != files[rel]:

@@ -184,7 +184,13 @@ def parse(text: str, path: Path) -> Config:
     problems = list(marked.problems)
     if marked.data is None and not problems:
         problems.append(
-            Problem(1, 1, "(top level)", "the file is empty", "start from the default one")
+            Problem(
+                1,
+                1,
+                "(top level)",
+                "the file is empty",
+                "start from the repository's variants.yaml",
+            )
         )
     if problems and marked.data is None:
         raise VariantsError(source, problems)
@@ -264,7 +270,7 @@ def _explain(err: jsonschema.ValidationError, marked: Marked) -> list[Problem]:
     if kind == "enum":
         near = difflib.get_close_matches(str(err.instance), [str(v) for v in schema["enum"]], n=1)
         if near:
-            fix = f"did you mean '{near[0]}'? ({fix})"
+            fix = f"did you mean '{near[0]}'?"
     return [Problem(*where, dotted(path), what, fix)]
 
 
@@ -288,8 +294,8 @@ def shown(value: object) -> str:
     text = str(value)
     if any(rx.search(text) for rx, _, _ in SECRETS):
         return "(a value that looks like a secret, not shown)"
-    if len(text) > 60:
-        text = text[:57] + "..."
+    if len(text) > 80:
+        text = text[:77] + "..."
     return f"'{text}'" if isinstance(value, str) else text
 
 

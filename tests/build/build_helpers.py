@@ -1,0 +1,70 @@
+"""Shared pieces of the build-time tests: a small variants file and buildx helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A complete, valid variants file, small enough that a test can name its lines.
+SMALL = """\
+image: ghcr.io/acme/bakery
+comfyui:
+  version: v0.3.64
+cuda:
+  cu128:
+    base_image: nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+    torch: [torch==2.8.0]
+    torch_index: https://download.pytorch.org/whl/cu128
+    gpu_archs: [sm_120]
+    gpus: [RTX 5090]
+node_sets:
+  video:
+    nodes:
+      vhs:
+        source: https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite.git
+        commit: 0123456789abcdef0123456789abcdef01234567
+model_sets:
+  sdxl:
+    vram_gb: 12
+    models:
+      - url: https://huggingface.co/stabilityai/sdxl/resolve/main/sd_xl_base_1.0.safetensors
+        dir: checkpoints
+        file: sd_xl_base_1.0.safetensors
+        sha256: 31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b
+        size: 6938078334
+variants:
+  - model_sets: [sdxl]
+    cuda: [cu128]
+"""
+
+
+def buildx_missing() -> str | None:
+    """Why `docker buildx` cannot run here, or None when it can."""
+    if not shutil.which("docker"):
+        return "no docker CLI on PATH"
+    done = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return "docker buildx is not installed (tools/ci/docker-engine.sh installs it)"
+    return None
+
+
+needs_buildx = pytest.mark.skipif(buildx_missing() is not None, reason=str(buildx_missing()))
+
+
+def bake_print(folder: Path, *args: str) -> dict:
+    """`docker buildx bake --print` in `folder` (no engine needed), parsed."""
+    done = subprocess.run(
+        ["docker", "buildx", "bake", "-f", "docker-bake.hcl", "--print", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
