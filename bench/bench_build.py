@@ -1,0 +1,118 @@
+"""Build benchmarks: what the layer order and the shared base buy.
+
+- cold build of every variant (BuildKit cache ignored: `--no-cache`) vs the
+  rebuild after a one-line handler change (aim: ≤ 0.1 of the cold time);
+- bytes the variants of one CUDA line share (their base) vs what they take
+  together (aim: ≥ 99% shared, variants without custom nodes);
+- bytes each image adds over its FROM image when built without torch
+  (aim: ≤ 300 MB).
+
+It bakes the repo's variants.yaml against the stand-ins, exactly as the image
+tests do, and needs a Docker engine with buildx (tools/ci/docker-engine.sh);
+without one it reports nothing and says why. Image sizes are the engine's
+own (uncompressed layer bytes), read with docker-py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import docker
+
+ROOT = Path(__file__).resolve().parents[1]
+# The stand-in bake helpers live with the tests that own them.
+sys.path.insert(0, str(ROOT / "tests"))
+
+from standin import bake as stand_in  # noqa: E402
+from standin import base  # noqa: E402
+
+MB = 1e6
+
+
+def run(quick: bool) -> list[dict]:
+    try:
+        docker.from_env().ping()
+    except Exception as e:  # no engine: nothing to measure
+        print(f"   bench_build skipped: no Docker engine answers ({e})", file=sys.stderr)
+        return []
+    run_id = f"bench-{uuid.uuid4().hex[:10]}"
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
+        work = Path(tmp)
+        try:
+            return measure(work, run_id, quick)
+        finally:
+            stand_in.remove_images(run_id)
+
+
+def measure(work: Path, run_id: str, quick: bool) -> list[dict]:
+    out = work / "render"
+    out.mkdir()
+    matrix = stand_in.render(ROOT / "variants.yaml", out)
+    variants = matrix["variants"]
+    if quick:  # one CUDA line only
+        variants = [v for v in variants if v["cuda"] == variants[0]["cuda"]]
+    targets = [v["target"] for v in variants]
+    given = stand_in.inputs(base.ensure(), run_id, work / "inputs")
+
+    cold = stand_in.bake(out, targets, given, work=work / "cold", no_cache=True)
+    changed = stand_in.clean_copy(given.handler, work / "handler-changed")
+    init = changed / "__init__.py"
+    init.write_text(init.read_text() + "# a one-line change, for the rebuild benchmark\n")
+    warm = stand_in.bake(
+        out, targets, dataclasses.replace(given, handler=changed), work=work / "rebuild"
+    )
+    n = len(targets)
+    figures = [
+        {
+            "name": f"rebuild after a handler change ({n} variants)",
+            "value": warm.seconds,
+            "baseline": cold.seconds,
+            "unit": "s",
+            "ratio": warm.seconds / cold.seconds,
+            "aim": "<= 0.1",
+            "note": "baseline: cold build of the same variants with --no-cache",
+        }
+    ]
+
+    images = docker.from_env().images
+    size = {ref: images.get(ref).attrs["Size"] for ref in [*cold.images.values(), given.base_image]}
+    size.update({ref: images.get(ref).attrs["Size"] for ref in cold.bases.values()})
+    for line in matrix["bases"]:
+        on_line = [v for v in variants if v["base"] == line["target"] and not v["node_set"]]
+        if not on_line:
+            continue
+        shared = size[cold.bases[line["target"]]]
+        own = [size[cold.images[v["target"]]] - shared for v in on_line]
+        total = shared + sum(own)
+        figures.append(
+            {
+                "name": f"bytes shared by the {len(on_line)} {line['cuda']} variants",
+                "value": shared / MB,
+                "baseline": total / MB,
+                "unit": "MB",
+                "ratio": shared / total,
+                "aim": ">= 0.99",
+                "note": f"shared = base-{line['cuda']} (incl. the "
+                f"{size[given.base_image] / MB:.0f} MB stand-in); largest own part "
+                f"{max(own) / MB:.2f} MB",
+            }
+        )
+
+    added = {t: size[i] - size[given.base_image] for t, i in cold.images.items()}
+    biggest = max(added, key=added.get)
+    figures.append(
+        {
+            "name": "bytes an image adds over its FROM image, no torch",
+            "value": added[biggest] / MB,
+            "baseline": size[given.base_image] / MB,
+            "unit": "MB",
+            "ratio": added[biggest] / size[given.base_image],
+            "aim": "value <= 300 MB",
+            "note": f"largest: {biggest}; baseline: the stand-in FROM image",
+        }
+    )
+    return figures
