@@ -25,6 +25,8 @@ from handler.errors import (
     ExecutionFailed,
     JobError,
     JobTimeout,
+    OutputError,
+    OutputGone,
     WorkflowRejected,
     format_execution_error,
     format_rejection,
@@ -210,7 +212,8 @@ class Comfy:
             type=entry.get("type", "output"),
         )
         if resp.status_code != 200:
-            raise JobError(
+            error = OutputGone if resp.status_code == 404 else OutputError
+            raise error(
                 f"outputs: could not fetch {entry.get('filename')!r} from ComfyUI "
                 f"(HTTP {resp.status_code})"
             )

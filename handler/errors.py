@@ -47,6 +47,10 @@ class OutputError(JobError):
     """The workflow ran but its outputs could not be collected or stored."""
 
 
+class OutputGone(OutputError):
+    """ComfyUI named an output file that is no longer there (/view answered 404)."""
+
+
 MAX_DETAIL = 300  # characters of one ComfyUI detail kept in an error line
 
 
@@ -93,7 +97,9 @@ def _node_lines(node_id: str, node: Any, choices) -> list[str]:
         where = f"node {node_id} ({class_type})" + (f" input {input_name!r}" if input_name else "")
         message = _short(err.get("message") or "invalid")
         details = _short(err.get("details") or "")
-        line = f"{where}: {message}" + (f" — {details}" if details and details != message else "")
+        if details in (message, input_name):
+            details = ""  # ComfyUI often repeats the input's name as the details
+        line = f"{where}: {message}" + (f" — {details}" if details else "")
         if input_name and "not in list" in f"{message} {details}".lower():
             have = choices(class_type, input_name)
             if have is not None:

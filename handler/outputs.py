@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from handler import storage
 from handler.comfy import Comfy
-from handler.errors import OutputError
+from handler.errors import OutputError, OutputGone
 
 # history key → result key (anything else that lists files goes under "files")
 FILE_KINDS = {
@@ -98,14 +98,30 @@ def collect(outputs: dict, include_previews: bool) -> tuple[list[OutputFile], li
 
 
 def deliver(
-    comfy: Comfy, job_id: str, files: list[OutputFile], texts: list[dict], job_folder: str
+    comfy: Comfy,
+    job_id: str,
+    files: list[OutputFile],
+    texts: list[dict],
+    job_folder: str,
+    warnings: list[str],
 ) -> dict[str, list[dict]]:
     """Fetch each file via /view and return it as base64 or as an uploaded S3 URL."""
     result: dict[str, list[dict]] = {}
     upload = storage.configured()
     used: set[str] = set()
     for f in files:
-        data, served = comfy.view(f.entry)
+        try:
+            data, served = comfy.view(f.entry)
+        except OutputGone:
+            if f.entry.get("type") != "temp":
+                raise
+            # Previews have no file-name input the handler can make unique, so an
+            # identical prompt is answered from ComfyUI's cache with a removed file.
+            warnings.append(
+                f"preview {f.entry['filename']!r} left out: ComfyUI answered it from its cache "
+                "and the file is gone (a previous job's)"
+            )
+            continue
         name = _unique(_public_name(f.entry, job_folder), used)
         ctype = content_type(name, served)
         if upload:
@@ -123,13 +139,15 @@ def deliver(
     return result
 
 
-def nothing_produced(skipped_previews: int) -> OutputError:
+def nothing_produced(skipped_previews: int, warnings: list[str] | None = None) -> OutputError:
     hint = (
         f' ({skipped_previews} preview image(s) were skipped: send "include_previews": true '
         "to get them, or use a Save node)"
         if skipped_previews
         else " (does the workflow have a Save node?)"
     )
+    if warnings:
+        hint = ": " + "; ".join(warnings)
     return OutputError("the workflow ran but produced no outputs" + hint)
 
 

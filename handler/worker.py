@@ -120,7 +120,9 @@ def _run(job: dict, job_id: str) -> dict:
         found, texts, skipped = outputs.collect(run.outputs, spec.include_previews)
         if not found and not texts:
             raise outputs.nothing_produced(skipped)
-        result = outputs.deliver(client, job_id, found, texts, files.job_folder)
+        result = outputs.deliver(client, job_id, found, texts, files.job_folder, warnings)
+        if not result:
+            raise outputs.nothing_produced(skipped, warnings)
         tel.add("output_upload", time.monotonic() - t)
         if warnings:
             result["warnings"] = warnings

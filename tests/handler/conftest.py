@@ -114,9 +114,126 @@ def s3_server(monkeypatch):
 
 
 @pytest.fixture
-def comfy_seen(handler_env):
-    """Requests the ComfyUI at COMFY_HOST received (a recording server stands in for it)."""
-    server = FileServer()
-    handler_env.setenv("COMFY_HOST", f"127.0.0.1:{server.port}")
-    yield lambda: list(server.requests)
-    server.close()
+def start_double(handler_env, comfy_double_factory):
+    """Start a ComfyUI double (tests/conftest.py) and point the handler at it: address,
+    folders (COMFYUI_DIR) and process id (BAKERY_COMFY_PID, as start.sh sets it)."""
+
+    def start(faults: dict | None = None, wait: bool = True):
+        double = comfy_double_factory(faults=faults, wait=wait)
+        handler_env.setenv("COMFY_HOST", double.host_port)
+        handler_env.setenv("COMFYUI_DIR", str(double.base))
+        handler_env.setenv("BAKERY_COMFY_PID", str(double.proc.pid))
+        return double
+
+    return start
+
+
+@pytest.fixture
+def comfy(start_double):
+    """One running double the handler talks to."""
+    return start_double()
+
+
+class ConnectionCounter:
+    """A TCP relay in front of ComfyUI that counts connections: 0 means no request reached it."""
+
+    def __init__(self, target_port: int):
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.target_port = target_port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
+@pytest.fixture
+def comfy_seen(handler_env, comfy_double_module):
+    """How many connections the ComfyUI double received from the handler (through a relay)."""
+    relay = ConnectionCounter(comfy_double_module.port)
+    handler_env.setenv("COMFY_HOST", f"127.0.0.1:{relay.port}")
+    handler_env.setenv("COMFYUI_DIR", str(comfy_double_module.base))
+    yield lambda: relay.connections
+    relay.close()
+
+
+class StubComfy:
+    """A few ComfyUI routes with canned answers (for replies the double cannot be made to give)."""
+
+    def __init__(self):
+        import asyncio
+
+        from aiohttp import web
+
+        self.prompt_answer = (200, '{"prompt_id": "p1", "number": 1, "node_errors": {}}')
+        self.requests: list[str] = []
+        app = web.Application()
+
+        async def stats(request):
+            self.requests.append("GET /system_stats")
+            return web.json_response({"system": {}, "devices": []})
+
+        async def ws(request):
+            sock = web.WebSocketResponse()
+            await sock.prepare(request)
+            async for _ in sock:
+                pass
+            return sock
+
+        async def prompt(request):
+            self.requests.append("POST /prompt")
+            status, text = self.prompt_answer
+            return web.Response(status=status, text=text)
+
+        app.add_routes(
+            [web.get("/system_stats", stats), web.get("/ws", ws), web.post("/prompt", prompt)]
+        )
+        self.loop = asyncio.new_event_loop()
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.port = free_port()
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.host = f"127.0.0.1:{self.port}"
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(5)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture
+def stub_comfy():
+    stub = StubComfy()
+    yield stub
+    stub.close()

@@ -158,15 +158,17 @@ CASES = {
 def test_bad_input_gets_a_clear_error_and_never_reaches_comfyui(case, comfy_seen):
     bad_job, message = CASES[case]
     assert handler(bad_job) == {"error": message}
-    assert comfy_seen() == []
+    assert comfy_seen() == 0
 
 
 def test_oversized_image_is_refused_before_decoding(handler_env, comfy_seen):
     handler_env.setenv("BAKERY_MAX_IMAGE_BYTES", "1000")
     big = base64.b64encode(b"x" * 2000).decode()
     result = handler(job(images=[{"name": "big.png", "image": big}]))
-    assert result == {"error": "images[0].image: image is larger than 1000 bytes (BAKERY_MAX_IMAGE_BYTES)"}
-    assert comfy_seen() == []
+    assert result == {
+        "error": "images[0].image: image is larger than 1000 bytes (BAKERY_MAX_IMAGE_BYTES)"
+    }
+    assert comfy_seen() == 0
 
 
 def test_url_to_loopback_is_refused_unless_allowed(handler_env, comfy_seen, file_server):
@@ -177,7 +179,7 @@ def test_url_to_loopback_is_refused_unless_allowed(handler_env, comfy_seen, file
         "error": "images[0].url: 127.0.0.1 is not a public address (loopback, private, "
         "link-local and metadata addresses are refused; BAKERY_URL_ALLOW can allow some)"
     }
-    assert file_server.requests == [] and comfy_seen() == []
+    assert file_server.requests == [] and comfy_seen() == 0
 
 
 def test_host_name_resolving_to_loopback_is_refused(handler_env, comfy_seen):
@@ -185,7 +187,7 @@ def test_host_name_resolving_to_loopback_is_refused(handler_env, comfy_seen):
     result = handler(job(images=[{"name": "a.png", "url": "http://localhost:9/a.png"}]))
     assert result["error"].startswith("images[0].url: localhost (")
     assert "is not a public address" in result["error"]
-    assert comfy_seen() == []
+    assert comfy_seen() == 0
 
 
 def test_redirect_to_a_refused_address_is_not_followed(handler_env, comfy_seen, file_server):
@@ -195,21 +197,23 @@ def test_redirect_to_a_refused_address_is_not_followed(handler_env, comfy_seen, 
         "error": "images[0].url: 169.254.169.254 is not a public address (loopback, private, "
         "link-local and metadata addresses are refused; BAKERY_URL_ALLOW can allow some)"
     }
-    assert comfy_seen() == []
+    assert comfy_seen() == 0
 
 
 def test_url_image_larger_than_the_limit_is_refused(handler_env, comfy_seen, file_server):
     handler_env.setenv("BAKERY_MAX_IMAGE_BYTES", "1000")
     file_server.files["/big.png"] = (200, b"x" * 5000, {})
     result = handler(job(images=[{"name": "a.png", "url": file_server.url("/big.png")}]))
-    assert result == {"error": "images[0].url: image is larger than 1000 bytes (BAKERY_MAX_IMAGE_BYTES)"}
-    assert comfy_seen() == []
+    assert result == {
+        "error": "images[0].url: image is larger than 1000 bytes (BAKERY_MAX_IMAGE_BYTES)"
+    }
+    assert comfy_seen() == 0
 
 
 def test_url_that_answers_404_names_the_status(handler_env, comfy_seen, file_server):
     result = handler(job(images=[{"name": "a.png", "url": file_server.url("/nope.png")}]))
     assert result == {"error": "images[0].url: 127.0.0.1 answered HTTP 404"}
-    assert comfy_seen() == []
+    assert comfy_seen() == 0
 
 
 def test_url_download_is_bounded_in_time(handler_env, comfy_seen, file_server):
@@ -218,4 +222,4 @@ def test_url_download_is_bounded_in_time(handler_env, comfy_seen, file_server):
     file_server.delay_s = 2
     result = handler(job(images=[{"name": "a.png", "url": file_server.url("/slow.png")}]))
     assert result == {"error": "images[0].url: download from 127.0.0.1 failed (timed out)"}
-    assert comfy_seen() == []
+    assert comfy_seen() == 0
