@@ -1,0 +1,79 @@
+"""Workflows and small readers shared by the handler's tests."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "comfy_double"))
+import media  # noqa: E402  (the double's own PNG writer/reader)
+
+
+def png(width: int, height: int, rgb: int) -> bytes:
+    return media.png(media.Image.filled(width, height, rgb))
+
+
+def png_b64(width: int = 4, height: int = 4, rgb: int = 0x102030) -> str:
+    return base64.b64encode(png(width, height, rgb)).decode()
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def first_pixel(data: bytes) -> int:
+    image = media.read_png(data)
+    r, g, b = next(iter(image.rows()))[:3]
+    return (r << 16) | (g << 8) | b
+
+
+def empty_image(width=8, height=8, color=0xFF0000, prefix="test") -> dict:
+    return {
+        "1": node("EmptyImage", width=width, height=height, batch_size=1, color=color),
+        "2": node("SaveImage", images=["1", 0], filename_prefix=prefix),
+    }
+
+
+def load_invert_save(name: str) -> dict:
+    return {
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "inv"}},
+    }
+
+
+def slow(steps: int, seconds_per_step: float) -> dict:
+    return {
+        "1": node("EmptyImage", width=4, height=4, batch_size=1, color=0),
+        "2": node("DoubleSlowSampler", image=["1", 0], steps=steps,
+                  seconds_per_step=seconds_per_step),
+        "3": node("SaveImage", images=["2", 0], filename_prefix="slow"),
+    }  # fmt: skip
+
+
+def decoded(entry: dict) -> bytes:
+    assert entry["type"] == "base64"
+    return base64.b64decode(entry["data"])
+
+
+def leftovers(double) -> list[str]:
+    """Every file in the double's input, output and temp folders (what a job left behind)."""
+    return sorted(
+        str(p.relative_to(double.base))
+        for kind in ("input", "output", "temp")
+        for p in (double.base / kind).rglob("*")
+        if p.is_file()
+    )
+
+
+def get_json(double, path: str):
+    import requests
+
+    return requests.get(f"{double.url}{path}", timeout=5).json()
+
+
+def node(class_type: str, **inputs) -> dict:
+    return {"class_type": class_type, "inputs": inputs}

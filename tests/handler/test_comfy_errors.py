@@ -1,0 +1,114 @@
+"""ComfyUI's errors become messages a user can act on: node id, class, input, ComfyUI's words."""
+
+from __future__ import annotations
+
+from handler_helpers import empty_image, get_json, leftovers, node, slow
+
+from handler.worker import handler
+
+
+def run(workflow, **fields):
+    return handler({"id": "err-1", "input": {"workflow": workflow, **fields}})
+
+
+def test_rejected_workflow_lists_one_line_per_failing_node(comfy):
+    workflow = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 4, "batch_size": 1}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+        "3": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "y"}},
+    }
+    assert run(workflow) == {
+        "error": "ComfyUI rejected the workflow (3 problems):\n"
+        "- node 1 (EmptyImage) input 'width': Value 0 smaller than min of 1\n"
+        "- node 1 (EmptyImage) input 'color': Required input is missing\n"
+        "- node 3 (LoadImage) input 'image': Custom validation failed for node — image - Invalid "
+        "image file: missing.png"
+    }
+    assert leftovers(comfy) == []
+
+
+def test_missing_model_file_lists_the_files_this_worker_has(comfy):
+    folder = comfy.base / "models" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("sd15.safetensors", "sdxl-base.safetensors"):
+        (folder / name).write_bytes(b"weights")
+    ckpt = node("CheckpointLoaderSimple", ckpt_name="flux.safetensors")
+    workflow = {
+        "1": ckpt,
+        "2": node("CLIPTextEncode", text="a cat", clip=["1", 1]),
+        "3": node("EmptyLatentImage", width=64, height=64, batch_size=1),
+        "4": node("KSampler", model=["1", 0], seed=1, steps=1, cfg=1.0, sampler_name="euler",
+                  scheduler="normal", positive=["2", 0], negative=["2", 0],
+                  latent_image=["3", 0], denoise=1.0),
+        "5": node("VAEDecode", samples=["4", 0], vae=["1", 2]),
+        "6": node("SaveImage", images=["5", 0], filename_prefix="m"),
+    }  # fmt: skip
+    assert run(workflow) == {
+        "error": "ComfyUI rejected the workflow: node 1 (CheckpointLoaderSimple) input "
+        "'ckpt_name': Value not in list — ckpt_name: 'flux.safetensors' not in "
+        "['sd15.safetensors', 'sdxl-base.safetensors'] (this worker has: sd15.safetensors, "
+        "sdxl-base.safetensors)"
+    }
+
+
+def test_unknown_node_class_is_named(comfy):
+    workflow = {**empty_image(), "9": {"class_type": "NoSuchNode", "inputs": {}}}
+    assert run(workflow) == {
+        "error": "ComfyUI rejected the workflow: Cannot execute because node NoSuchNode does not "
+        "exist.: Node ID '#9'"
+    }
+
+
+def test_workflow_without_output_nodes_is_named(comfy):
+    workflow = {"1": empty_image()["1"]}
+    assert run(workflow) == {"error": "ComfyUI rejected the workflow: Prompt has no outputs"}
+
+
+def test_run_time_failure_names_node_class_and_exception_without_traceback(comfy):
+    workflow = {
+        **empty_image(),
+        "3": node("DoubleFail", message="CUDA out of memory (pretend)", image=["1", 0]),
+        "4": node("SaveImage", images=["3", 0], filename_prefix="f"),
+    }
+    result = run(workflow)
+    assert result == {
+        "error": "node 3 (DoubleFail) failed: RuntimeError: CUDA out of memory (pretend)"
+    }
+    assert leftovers(comfy) == []  # node 2 saved an image before node 3 failed: removed too
+
+
+def test_valid_output_runs_when_another_output_fails_validation(comfy):
+    workflow = {
+        **empty_image(),
+        "3": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "y"}},
+    }
+    result = run(workflow)
+    assert len(result["images"]) == 1
+    assert result["warnings"] == [
+        "skipped (failed validation): node 3 (LoadImage) input 'image': Custom validation failed "
+        "for node — image - Invalid image file: missing.png"
+    ]
+
+
+def test_server_error_text_is_reported_as_text(handler_env, stub_comfy):
+    # ComfyUI answers a malformed prompt with 500 and a plain-text body, not JSON.
+    stub_comfy.prompt_answer = (500, "500 Internal Server Error\n\nServer got itself in trouble")
+    handler_env.setenv("COMFY_HOST", stub_comfy.host)
+    assert run(empty_image()) == {
+        "error": "ComfyUI answered HTTP 500: 500 Internal Server Error Server got itself in trouble"
+    }
+
+
+def test_timeout_interrupts_the_prompt_and_the_worker_stays_usable(comfy):
+    result = run(slow(steps=200, seconds_per_step=0.05), timeout_s=0.5)
+    assert result == {
+        "error": "the workflow did not finish within 0.5 s (timeout_s); it was interrupted and "
+        "removed from ComfyUI's queue"
+    }
+    queue = get_json(comfy, "/queue")
+    assert queue == {"queue_running": [], "queue_pending": []}
+    assert get_json(comfy, "/history") == {}
+    assert leftovers(comfy) == []
+    assert len(run(empty_image())["images"]) == 1
