@@ -6,6 +6,10 @@ with python3 and venv plays its part. It is built once and reused by tag: the
 tag carries a hash of this recipe and of the CA bundle it bakes in, so a change
 to either builds a new one.
 
+Where debootstrap cannot run (not root, or not installed: a user's laptop for
+`make smoke`) the same recipe is built with `docker build` FROM
+debian:bookworm-slim instead, which needs a reachable registry.
+
 Everything this machine's network needs stays in the stand-in, never in the
 templates: outbound HTTPS passes an intercepting proxy whose CA is in the
 host's bundle, and pip must use PyPI itself (the host's pip config points at
@@ -15,6 +19,7 @@ local wheel folders that a build cannot see).
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import tempfile
@@ -71,11 +76,39 @@ def ensure() -> str:
 
 
 def build(ref: str) -> None:
-    if shutil.which("debootstrap") is None:
-        raise StandinError(
-            "debootstrap is not installed; it builds the stand-in base image "
-            "(run tools/ci/docker-engine.sh, or apt-get install debootstrap)"
-        )
+    if shutil.which("debootstrap") is None or os.geteuid() != 0:
+        build_from_registry(ref)
+    else:
+        build_with_debootstrap(ref)
+
+
+def build_from_registry(ref: str) -> None:
+    """The same recipe on top of Debian's own slim image (needs Docker Hub)."""
+    with tempfile.TemporaryDirectory(prefix="bakery-standin-") as tmp:
+        context = Path(tmp)
+        lines = [
+            f"FROM debian:{SUITE}-slim",
+            "RUN apt-get update && apt-get install -y --no-install-recommends "
+            f"{' '.join(PACKAGES)} && rm -rf /var/lib/apt/lists/*",
+        ]
+        if HOST_CA_BUNDLE.exists():
+            shutil.copyfile(HOST_CA_BUNDLE, context / "ca.crt")
+            lines.append(f"COPY ca.crt {CA_PATH}")
+        else:  # no host bundle to add: point at the image's own
+            lines.append(f"RUN mkdir -p {Path(CA_PATH).parent} && ln -s {HOST_CA_BUNDLE} {CA_PATH}")
+        lines += [f"ENV {k}={v}" for k, v in ENV.items()]
+        lines.append(f"LABEL {LABEL}={SUITE}")
+        (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+        try:
+            run("docker", "build", "-q", "-t", ref, str(context))
+        except StandinError as e:
+            raise StandinError(
+                f"{e}\n(no debootstrap as root here, so the stand-in is built FROM "
+                f"debian:{SUITE}-slim, which needs Docker Hub)"
+            ) from None
+
+
+def build_with_debootstrap(ref: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bakery-standin-", dir="/var/tmp") as tmp:
         rootfs = Path(tmp) / "rootfs"
         run(
