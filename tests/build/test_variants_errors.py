@@ -7,7 +7,7 @@ line numbers the expected messages use) and asserts the whole message.
 from __future__ import annotations
 
 import pytest
-from build_helpers import REPO
+from build_helpers import REPO, SMALL
 
 
 def edit(path, old: str, new: str) -> None:
@@ -299,3 +299,35 @@ def test_the_default_variants_yaml_is_valid_and_has_what_a_user_needs(bakery):
     assert blackwell and ampere_to_hopper
     assert all("cu128" in c.torch_index for c in blackwell)
     assert config.comfyui_version.startswith("v")
+
+
+def mutations():
+    """Every line of SMALL deleted, and every value replaced by each wrong kind of value."""
+    lines = SMALL.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        yield f"line {i + 1} deleted", "".join(lines[:i] + lines[i + 1 :])
+        key, sep, _ = line.partition(": ")
+        if sep:
+            for wrong in ("[]", "{}", "null", "7", "[1, {a: b}]", "''"):
+                yield (
+                    f"line {i + 1} = {wrong}",
+                    "".join([*lines[:i], f"{key}: {wrong}\n", *lines[i + 1 :]]),
+                )
+
+
+def test_no_malformed_file_gets_a_traceback(tmp_path):
+    """Whatever the shape of the mistake, the answer is VariantsError with located problems."""
+    from bakery.errors import VariantsError
+    from bakery.variants import parse
+
+    path = tmp_path / "variants.yaml"
+    checked = 0
+    for label, text in mutations():
+        try:
+            parse(text, path)
+        except VariantsError as exc:
+            assert exc.problems, label
+            for line in str(exc).splitlines():
+                assert line.startswith(f"{path}:") and " — " in line, (label, line)
+        checked += 1
+    assert checked > 100

@@ -384,6 +384,8 @@ def model_problems(marked: Marked) -> list[Problem]:
             if not isinstance(model, dict):
                 continue
             key = (model.get("dir"), model.get("file"))
+            if not all(isinstance(part, str) for part in key):
+                continue  # the schema reports it
             if key in seen:
                 path = ("model_sets", set_name, "models", i, "file")
                 first = ("model_sets", set_name, "models", seen[key])
