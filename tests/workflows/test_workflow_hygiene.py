@@ -64,8 +64,12 @@ def zizmor_findings(*paths) -> list[dict]:
 
 
 def describe(finding: dict) -> str:
-    where = finding["locations"][0]["symbolic"]["key"]["Local"]["given_path"]
-    return f"{finding['ident']} ({finding['determinations']['severity']}) in {where}"
+    """`audit (Severity) in path:line`, so a failing assertion says what to fix."""
+    location = finding["locations"][0]
+    key = location["symbolic"]["key"]
+    path = next(iter(key.values())).get("verbatim_path", key)
+    line = location["concrete"]["location"]["start_point"]["row"] + 1
+    return f"{finding['ident']} ({finding['determinations']['severity']}) in {path}:{line}"
 
 
 def test_zizmor_finds_nothing_above_low():
@@ -88,6 +92,8 @@ def test_zizmor_would_report_an_unpinned_action_and_an_injection(tmp_path):
     findings = zizmor_findings(bad)
     severe = {f["ident"] for f in findings if f["determinations"]["severity"] in ABOVE_LOW}
     assert {"unpinned-uses", "template-injection"} <= severe
+    described = [describe(f) for f in findings]
+    assert f"unpinned-uses (High) in {bad}:7" in described
 
 
 @pytest.mark.parametrize("path", GITHUB_FILES, ids=ids(GITHUB_FILES))
