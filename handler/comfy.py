@@ -116,7 +116,8 @@ class Comfy:
             if self.process_gone():
                 raise self._gone_error()
             try:
-                resp = self.once.get(f"{self.base}/system_stats", timeout=5)
+                left = deadline - time.monotonic()
+                resp = self.once.get(f"{self.base}/system_stats", timeout=min(5, max(left, 0.2)))
                 if resp.status_code == 200:
                     if attempt:
                         log.event(

@@ -12,6 +12,7 @@ SDK turns into a request to replace the worker.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -53,7 +54,7 @@ def handler(job: dict) -> dict:
         try:
             return _run(job, job_id)
         except settings.SettingError as err:
-            log.event(_log, "job failed", error=str(err))
+            log.event(_log, "job failed", level=logging.WARNING, error=str(err))
             return {"error": log.redact(str(err))}
 
 
@@ -130,7 +131,7 @@ def _run(job: dict, job_id: str) -> dict:
         return result
     except JobError as err:
         message = log.redact(str(err))
-        log.event(_log, "job failed", error=message, kind=type(err).__name__)
+        log.event(_log, "job failed", level=logging.WARNING, error=message, kind=type(err).__name__)
         _finish(tel, ok=False)
         out = {"error": message}
         if err.refresh_worker:

@@ -192,12 +192,13 @@ class StubComfy:
         from aiohttp import web
 
         self.prompt_answer = (200, '{"prompt_id": "p1", "number": 1, "node_errors": {}}')
+        self.stats: dict = {"system": {}, "devices": []}
         self.requests: list[str] = []
         app = web.Application()
 
         async def stats(request):
             self.requests.append("GET /system_stats")
-            return web.json_response({"system": {}, "devices": []})
+            return web.json_response(self.stats)
 
         async def ws(request):
             sock = web.WebSocketResponse()

@@ -1,0 +1,120 @@
+"""Each fault switch of the ComfyUI double: the job ends with the right result or a clear
+error, and the worker serves the next job."""
+
+from __future__ import annotations
+
+import time
+
+from handler_helpers import decoded, empty_image, first_pixel, leftovers, slow
+
+from handler.worker import handler
+
+
+def run(workflow, **fields):
+    return handler({"id": "fault-1", "input": {"workflow": workflow, **fields}})
+
+
+def assert_serves_next_job(double):
+    result = run(empty_image(color=0x0000FF))
+    assert first_pixel(decoded(result["images"][0])) == 0x0000FF
+    assert leftovers(double) == []
+
+
+def test_slow_start_is_waited_for(start_double):
+    double = start_double(faults={"slow_start_s": 1.5}, wait=False)
+    started = time.monotonic()
+    result = run(empty_image())
+    assert len(result["images"]) == 1
+    assert time.monotonic() - started >= 1.0
+    assert_serves_next_job(double)
+
+
+def test_never_ready_fails_after_the_bounded_wait_and_asks_for_a_new_worker(
+    start_double, handler_env
+):
+    handler_env.setenv("BAKERY_COMFY_READY_TIMEOUT_S", "1")
+    double = start_double(faults={"never_ready": "hang"}, wait=False)
+    started = time.monotonic()
+    result = run(empty_image())
+    assert result == {
+        "error": f"ComfyUI at http://{double.host_port} did not answer within 1 s "
+        "(BAKERY_COMFY_READY_TIMEOUT_S); this worker asks to be replaced",
+        "refresh_worker": True,
+    }
+    assert time.monotonic() - started < 8
+    # RunPod replaces the worker: a new one with a working ComfyUI serves the next job.
+    assert_serves_next_job(start_double())
+
+
+def test_comfyui_process_gone_at_start_fails_at_once(start_double, handler_env):
+    handler_env.setenv("BAKERY_COMFY_READY_TIMEOUT_S", "60")
+    double = start_double(faults={"crash_at_start": "boom"}, wait=False)
+    double.proc.wait(timeout=10)
+    started = time.monotonic()
+    result = run(empty_image())
+    assert result == {
+        "error": f"ComfyUI's process (pid {double.proc.pid}) has exited; this worker asks to be "
+        "replaced",
+        "refresh_worker": True,
+    }
+    assert time.monotonic() - started < 2
+    assert_serves_next_job(start_double())
+
+
+def test_dropped_websocket_with_lost_frames_is_reconciled_through_history(comfy):
+    comfy.set_faults(ws_drop_after_node="2", ws_drop_pause_s=0.3)
+    result = run(slow(steps=4, seconds_per_step=0.05))
+    assert first_pixel(decoded(result["images"][0])) == 0x000000
+    assert result["telemetry"]["ws_reconnects"] == 1
+    assert leftovers(comfy) == []
+    assert_serves_next_job(comfy)
+
+
+def test_dropped_websocket_after_the_last_node_still_finishes(comfy):
+    comfy.set_faults(ws_drop_after_node="3", ws_drop_pause_s=0.0)
+    result = run(slow(steps=2, seconds_per_step=0.01))
+    assert len(result["images"]) == 1
+    assert_serves_next_job(comfy)
+
+
+def test_comfyui_killed_mid_run_fails_clearly_and_asks_for_a_new_worker(start_double):
+    double = start_double()
+    double.set_faults(kill_at_node="2")
+    result = run(slow(steps=50, seconds_per_step=0.05))
+    assert result == {
+        "error": f"ComfyUI's process (pid {double.proc.pid}) exited while running this job; "
+        "this worker asks to be replaced",
+        "refresh_worker": True,
+    }
+    assert_serves_next_job(start_double())
+
+
+def test_comfyui_lost_mid_run_without_a_known_pid_gives_up_after_a_bound(start_double, handler_env):
+    handler_env.setenv("BAKERY_COMFY_LOST_S", "1")
+    double = start_double()
+    handler_env.delenv("BAKERY_COMFY_PID")
+    double.set_faults(kill_at_node="2")
+    result = run(slow(steps=50, seconds_per_step=0.05))
+    assert result == {
+        "error": f"ComfyUI at http://{double.host_port} stopped answering while running this job "
+        "(no connection for 1 s); this worker asks to be replaced",
+        "refresh_worker": True,
+    }
+    assert_serves_next_job(start_double())
+
+
+def test_view_failing_transiently_is_retried(comfy):
+    comfy.set_faults(view_fail_count=2, view_fail_status=503)
+    result = run(empty_image(color=0x123456))
+    assert first_pixel(decoded(result["images"][0])) == 0x123456
+    assert comfy.faults()["view_fail_count"] == 0
+    assert_serves_next_job(comfy)
+
+
+def test_view_failing_for_good_gives_a_clear_error(comfy):
+    comfy.set_faults(view_fail_count=100, view_fail_status=500)
+    result = run(empty_image())
+    assert result == {"error": "outputs: could not fetch 'test_00001_.png' from ComfyUI (HTTP 500)"}
+    assert leftovers(comfy) == []
+    comfy.reset_faults()
+    assert_serves_next_job(comfy)
