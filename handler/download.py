@@ -85,10 +85,12 @@ PROGRESS_SECONDS = settings.setting(
     kind="float",
 )
 
+SETTINGS = (HF_HOSTS, CIVITAI_HOSTS, CONNECTIONS, SPLIT_MB, RETRIES, RETRY_AFTER_MAX, TIMEOUT)
+SETTINGS += (PROGRESS_SECONDS,)
 log = logs.get("fetch")
 
 CHUNK = 1 << 20  # per read: large enough that Python's per-call cost vanishes
-SAVE_EVERY = 32 << 20  # bytes per segment between .part.json saves (work lost to a SIGKILL)
+SAVE_EVERY = 1.0  # seconds between .part.json saves of ranged progress (lost to a SIGKILL)
 MAX_REDIRECTS = 10
 TOKENS = {
     "huggingface": (settings.HF_TOKEN, HF_HOSTS),
@@ -412,6 +414,7 @@ class Download:
         self.lock = threading.Lock()
         self.ranges = True  # until the server shows it ignores Range
         self.bytes_received = 0
+        self.saved_at = time.monotonic()
 
     def run(self) -> str:
         """Download, verify and move the file into place; return its sha256."""
@@ -614,10 +617,11 @@ class Download:
     def _segment(self, fd, seg: Segment, segments, total, progress, hasher, resp) -> None:
         """Fill one segment, asking again from where it stopped after a network error."""
         multi = len(segments) > 1
-        saved = best = seg.done
+        best = seg.done
         while not seg.complete:
             if self.abort.is_set():
                 raise _Aborted()
+            failure = None
             try:
                 if resp is None:
                     last = seg.end - 1 if multi else None
@@ -627,26 +631,30 @@ class Download:
                             raise _RangeIgnored()
                         self._from_zero(fd, seg, progress, hasher)
                 self._pump(fd, seg, resp, progress, hasher, segments)
-                if seg.done > best:  # only new bytes renew the retry budget
-                    best = seg.done
-                    self.retrier.progressed()
                 if seg.end is None:
                     seg.end = seg.done  # no size announced: the end of the body is the end
                 elif not seg.complete:
-                    raise _Retry(f"connection lost at byte {seg.done} of {seg.end}")
+                    failure = _Retry(f"connection lost at byte {seg.done} of {seg.end}")
             except _Retry as exc:
-                self.retrier.wait(exc)
+                failure = exc
             except NETWORK_ERRORS as exc:
                 where = f"byte {seg.done}" + ("" if seg.end is None else f" of {seg.end}")
-                self.retrier.wait(_Retry(f"connection lost at {where} ({type(exc).__name__})"))
+                failure = _Retry(f"connection lost at {where} ({type(exc).__name__})")
             finally:
                 if resp is not None:
                     resp.close()
                     resp = None
-                if multi and seg.done - saved >= SAVE_EVERY:
-                    saved = seg.done
-                    with self.lock:
-                        self._save_state(total, segments)
+            if seg.done > best:  # only new bytes renew the retry budget
+                best = seg.done
+                self.retrier.progressed()
+            if failure:
+                self.retrier.wait(failure)
+
+    def _save_progress(self, total, segments) -> None:
+        with self.lock:
+            if time.monotonic() - self.saved_at >= SAVE_EVERY:
+                self._save_state(total, segments)
+                self.saved_at = time.monotonic()
 
     def _pump(self, fd, seg: Segment, resp, progress, hasher, segments) -> int:
         """Copy the response body into the .part from seg.done on; return bytes copied."""
@@ -672,6 +680,8 @@ class Download:
                 progress.add(len(data))
                 if seg.start <= hasher.watermark:  # this connection extends the hashed prefix
                     hasher.advance(contiguous(segments))
+                if len(segments) > 1:
+                    self._save_progress(progress.total, segments)
         finally:
             with self.lock:
                 self.bytes_received += seg.done - begin

@@ -18,8 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from handler import download, manifest, settings, volume
 from handler import log as logs
-from handler import manifest, settings, volume
 from handler.download import Client, Download, FetchError
 from handler.manifest import Model
 
@@ -31,6 +31,7 @@ WORKERS = settings.setting(
 )
 
 log = logs.get("fetch")
+SETTINGS = (WORKERS, volume.MODEL_PATHS, *download.SETTINGS)
 
 
 class NotEnoughSpace(FetchError):
@@ -54,6 +55,8 @@ def size_text(n: float) -> str:
 def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> Summary:
     """Fetch every model of the manifest; raise FetchError (or ManifestError) on failure."""
     t0 = time.monotonic()
+    for setting in SETTINGS:  # a bad value fails now, not halfway through the downloads
+        setting.get(env)
     data = manifest.load(manifest_path or settings.MANIFEST.get(env))
     root = volume.models_root(env)
     yaml_path = volume.write_model_paths(root, Path(volume.MODEL_PATHS.get(env)))

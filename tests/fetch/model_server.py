@@ -24,6 +24,7 @@ from collections import Counter, defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+MiB = 1 << 20
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
 
@@ -36,7 +37,7 @@ class ModelServer:
         self.rate: float | None = None
         self.hits: Counter[str] = Counter()
         self.bytes_sent: Counter[str] = Counter()
-        self.requests: list[tuple[str, dict[str, str]]] = []
+        self.requests: list[Request] = []
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer((host, 0), _handler(self))
         self.httpd.daemon_threads = True
@@ -62,7 +63,17 @@ class ModelServer:
         self.faults["/" + path.lstrip("/")].extend(faults)
 
     def headers_seen(self, path: str) -> list[dict[str, str]]:
-        return [h for p, h in self.requests if p == "/" + path.lstrip("/")]
+        return [r.headers for r in self.requests if r.path == "/" + path.lstrip("/")]
+
+    def sent_since(self, n: int) -> int:
+        """Body bytes sent in answer to requests made after the first `n`."""
+        with self.lock:
+            return sum(r.sent for r in self.requests[n:])
+
+
+class Request:
+    def __init__(self, path: str, headers: dict[str, str]):
+        self.path, self.headers, self.sent = path, headers, 0
 
 
 def _handler(server: ModelServer):
@@ -76,7 +87,8 @@ def _handler(server: ModelServer):
             path = self.path.split("?", 1)[0]
             with server.lock:
                 server.hits[path] += 1
-                server.requests.append((path, dict(self.headers.items())))
+                self.request_record = Request(path, dict(self.headers.items()))
+                server.requests.append(self.request_record)
                 fault = server.faults[path].pop(0) if server.faults[path] else None
             if fault and fault[0] == "status":
                 return self._answer(fault[1], fault[2] if len(fault) > 2 else {})
@@ -127,8 +139,7 @@ def _handler(server: ModelServer):
             for i in range(0, len(body), step):
                 piece = body[i : i + step]
                 self.wfile.write(piece)
-                with server.lock:
-                    server.bytes_sent[path] += len(piece)
+                self._count(path, len(piece))
                 if server.rate:
                     time.sleep(len(piece) / server.rate)
 
@@ -136,8 +147,12 @@ def _handler(server: ModelServer):
             self.wfile.flush()
             with open(file, "rb") as f:
                 sent = self.connection.sendfile(f, offset=first, count=count)
+            self._count(path, sent)
+
+        def _count(self, path: str, n: int) -> None:
             with server.lock:
-                server.bytes_sent[path] += sent
+                server.bytes_sent[path] += n
+                self.request_record.sent += n
 
         def _answer(self, status: int, headers: dict) -> None:
             body = f"{status}\n".encode()
@@ -149,6 +164,11 @@ def _handler(server: ModelServer):
             self.wfile.write(body)
 
     return Handler
+
+
+def blob(n: int, seed: int = 0) -> bytes:
+    """`n` bytes, different for each seed, cheap to make."""
+    return hashlib.sha256(str(seed).encode()).digest() * (n // 32) + b"x" * (n % 32)
 
 
 def sparse_file(path: Path, size: int) -> Path:
