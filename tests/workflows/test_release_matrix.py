@@ -146,3 +146,22 @@ def test_the_workflows_name_no_target_model_set_or_cuda_line(release_plan, tmp_p
     for path in WORKFLOWS + ACTIONS:
         text = path.read_text()
         assert [name for name in sorted(names) if name in text] == [], path.name
+
+
+def test_an_unknown_target_typed_by_hand_stops_the_plan_with_a_message(release_plan, capsys):
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--image", IMAGE]
+    assert release_plan.main([*argv, "--targets", "sdxl-cu999"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("release plan: unknown target(s) sdxl-cu999; targets in variants.yaml: ")
+    assert "Traceback" not in err
+
+
+def test_the_release_notes_table_names_every_variant_released(
+    release_plan, release_notes, tmp_path
+):
+    outputs = run_plan(release_plan, tmp_path)
+    table = release_notes.variant_table((REPO_ROOT / "README.md").read_text())
+    notes = release_notes.notes("1.2.3", table, outputs["variants"])
+    for job in outputs["variants"]:
+        assert f"| `{job['target']}` |" in notes
+        assert f"`{IMAGE}:1.2.3-{job['target']}`" in notes

@@ -151,3 +151,18 @@ def test_release_tokens_are_bake_secrets_not_build_arguments():
     for path in GITHUB_FILES:
         text = path.read_text()
         assert "build-arg" not in text and ".args." not in text, path.name
+
+
+def test_variants_build_after_the_bases_from_the_plans_matrix():
+    jobs = load_yaml(REPO_ROOT / ".github" / "workflows" / "release.yml")["jobs"]
+    assert jobs["bases"]["needs"] == "plan"
+    assert jobs["variants"]["needs"] == ["plan", "bases"]
+    assert jobs["notes"]["needs"] == ["plan", "variants"]
+    for job, output in (("bases", "bases"), ("variants", "variants")):
+        include = jobs[job]["strategy"]["matrix"]["include"]
+        assert include == f"${{{{ fromJSON(needs.plan.outputs.{output}) }}}}"
+        bake = next(
+            s for s in jobs[job]["steps"] if s.get("uses") == "./.github/actions/bake-target"
+        )
+        assert bake["with"]["target"] == "${{ matrix.target }}"
+        assert bake["with"]["set"] == "${{ matrix.bake_set }}"
