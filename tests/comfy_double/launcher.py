@@ -122,28 +122,24 @@ def start(
     port: int | None = None,
     host: str = "127.0.0.1",
     wait: bool = True,
+    cpu: bool = True,
     timeout: float = 15.0,
     python: str = sys.executable,
 ) -> RunningDouble:
     """Start `python main.py --listen HOST --port PORT --base-directory BASE [args]`.
 
     `faults` become --double-fault flags (start-up switches such as slow_start_s
-    must be given here or through env COMFY_DOUBLE_FAULTS).
+    must be given here or through env COMFY_DOUBLE_FAULTS). With wait=False it
+    returns at once (for doubles that start slowly, never, or crash).
     """
     base = Path(base)
     base.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
-    command = [
-        python,
-        str(MAIN),
-        "--listen",
-        host,
-        "--port",
-        str(port),
-        "--base-directory",
-        str(base),
-        "--cpu",
-    ]
+    command = [python, str(MAIN), "--listen", host, "--port", str(port)]
+    command += ["--base-directory", str(base)]
+    # --cpu: /system_stats reports the CPU (VRAM = RAM); without it, a CUDA device whose
+    # VRAM figures come from the vram_total / vram_free switches.
+    command += ["--cpu"] if cpu else []
     for name, value in (faults or {}).items():
         command += ["--double-fault", f"{name}={value}"]
     command += list(args)

@@ -270,13 +270,202 @@ def flac(samples: list[float], sample_rate: int, block: int = 4096) -> bytes:
     return bytes(out)
 
 
-def animation(frames: list[Image], fps: float, ext: str, loop: int = 0) -> bytes:
-    if ext == "gif":
-        return gif(frames, fps, loop)
-    if ext == "png":
-        return apng(frames, fps, loop)
-    raise MediaError(f"the double cannot write {ext} animations")
+class _Bits:
+    """An H.264 RBSP bit writer (u(n), ue(v), se(v))."""
+
+    def __init__(self):
+        self.value = 0
+        self.count = 0
+        self.out = bytearray()
+
+    def u(self, n: int, value: int) -> None:
+        for shift in range(n - 1, -1, -1):
+            self.value = (self.value << 1) | ((value >> shift) & 1)
+            self.count += 1
+            if self.count == 8:
+                self.out.append(self.value)
+                self.value = self.count = 0
+
+    def ue(self, value: int) -> None:
+        code = value + 1
+        self.u(code.bit_length() * 2 - 1, code)
+
+    def se(self, value: int) -> None:
+        self.ue(2 * value - 1 if value > 0 else -2 * value)
+
+    def align_zero(self) -> None:
+        while self.count:
+            self.u(1, 0)
+
+    def raw(self, data: bytes) -> None:
+        assert self.count == 0
+        self.out += data
+
+    def trailing(self) -> bytes:
+        self.u(1, 1)
+        self.align_zero()
+        return bytes(self.out)
 
 
-def video(frames: list[Image], fps: float, format: str) -> bytes:
-    raise MediaError(f"the double cannot write {format} yet")
+def _nal(kind: int, rbsp: bytes) -> bytes:
+    """A NAL unit (nal_ref_idc 3) with emulation prevention bytes."""
+    out = bytearray((0x60 | kind,))
+    zeros = 0
+    for byte in rbsp:
+        if zeros >= 2 and byte <= 3:
+            out.append(3)
+            zeros = 0
+        out.append(byte)
+        zeros = zeros + 1 if byte == 0 else 0
+    return bytes(out)
+
+
+def _h264_parameter_sets(width: int, height: int, level: int) -> tuple[bytes, bytes]:
+    mbs_w, mbs_h = (width + 15) // 16, (height + 15) // 16
+    sps = _Bits()
+    sps.u(8, 66)  # Baseline profile
+    sps.u(8, 0xC0)  # constraint_set0 and 1
+    sps.u(8, level)
+    for value in (0, 0, 2, 1):  # sps id, log2_max_frame_num-4, poc type 2, max refs
+        sps.ue(value)
+    sps.u(1, 0)
+    sps.ue(mbs_w - 1)
+    sps.ue(mbs_h - 1)
+    sps.u(1, 1)  # frame_mbs_only
+    sps.u(1, 1)  # direct_8x8_inference
+    crop_right, crop_bottom = (mbs_w * 16 - width) // 2, (mbs_h * 16 - height) // 2
+    sps.u(1, 1 if crop_right or crop_bottom else 0)
+    if crop_right or crop_bottom:
+        for value in (0, crop_right, 0, crop_bottom):
+            sps.ue(value)
+    sps.u(1, 0)  # no VUI
+    pps = _Bits()
+    for value in (0, 0):
+        pps.ue(value)
+    pps.u(1, 0)  # CAVLC
+    pps.u(1, 0)
+    pps.ue(0)
+    pps.ue(0)
+    pps.ue(0)
+    pps.u(1, 0)
+    pps.u(2, 0)
+    for value in (0, 0, 0):
+        pps.se(value)
+    pps.u(1, 1)  # deblocking control present
+    pps.u(1, 0)
+    pps.u(1, 0)
+    return _nal(7, sps.trailing()), _nal(8, pps.trailing())
+
+
+def _ycbcr_planes(image: Image, mbs_w: int, mbs_h: int) -> tuple[list[bytes], bytes, bytes]:
+    """BT.601 limited-range Y, Cb, Cr planes, padded to whole macroblocks."""
+    w, h = mbs_w * 16, mbs_h * 16
+    px = image.pixels
+    ys, cbs, crs = [], bytearray(), bytearray()
+    for y in range(h):
+        sy = min(y, image.height - 1)
+        row = bytearray()
+        for x in range(w):
+            i = (sy * image.width + min(x, image.width - 1)) * 3
+            r, g, b = px[i], px[i + 1], px[i + 2]
+            row.append(16 + (16829 * r + 33039 * g + 6416 * b) // 65536)
+            if y % 2 == 0 and x % 2 == 0:
+                cbs.append(128 + (-9714 * r - 19070 * g + 28784 * b) // 65536)
+                crs.append(128 + (28784 * r - 24103 * g - 4681 * b) // 65536)
+        ys.append(bytes(row))
+    return ys, bytes(cbs), bytes(crs)
+
+
+def _h264_idr(image: Image, mbs_w: int, mbs_h: int, idr_id: int) -> bytes:
+    """One IDR picture of I_PCM macroblocks: raw samples, no compression, always decodable."""
+    ys, cb, cr = _ycbcr_planes(image, mbs_w, mbs_h)
+    cw = mbs_w * 8
+    bits = _Bits()
+    bits.ue(0)  # first_mb_in_slice
+    bits.ue(7)  # I slice, all slices
+    bits.ue(0)  # pps id
+    bits.u(4, 0)  # frame_num
+    bits.ue(idr_id)
+    bits.u(1, 0)  # no_output_of_prior_pics
+    bits.u(1, 0)  # long_term_reference
+    bits.se(0)  # slice_qp_delta
+    bits.ue(1)  # deblocking off
+    for my in range(mbs_h):
+        for mx in range(mbs_w):
+            bits.ue(25)  # mb_type I_PCM
+            bits.align_zero()
+            bits.raw(b"".join(ys[my * 16 + r][mx * 16 : mx * 16 + 16] for r in range(16)))
+            for plane in (cb, cr):
+                bits.raw(b"".join(plane[(my * 8 + r) * cw + mx * 8 :][:8] for r in range(8)))
+    return _nal(5, bits.trailing())
+
+
+def _box(kind: bytes, *parts: bytes) -> bytes:
+    body = b"".join(parts)
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def _full_box(kind: bytes, version: int, flags: int, *parts: bytes) -> bytes:
+    return _box(kind, struct.pack(">I", (version << 24) | flags), *parts)
+
+
+_MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
+
+
+def mp4(frames: list[Image], fps: float) -> bytes:
+    """An H.264 (Baseline, I_PCM) MP4: large for its size, but a real, playable video."""
+    width, height = frames[0].width & ~1 or 2, frames[0].height & ~1 or 2
+    mbs_w, mbs_h = (width + 15) // 16, (height + 15) // 16
+    level = 30 if mbs_w * mbs_h <= 1620 else 51
+    sps, pps = _h264_parameter_sets(width, height, level)
+    samples = []
+    for index, frame in enumerate(frames):
+        nal = _h264_idr(frame, mbs_w, mbs_h, index % 2)
+        samples.append(struct.pack(">I", len(nal)) + nal)
+    timescale, delta = 1000, max(1, round(1000 / max(fps, 0.001)))
+    duration = delta * len(frames)
+    ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 512), b"isomiso2avc1mp41")
+    mdat = _box(b"mdat", *samples)
+    avcc = _box(
+        b"avcC",
+        bytes((1, 66, 0xC0, level, 0xFF, 0xE1)),
+        struct.pack(">H", len(sps)), sps, bytes((1,)), struct.pack(">H", len(pps)), pps,
+    )  # fmt: skip
+    avc1 = _box(
+        b"avc1",
+        b"\x00" * 6, struct.pack(">H", 1), b"\x00" * 16, struct.pack(">HH", width, height),
+        struct.pack(">II", 0x480000, 0x480000), b"\x00" * 4, struct.pack(">H", 1),
+        b"\x00" * 32, struct.pack(">Hh", 0x18, -1), avcc,
+    )  # fmt: skip
+    stbl = _box(
+        b"stbl",
+        _full_box(b"stsd", 0, 0, struct.pack(">I", 1), avc1),
+        _full_box(b"stts", 0, 0, struct.pack(">III", 1, len(frames), delta)),
+        _full_box(b"stsc", 0, 0, struct.pack(">IIII", 1, 1, len(frames), 1)),
+        _full_box(b"stsz", 0, 0, struct.pack(">II", 0, len(frames)),
+                  b"".join(struct.pack(">I", len(s)) for s in samples)),
+        _full_box(b"stco", 0, 0, struct.pack(">II", 1, len(ftyp) + 8)),
+    )  # fmt: skip
+    minf = _box(
+        b"minf",
+        _full_box(b"vmhd", 0, 1, b"\x00" * 8),
+        _box(b"dinf", _full_box(b"dref", 0, 0, struct.pack(">I", 1), _full_box(b"url ", 0, 1))),
+        stbl,
+    )
+    mdia = _box(
+        b"mdia",
+        _full_box(b"mdhd", 0, 0, struct.pack(">IIIIHH", 0, 0, timescale, duration, 0x55C4, 0)),
+        _full_box(b"hdlr", 0, 0, b"\x00" * 4, b"vide", b"\x00" * 12, b"VideoHandler\x00"),
+        minf,
+    )
+    tkhd = _full_box(
+        b"tkhd", 0, 3,
+        struct.pack(">IIIII", 0, 0, 1, 0, duration), b"\x00" * 8, struct.pack(">hhhH", 0, 0, 0, 0),
+        _MATRIX, struct.pack(">II", width << 16, height << 16),
+    )  # fmt: skip
+    mvhd = _full_box(
+        b"mvhd", 0, 0,
+        struct.pack(">IIIIIH", 0, 0, timescale, duration, 0x10000, 0x100), b"\x00" * 10,
+        _MATRIX, b"\x00" * 24, struct.pack(">I", 2),
+    )  # fmt: skip
+    return ftyp + mdat + _box(b"moov", mvhd, _box(b"trak", tkhd, mdia))

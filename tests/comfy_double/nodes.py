@@ -203,6 +203,57 @@ class SaveAnimatedPNG:
         }
 
 
+class CreateVideo:
+    """Core: frames (and a frame rate) to a VIDEO."""
+
+    CATEGORY = "image/video"
+    RETURN_TYPES = ("VIDEO",)
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0, "step": 1.0}),
+            },
+            "optional": {"audio": ("AUDIO",)},
+        }
+
+    def execute(self, images, fps, audio=None):
+        return ({"frames": list(images), "fps": fps},)
+
+
+class SaveVideo:
+    """Core video saver: an MP4 listed under `images`, with `animated: [true]`."""
+
+    CATEGORY = "image/video"
+    RETURN_TYPES = ()
+    FUNCTION = "execute"
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video": ("VIDEO",),
+                "filename_prefix": ("STRING", {"default": "video/ComfyUI"}),
+                "format": (["auto", "mp4"], {"default": "auto"}),
+                "codec": (["auto", "h264"], {"default": "auto"}),
+            }
+        }
+
+    def execute(self, video, filename_prefix, format="auto", codec="auto"):
+        out = folder_paths.get_output_directory()
+        frames = video["frames"]
+        folder, filename, counter, subfolder, _ = _save_path(filename_prefix, out, frames[0])
+        name = f"{filename}_{counter:05}_.mp4"
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(media.mp4(frames, video["fps"]))
+        entry = {"filename": name, "subfolder": subfolder, "type": "output"}
+        return {"ui": {"images": [entry], "animated": (True,)}}
+
+
 class VHS_VideoCombine:
     """Shaped like VideoHelperSuite's Video Combine: output under `gifs`, with `format`."""
 
@@ -211,7 +262,8 @@ class VHS_VideoCombine:
     RETURN_NAMES = ("Filenames",)
     FUNCTION = "combine_video"
     OUTPUT_NODE = True
-    FORMATS = ["image/gif", "image/webp", "video/h264-mp4", "video/h265-mp4", "video/webm"]
+    # The formats the double can really write (VHS offers more: webp, h265, webm, ...).
+    FORMATS = ["image/gif", "video/h264-mp4"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -255,15 +307,12 @@ class VHS_VideoCombine:
         workflow = f"{filename}_{counter:05}.png"
         with open(os.path.join(folder, workflow), "wb") as f:
             f.write(media.png(frames[0], _metadata(prompt, extra_pnginfo)))
-        kind, ext = format.split("/")
-        ext = {"h264-mp4": "mp4", "h265-mp4": "mp4"}.get(ext, ext)
+        ext = {"image/gif": "gif", "video/h264-mp4": "mp4"}[format]
         name = f"{filename}_{counter:05}.{ext}"
         path = os.path.join(folder, name)
         with open(path, "wb") as f:
             f.write(
-                media.video(frames, frame_rate, format)
-                if kind == "video"
-                else media.animation(frames, frame_rate, ext, loop_count)
+                media.mp4(frames, frame_rate) if ext == "mp4" else media.gif(frames, frame_rate)
             )
         entry = {
             "filename": name,
@@ -610,6 +659,8 @@ NODE_CLASS_MAPPINGS = {
         SaveImage,
         PreviewImage,
         SaveAnimatedPNG,
+        CreateVideo,
+        SaveVideo,
         VHS_VideoCombine,
         DoubleSineAudio,
         SaveAudio,
@@ -633,6 +684,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SaveImage": "Save Image",
     "PreviewImage": "Preview Image",
     "SaveAnimatedPNG": "SaveAnimatedPNG",
+    "CreateVideo": "Create Video",
+    "SaveVideo": "Save Video",
     "VHS_VideoCombine": "Video Combine 🎥🅥🅗🅢",
     "DoubleSineAudio": "Sine Audio (double)",
     "SaveAudio": "Save Audio (FLAC)",
