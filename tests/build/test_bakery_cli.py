@@ -42,7 +42,7 @@ def test_python_dash_m_bakery_and_the_console_script_both_run(small):
             [*cmd, "validate", "--file", str(small)], capture_output=True, text=True, timeout=60
         )
         assert (done.returncode, done.stderr) == (0, ""), cmd
-        assert done.stdout == f"{small}: ok — 1 variants on 1 CUDA lines\n"
+        assert done.stdout == f"{small}: ok — 1 variant on 1 CUDA line\n"
 
 
 def test_a_mistake_prints_a_message_and_no_traceback_from_a_real_process(small):

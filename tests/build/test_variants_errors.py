@@ -27,7 +27,7 @@ def problems(bakery, path) -> list[str]:
 def test_the_small_file_is_valid(bakery, small):
     result = bakery("validate", "--file", small)
     assert (result.code, result.err) == (0, "")
-    assert result.out == f"{small}: ok — 1 variants on 1 CUDA lines\n"
+    assert result.out == f"{small}: ok — 1 variant on 1 CUDA line\n"
 
 
 def test_yaml_syntax_error_names_the_line_and_the_bracket_left_open(bakery, small):

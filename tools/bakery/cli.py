@@ -113,6 +113,10 @@ def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
     return Path(file), Path(out)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _stale_message(problems: list[str], file: Path) -> str:
     shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
     return "\n".join(shown) + (
@@ -132,8 +136,8 @@ def run(argv: list[str]) -> int:
     config: Config = load_variants(file)
     if args.command == "validate":
         print(
-            f"{display_name(file)}: ok — {len(config.variants)} variants on "
-            f"{len(config.cuda)} CUDA lines"
+            f"{display_name(file)}: ok — {_count(len(config.variants), 'variant')} on "
+            f"{_count(len(config.cuda), 'CUDA line')}"
         )
         return EXIT_OK
     if args.command == "matrix":
@@ -150,7 +154,7 @@ def run(argv: list[str]) -> int:
     else:
         changed = renderer.write(files, out)
         print(
-            f"rendered {len(config.variants)} variants from {display_name(file)}: "
+            f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "
             + (f"{len(changed)} files changed" if changed else "nothing changed")
         )
         for rel in changed:
