@@ -1,0 +1,264 @@
+"""`python -m handler.start [handler args]`: the container's start sequence (start.sh runs it).
+
+1. Fetch the manifest's models (handler.fetch). A failure stops the container
+   here, with one clear message: no half-working worker.
+2. Start ComfyUI on 127.0.0.1 at COMFY_HOST's port, told where the models are
+   (--extra-model-paths-config), with tcmalloc preloaded when the image has it.
+3. Wait, bounded, until it answers GET /system_stats. If it exits or never
+   answers, print its last log lines and exit non-zero.
+4. Run the RunPod handler (`python -m handler`, with this command's arguments,
+   so `--rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port N` work), with
+   BAKERY_COMFY_PID set so a job fails fast if ComfyUI is gone.
+
+This process stays as the parent of both: SIGTERM and SIGINT are passed on to
+each child's process group; when the handler ends, ComfyUI is stopped too.
+"""
+
+from __future__ import annotations
+
+import collections
+import glob
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from handler import fetch, manifest, settings
+from handler import log as logs
+from handler.download import FetchError
+
+START_TIMEOUT = settings.setting(
+    "BAKERY_COMFY_START_TIMEOUT_S",
+    300.0,
+    "Seconds ComfyUI may take to answer GET /system_stats at container start before the "
+    "container stops.",
+    kind="float",
+)
+COMFY_LOG_LEVEL = settings.setting(
+    "COMFY_LOG_LEVEL",
+    "",
+    "ComfyUI's log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), passed as --verbose; unset: "
+    "ComfyUI's default (INFO). Same name as in runpod-workers/worker-comfyui.",
+)
+COMFY_ARGS = settings.setting(
+    "BAKERY_COMFY_ARGS",
+    "",
+    "Extra ComfyUI command-line flags, e.g. `--lowvram --preview-method auto`.",
+)
+
+log = logs.get("start")
+
+TAIL_LINES = 40  # of ComfyUI's output, printed when it fails to start
+STOP_GRACE_S = 8.0  # docker stop waits 10 s before SIGKILL: stop the children within it
+LIB_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+)
+
+
+class StartError(Exception):
+    """The container cannot become a working worker; the message says why."""
+
+
+def find_tcmalloc(dirs: tuple[str, ...] = LIB_DIRS) -> str | None:
+    """The tcmalloc library to preload into ComfyUI (less memory fragmentation), if any."""
+    for pattern in ("libtcmalloc.so.*", "libtcmalloc_minimal.so.*"):
+        for folder in dirs:
+            found = sorted(glob.glob(os.path.join(folder, pattern)))
+            if found:
+                return found[0]
+    return None
+
+
+def comfy_port(env: dict | None = None) -> str:
+    host = settings.COMFY_HOST.get(env)
+    port = host.rpartition(":")[2]
+    if not port.isdigit():
+        raise StartError(f"COMFY_HOST={host!r} has no port — set it like 127.0.0.1:8188")
+    return port
+
+
+def comfy_command(model_paths: Path, env: dict | None = None) -> list[str]:
+    main_py = Path(settings.COMFYUI_DIR.get(env)) / "main.py"
+    if not main_py.is_file():
+        raise StartError(f"no ComfyUI at {main_py} — set COMFYUI_DIR to ComfyUI's folder")
+    command = [sys.executable, str(main_py), "--listen", "127.0.0.1", "--port", comfy_port(env)]
+    command += ["--extra-model-paths-config", str(model_paths)]
+    level = COMFY_LOG_LEVEL.get(env).strip().upper()
+    if level:
+        command += ["--verbose", level]
+    return command + shlex.split(COMFY_ARGS.get(env))
+
+
+def comfy_environment(env: dict | None = None, lib_dirs: tuple[str, ...] = LIB_DIRS) -> dict:
+    out = dict(os.environ if env is None else env)
+    lib = find_tcmalloc(lib_dirs)
+    preload = out.get("LD_PRELOAD", "")
+    if lib and lib not in preload.split(":"):
+        out["LD_PRELOAD"] = f"{lib}:{preload}" if preload else lib
+    return out
+
+
+class Comfy:
+    """ComfyUI as a child: its output goes on to ours, and the last lines are kept."""
+
+    def __init__(self, command: list[str], env: dict):
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.proc = subprocess.Popen(
+            command,
+            env=env,
+            cwd=Path(command[1]).parent,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a signal reaches its children
+        )
+        self.reader = threading.Thread(target=self._relay, daemon=True)
+        self.reader.start()
+
+    def _relay(self) -> None:
+        out = sys.stdout.buffer
+        for line in self.proc.stdout:
+            self.tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+            out.write(line)
+            out.flush()
+
+    def last_lines(self) -> str:
+        self.reader.join(timeout=2)  # the rest of its output, now that it has exited
+        return "\n".join(f"  | {line}" for line in self.tail) or "  | (no output)"
+
+    def wait_ready(self, timeout: float, env: dict | None = None) -> float:
+        """Seconds until GET /system_stats answered 200; StartError if it exits or never does."""
+        url = f"http://{settings.COMFY_HOST.get(env)}/system_stats"
+        t0 = time.monotonic()
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise StartError(
+                    f"ComfyUI exited with code {code} while starting; its last lines:\n"
+                    + self.last_lines()
+                )
+            try:
+                if requests.get(url, timeout=2).status_code == 200:
+                    return time.monotonic() - t0
+            except requests.RequestException:
+                pass
+            if time.monotonic() - t0 > timeout:
+                stop([self.proc])
+                raise StartError(
+                    f"ComfyUI did not answer {url} within {timeout:g} s "
+                    "(BAKERY_COMFY_START_TIMEOUT_S); its last lines:\n" + self.last_lines()
+                )
+            time.sleep(0.25)
+
+
+def signal_group(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM) -> None:
+    """Ask each process group to stop; SIGKILL what is left after STOP_GRACE_S."""
+    for proc in procs:
+        signal_group(proc, sig)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            signal_group(proc, signal.SIGKILL)
+            proc.wait()
+
+
+def exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def say(message: str) -> None:
+    """One message for a person reading the container's log (never a secret)."""
+    print(logs.redact(f"start: {message}"), file=sys.stderr, flush=True)
+
+
+def run(handler_args: list[str]) -> int:
+    try:
+        summary = fetch.fetch()
+    except (FetchError, manifest.ManifestError, settings.SettingError) as exc:
+        say(f"models could not be fetched, so this worker stops.\n{exc}")
+        return 1
+
+    try:
+        command = comfy_command(summary.model_paths)
+        timeout = START_TIMEOUT.get()
+    except (StartError, settings.SettingError) as exc:
+        say(str(exc))
+        return 1
+    comfy = Comfy(command, comfy_environment())
+    children = [comfy.proc]
+    stopping: list[int] = []
+
+    def forward(signum, _frame) -> None:
+        stopping.append(signum)
+        for proc in children:
+            signal_group(proc, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    try:
+        seconds = comfy.wait_ready(timeout)
+    except StartError as exc:
+        if stopping:  # told to stop while ComfyUI started: not ComfyUI's fault
+            stop(children)
+            return exit_code(-stopping[0])
+        say(str(exc))
+        stop(children)
+        return 1
+    logs.event(log, "ComfyUI is ready", seconds=round(seconds, 2), pid=comfy.proc.pid)
+
+    handler_env = dict(os.environ, BAKERY_COMFY_PID=str(comfy.proc.pid))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "handler", *handler_args],
+        env=handler_env,
+        start_new_session=True,
+    )
+    children.append(worker)
+    if stopping:  # a signal that came while the handler was being started
+        signal_group(worker, stopping[0])
+    reported = False
+    while worker.poll() is None:
+        if comfy.proc.poll() is not None and not reported and not stopping:
+            reported = True
+            # The handler sees it too (BAKERY_COMFY_PID): it fails jobs at once and asks
+            # RunPod for a new worker.
+            logs.event(
+                log,
+                "ComfyUI exited",
+                logging.ERROR,
+                code=comfy.proc.returncode,
+                last_lines=list(comfy.tail),
+            )
+        time.sleep(0.2)
+    stop([comfy.proc])
+    if worker.returncode and not stopping:
+        say(f"the handler exited with code {worker.returncode}")
+    return exit_code(worker.returncode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

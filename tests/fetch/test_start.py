@@ -1,0 +1,214 @@
+"""The container start sequence: start.sh → fetch → ComfyUI (the test double) → handler."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from comfy_double import workflows
+from model_server import blob, manifest_entry
+
+from handler import start
+
+REPO = Path(__file__).resolve().parents[2]
+START_SH = REPO / "handler" / "start.sh"
+DOUBLE = REPO / "tests" / "comfy_double"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def container(box):
+    """start.sh's environment in an image: ComfyUI (the double) copied into COMFYUI_DIR."""
+    shutil.copytree(
+        DOUBLE,
+        box.comfyui,
+        ignore=shutil.ignore_patterns("__pycache__", "input", "output", "temp", "user"),
+    )
+    box.comfy_port = free_port()
+    box.api_port = free_port()
+    box.start_env = box.subprocess_env(
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        COMFY_HOST=f"127.0.0.1:{box.comfy_port}",
+        BAKERY_COMFY_ARGS="--cpu",
+        BAKERY_COMFY_START_TIMEOUT_S="30",
+        PYTHONUNBUFFERED="1",
+    )
+    procs: list[subprocess.Popen] = []
+
+    def run(*args: str, **env: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [str(START_SH), *args],
+            env={**box.start_env, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        procs.append(proc)
+        return proc
+
+    box.run = run
+    yield box
+    for proc in procs:  # whatever a failed test left running
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def test_start_sh_is_an_executable_thin_shell_script():
+    assert os.access(START_SH, os.X_OK)  # the image's CMD runs it as it is
+    text = START_SH.read_text()
+    assert "set -euo pipefail" in text and 'exec python -m handler.start "$@"' in text
+
+
+def test_models_fetched_comfyui_up_handler_answers_a_job_and_sigterm_stops_all(server, container):
+    data = blob(300_000)
+    container.write_manifest(
+        manifest_entry(server.add("m.safetensors", data), data, "checkpoints", "bakery.safetensors")
+    )
+    proc = container.run(
+        "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(container.api_port)
+    )
+    api = f"http://127.0.0.1:{container.api_port}"
+    deadline = time.monotonic() + 60
+    while not listening(container.api_port):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the handler's local API never listened"
+        time.sleep(0.1)
+    assert (container.models / "checkpoints" / "bakery.safetensors").read_bytes() == data
+
+    # The job loads the fetched checkpoint: ComfyUI found it through extra_model_paths.yaml.
+    job = {"input": {"workflow": workflows.txt2img(ckpt_name="bakery.safetensors")}}
+    answer = requests.post(f"{api}/runsync", json=job, timeout=60).json()
+    assert answer.get("status") == "COMPLETED", answer
+    assert answer["output"]["images"][0]["type"] == "base64"
+
+    comfy_pid = _comfy_pid(container.comfy_port)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 143), err
+    assert not listening(container.comfy_port) and not listening(container.api_port)
+    assert not _alive(comfy_pid)
+    ready = [json.loads(line) for line in err.splitlines() if '"ComfyUI is ready"' in line]
+    assert ready and ready[0]["pid"] == comfy_pid
+
+
+def _comfy_pid(port: int) -> int:
+    """The pid of the process listening on `port` (ComfyUI)."""
+    import psutil
+
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
+            return conn.pid
+    raise AssertionError(f"nothing listens on {port}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_fetch_failure_stops_the_container_before_comfyui_starts(server, container):
+    url = server.url("gone.safetensors")
+    container.write_manifest(manifest_entry(url, b"x"))
+    proc = container.run()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert err.splitlines()[-3:] == [
+        "start: models could not be fetched, so this worker stops.",
+        "1 of 1 models could not be fetched:",
+        f"  checkpoints/m.safetensors: HTTP 404 from {url}",
+    ]
+    assert "Starting server" not in out  # ComfyUI never ran
+
+
+def test_comfyui_exiting_at_start_prints_its_last_lines(container):
+    container.write_manifest()
+    proc = container.run(COMFY_DOUBLE_FAULTS="crash_at_start=CUDA error: no kernel image")
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    message = err[err.index("start: ComfyUI exited") :].splitlines()
+    assert message[0] == "start: ComfyUI exited with code 1 while starting; its last lines:"
+    assert message[-1] == "  | RuntimeError: CUDA error: no kernel image"
+
+
+def test_comfyui_never_answering_stops_the_container_and_comfyui(container):
+    container.write_manifest()
+    proc = container.run(
+        COMFY_DOUBLE_FAULTS="never_ready=error", BAKERY_COMFY_START_TIMEOUT_S="1.5"
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    url = f"http://127.0.0.1:{container.comfy_port}/system_stats"
+    assert (
+        f"start: ComfyUI did not answer {url} within 1.5 s (BAKERY_COMFY_START_TIMEOUT_S); "
+        "its last lines:\n" in err
+    )
+    assert not listening(container.comfy_port)
+
+
+def test_comfyui_command_line(tmp_path):
+    (tmp_path / "main.py").write_text("")
+    env = {
+        "COMFYUI_DIR": str(tmp_path),
+        "COMFY_HOST": "127.0.0.1:8190",
+        "COMFY_LOG_LEVEL": "debug",
+        "BAKERY_COMFY_ARGS": "--lowvram --preview-method auto",
+    }
+    assert start.comfy_command(Path("/opt/bakery/extra_model_paths.yaml"), env) == [
+        start.sys.executable,
+        str(tmp_path / "main.py"),
+        "--listen",
+        "127.0.0.1",
+        "--port",
+        "8190",
+        "--extra-model-paths-config",
+        "/opt/bakery/extra_model_paths.yaml",
+        "--verbose",
+        "DEBUG",
+        "--lowvram",
+        "--preview-method",
+        "auto",
+    ]
+    env.pop("COMFY_LOG_LEVEL")
+    assert "--verbose" not in start.comfy_command(Path("x.yaml"), env)
+
+
+def test_comfyui_without_its_folder_is_named(tmp_path):
+    with pytest.raises(start.StartError) as err:
+        start.comfy_command(Path("x.yaml"), {"COMFYUI_DIR": str(tmp_path / "nope")})
+    assert str(err.value) == (
+        f"no ComfyUI at {tmp_path / 'nope' / 'main.py'} — set COMFYUI_DIR to ComfyUI's folder"
+    )
+
+
+def test_tcmalloc_is_preloaded_into_comfyui_when_the_image_has_it(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    assert "LD_PRELOAD" not in start.comfy_environment({}, (str(lib),))
+    (lib / "libtcmalloc_minimal.so.4").touch()
+    (lib / "libtcmalloc.so.4").touch()
+    env = start.comfy_environment({"LD_PRELOAD": "/x/other.so"}, (str(lib),))
+    assert env["LD_PRELOAD"] == f"{lib / 'libtcmalloc.so.4'}:/x/other.so"
