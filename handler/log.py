@@ -186,6 +186,8 @@ class Shipper(logging.Handler):
                     self.dropped += len(batch)
             except Exception:  # noqa: BLE001 — the endpoint's trouble is not the job's
                 self.dropped += len(batch)
+            for _ in batch:
+                self.lines.task_done()
 
     def flush(self, timeout: float = 2.0) -> None:
         """Wait (bounded) until queued lines have been sent or dropped."""

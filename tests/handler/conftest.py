@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import socket
 import threading
+import time
 
 import pytest
 
@@ -44,6 +45,7 @@ class FileServer:
     def __init__(self):
         self.files: dict[str, tuple[int, bytes, dict]] = {}
         self.requests: list[str] = []
+        self.posts: list[tuple[str, dict, bytes]] = []
         self.delay_s = 0.0
         outer = self
 
@@ -57,10 +59,17 @@ class FileServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if outer.delay_s:
-                    import time
-
                     time.sleep(outer.delay_s)
                 self.wfile.write(body)
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if outer.delay_s:
+                    time.sleep(outer.delay_s)
+                outer.posts.append((self.path, dict(self.headers), body))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def log_message(self, *args):
                 pass

@@ -1,0 +1,130 @@
+"""The worker as a user runs it locally: `python -m handler` with the runpod SDK's own modes
+(`--rp_serve_api` then POST /runsync, and `--test_input`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import free_port
+from handler_helpers import decoded, empty_image, first_pixel, load_invert_save, png_b64, slow
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "comfy-org-key-local-api-0042"
+
+
+class LocalWorker:
+    def __init__(self, env: dict, log_path: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+                 "--rp_api_port", str(self.port)],
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.output()
+            try:
+                requests.get(f"{self.url}/docs", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise AssertionError(f"the local API did not start:\n{self.output()}")
+
+    def runsync(self, job_input: dict) -> dict:
+        return requests.post(f"{self.url}/runsync", json={"input": job_input}, timeout=60).json()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def local_worker(comfy, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
+    env["PYTHONPATH"] = str(REPO)
+    worker = LocalWorker(env, tmp_path / "worker.log")
+    yield worker
+    worker.stop()
+
+
+def test_runsync_returns_the_images(local_worker):
+    image = png_b64(6, 6, 0x00FF00)
+    reply = local_worker.runsync({
+        "workflow": load_invert_save("leaf.png"),
+        "images": [{"name": "leaf.png", "image": image}],
+        "comfy_org_api_key": API_KEY,
+    })  # fmt: skip
+    assert reply["status"] == "COMPLETED", reply
+    assert first_pixel(decoded(reply["output"]["images"][0])) == 0xFF00FF
+    # Nothing secret and no image data anywhere in the worker's output (SDK lines included).
+    out = local_worker.output()
+    assert '"msg": "job finished"' in out
+    for secret in (API_KEY, image[:40], reply["output"]["images"][0]["data"][:40]):
+        assert secret not in out
+
+
+def test_runsync_bad_input_fails_with_the_message(local_worker):
+    reply = local_worker.runsync({"workflow": {"nodes": [], "links": []}})
+    assert reply["status"] == "FAILED"
+    assert reply["error"] == (
+        "workflow: this is the ComfyUI editor's format (it has `nodes` and `links`), not the API "
+        'format — in ComfyUI use Workflow → "Export (API)" and send that file'
+    )
+
+
+def test_runsync_timeout_then_next_job(local_worker):
+    reply = local_worker.runsync(
+        {"workflow": slow(steps=100, seconds_per_step=0.05), "timeout_s": 0.3}
+    )
+    assert reply == {
+        "id": reply["id"],
+        "status": "FAILED",
+        "error": "the workflow did not finish within 0.3 s (timeout_s); it was interrupted and "
+        "removed from ComfyUI's queue",
+    }
+    assert local_worker.runsync({"workflow": empty_image()})["status"] == "COMPLETED"
+
+
+def test_runsync_when_comfyui_dies_mid_run(local_worker, comfy):
+    comfy.set_faults(kill_at_node="2")
+    reply = local_worker.runsync({"workflow": slow(steps=50, seconds_per_step=0.05)})
+    assert reply["status"] == "FAILED"
+    assert reply["error"] == (
+        f"ComfyUI's process (pid {comfy.proc.pid}) exited while running this job; this worker "
+        "asks to be replaced"
+    )
+
+
+def test_test_input_mode_runs_one_job_and_exits(comfy, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
+    env["PYTHONPATH"] = str(REPO)
+    job = json.dumps({"input": {"workflow": empty_image()}})
+    ok = subprocess.run(
+        [sys.executable, "-m", "handler", "--test_input", job],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "Job local_test completed successfully." in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "handler", "--test_input", json.dumps({"input": {"workflow": 3}})],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert bad.returncode == 1
+    assert "failed with error: workflow: must be an object or string, got a number" in bad.stdout
