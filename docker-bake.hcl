@@ -38,7 +38,16 @@ function "cache" {
 # --- groups -----------------------------------------------------------------------------
 
 group "default" {
-  targets = ["bare-cu126", "bare-cu128", "flux-dev-cu126", "flux-dev-cu128", "flux-schnell-cu126", "flux-schnell-cu128", "sdxl-cu126", "sdxl-cu128"]
+  targets = [
+    "bare-cu126",
+    "bare-cu128",
+    "flux-dev-cu126",
+    "flux-dev-cu128",
+    "flux-schnell-cu126",
+    "flux-schnell-cu128",
+    "sdxl-cu126",
+    "sdxl-cu128",
+  ]
 }
 
 group "bare" {
@@ -105,14 +114,14 @@ target "variant" {
   inherits = ["_common"]
   matrix = {
     v = [
-      { name = "bare-cu126", cuda = "cu126", nodes = {  } },
-      { name = "bare-cu128", cuda = "cu128", nodes = {  } },
-      { name = "flux-dev-cu126", cuda = "cu126", nodes = {  } },
-      { name = "flux-dev-cu128", cuda = "cu128", nodes = {  } },
-      { name = "flux-schnell-cu126", cuda = "cu126", nodes = {  } },
-      { name = "flux-schnell-cu128", cuda = "cu128", nodes = {  } },
-      { name = "sdxl-cu126", cuda = "cu126", nodes = {  } },
-      { name = "sdxl-cu128", cuda = "cu128", nodes = {  } },
+      { name = "bare-cu126", cuda = "cu126", nodes = {} },
+      { name = "bare-cu128", cuda = "cu128", nodes = {} },
+      { name = "flux-dev-cu126", cuda = "cu126", nodes = {} },
+      { name = "flux-dev-cu128", cuda = "cu128", nodes = {} },
+      { name = "flux-schnell-cu126", cuda = "cu126", nodes = {} },
+      { name = "flux-schnell-cu128", cuda = "cu128", nodes = {} },
+      { name = "sdxl-cu126", cuda = "cu126", nodes = {} },
+      { name = "sdxl-cu128", cuda = "cu128", nodes = {} },
     ]
   }
   context    = "build/${v.name}"

@@ -155,7 +155,7 @@ def run(argv: list[str]) -> int:
         changed = renderer.write(files, out)
         print(
             f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "
-            + (f"{len(changed)} files changed" if changed else "nothing changed")
+            + (f"{_count(len(changed), 'file')} changed" if changed else "nothing changed")
         )
         for rel in changed:
             print(f"  {rel}")

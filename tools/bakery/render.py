@@ -224,6 +224,7 @@ def write(files: dict[str, str], out: Path) -> list[str]:
     """Replace build/ and the bake file under `out` with `files`; returns the paths changed."""
     out = Path(out)
     before = _on_disk(out)
+    staging = None
     try:
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
@@ -248,6 +249,8 @@ def write(files: dict[str, str], out: Path) -> list[str]:
             if updated is not None:
                 _replace(readme, updated)
     except OSError as exc:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
         raise BakeryError(f"cannot write the rendered files under {out}: {exc}") from None
     after = _on_disk(out)
     return sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))

@@ -195,7 +195,7 @@ def parse(text: str, path: Path) -> Config:
     if problems and marked.data is None:
         raise VariantsError(source, problems)
     problems += schema_problems(marked)
-    problems += secret_problems(marked.data, (), marked)
+    problems += secret_problems(marked)
     if isinstance(marked.data, dict):
         problems += name_problems(marked)
         problems += comfyui_problems(marked)
@@ -302,38 +302,38 @@ def shown(value: object) -> str:
 # --- checks a schema cannot express -----------------------------------------------------
 
 
-def secret_problems(data: object, path: tuple, marked: Marked) -> list[Problem]:
-    """Tokens written anywhere in the file: they would end up in git and in images."""
-    out: list[Problem] = []
+def _texts(data: object, path: tuple = ()):
+    """Every string written in the file: (path, text, where), mapping keys included."""
     if isinstance(data, dict):
         for key, value in data.items():
-            out += secret_problems(str(key), ("(key)", *path, key), marked)
-            out += secret_problems(value, (*path, key), marked)
+            yield (*path, key), str(key), "key"
+            yield from _texts(value, (*path, key))
     elif isinstance(data, list):
         for i, value in enumerate(data):
-            out += secret_problems(value, (*path, i), marked)
+            yield from _texts(value, (*path, i))
     elif isinstance(data, str):
-        is_key = path[:1] == ("(key)",)
-        real = path[1:] if is_key else path
+        yield path, data, "value"
+
+
+def secret_problems(marked: Marked) -> list[Problem]:
+    """Tokens written anywhere in the file: they would end up in git and in images."""
+    out: list[Problem] = []
+    for path, text, kind in _texts(marked.data):
         # sha256 values and commit pins are long hex on purpose.
-        if not is_key and real and real[-1] in ("sha256", "commit"):
-            return out
-        for rx, what, auth in SECRETS:
-            if rx.search(data):
-                fix = "remove it (and revoke it if it was ever committed)"
-                if auth:
-                    fix += (
-                        f"; set `auth: {auth}` on the model and give the container "
-                        f"{'HF_TOKEN' if auth == 'huggingface' else 'CIVITAI_TOKEN'}"
-                    )
-                else:
-                    fix += (
-                        "; tokens reach a build only as bake secrets and a container only "
-                        "as environment"
-                    )
-                where = marked.key_at(real) if is_key else marked.at(real)
-                out.append(Problem(*where, dotted(real), f"this looks like {what}", fix))
-                break
+        if kind == "value" and path and path[-1] in ("sha256", "commit"):
+            continue
+        found = next(((what, auth) for rx, what, auth in SECRETS if rx.search(text)), None)
+        if not found:
+            continue
+        what, auth = found
+        fix = "remove it (and revoke it if it was ever committed)"
+        if auth:
+            variable = "HF_TOKEN" if auth == "huggingface" else "CIVITAI_TOKEN"
+            fix += f"; set `auth: {auth}` on the model and give the container {variable}"
+        else:
+            fix += "; tokens reach a build only as bake secrets and a container only as environment"
+        where = marked.key_at(path) if kind == "key" else marked.at(path)
+        out.append(Problem(*where, dotted(path), f"this looks like {what}", fix))
     return out
 
 
