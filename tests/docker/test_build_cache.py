@@ -36,12 +36,13 @@ def handler_step(baked: stand_in.Baked, target: str) -> int:
 
 
 def test_handler_change_rebuilds_only_the_handler_layer_and_after(bakes, given, work):
-    changed = stand_in.clean_copy(given.handler, work / "handler-changed")
-    init = changed / "__init__.py"
-    init.write_text(init.read_text() + "# a one-line change, for the build cache check\n")
-    with_change = dataclasses.replace(given, handler=changed)
-
     for name, rendered in bakes.rendered.items():
+        # A change of its own per file: both files' variants share base layers, so
+        # the same change would already be cached by the first file's rebuild.
+        changed = stand_in.clean_copy(given.handler, work / f"handler-changed-{name}")
+        init = changed / "__init__.py"
+        init.write_text(init.read_text() + f"# a one-line change ({name}), for the cache check\n")
+        with_change = dataclasses.replace(given, handler=changed)
         targets = [v["target"] for v in rendered.matrix["variants"]]
         rebuilt = stand_in.bake(rendered.out, targets, with_change, work=work / f"rebake-{name}")
         ran = rebuilt_steps(rebuilt, rendered.matrix)
