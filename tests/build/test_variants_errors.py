@@ -141,6 +141,33 @@ def test_a_model_set_named_base_would_clash_with_the_shared_base_target(bakery, 
     ]
 
 
+def test_a_model_set_and_a_cuda_line_may_not_share_a_name(bakery, small):
+    small.write_text(small.read_text().replace("  sdxl:", "  cu128:").replace("[sdxl]", "[cu128]"))
+    assert problems(bakery, small) == [
+        f"{small}:18:3: model_sets.cu128: 'cu128' is also a CUDA line, and each of them names a "
+        "bake group — choose another name"
+    ]
+
+
+def test_a_model_set_named_default_would_clash_with_the_default_group(bakery, small):
+    small.write_text(
+        small.read_text().replace("  sdxl:", "  default:").replace("[sdxl]", "[default]")
+    )
+    assert problems(bakery, small) == [
+        f"{small}:18:3: model_sets.default: 'default' is the bake group that builds every "
+        "variant — choose another name"
+    ]
+
+
+def test_a_variant_may_not_take_the_name_of_a_group(bakery, small):
+    extra = "  sdxl-cu128:\n    vram_gb: 8\n    models: []\nvariants:\n"
+    small.write_text(small.read_text().replace("variants:\n", extra))
+    assert problems(bakery, small) == [
+        f"{small}:30:5: variants.0: variant 'sdxl-cu128' would have the name of the bake group "
+        "of model set 'sdxl-cu128' — rename that model set or CUDA line"
+    ]
+
+
 def test_unknown_model_folder(bakery, small):
     edit(small, "dir: checkpoints", "dir: checkpoint")
     assert problems(bakery, small) == [

@@ -356,6 +356,19 @@ def name_problems(marked: Marked) -> list[Problem]:
                         f"use lowercase letters, digits, '-' and '_' (e.g. '{slug}')",
                     )
                 )
+    # Model sets and CUDA lines also name bake groups, so no two may share a name.
+    cuda_names = set(_keys(data.get("cuda")))
+    for section, name in [("cuda", n) for n in cuda_names] + [
+        ("model_sets", n) for n in _keys(data.get("model_sets"))
+    ]:
+        path = (section, name)
+        if name == "default":
+            what = "'default' is the bake group that builds every variant"
+        elif section == "model_sets" and name in cuda_names:
+            what = f"'{name}' is also a CUDA line, and each of them names a bake group"
+        else:
+            continue
+        out.append(Problem(*marked.key_at(path), dotted(path), what, "choose another name"))
     return out
 
 
@@ -469,6 +482,18 @@ def expand(marked: Marked) -> tuple[list[tuple[str, str, str | None]], list[Prob
                         continue
                     first_seen[name] = ("variants", e)
                     made.append((ms, cu, ns))
+                    if name in known["model_sets"] or name in known["cuda"]:
+                        path = ("variants", e)
+                        problems.append(
+                            Problem(
+                                *marked.at(path),
+                                dotted(path),
+                                f"variant '{name}' would have the name of the bake group of "
+                                f"{'model set' if name in known['model_sets'] else 'CUDA line'} "
+                                f"'{name}'",
+                                "rename that model set or CUDA line",
+                            )
+                        )
                     if name in {base_target(c) for c in known["cuda"]}:
                         path = ("model_sets", ms)
                         problems.append(
