@@ -81,6 +81,10 @@ class Comfy:
         # Idempotent reads retry with backoff; probes and POSTs do not (the caller decides).
         self.http = http.session()
         self.once = http.session(total=0)
+        for s in (self.http, self.once):
+            # ComfyUI is on loopback: no proxy from the environment applies, and looking
+            # them up costs a scan of os.environ on every request.
+            s.trust_env = False
 
     @staticmethod
     def configured_pid() -> int:

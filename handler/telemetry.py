@@ -1,6 +1,6 @@
 """Per-job telemetry: queue wait, execution time, upload time, peak RAM and VRAM.
 
-Peak RAM is ComfyUI's resident memory (its process and children) when its pid
+Peak RAM is ComfyUI's resident memory (its process) when its pid
 is known (BAKERY_COMFY_PID), else the machine's used memory; peak VRAM is the
 used memory ComfyUI reports in /system_stats. Both are sampled by a
 background thread while the job runs, so a short job costs nothing extra.
@@ -55,10 +55,9 @@ class JobTelemetry:
     def _sample_ram(self) -> None:
         try:
             if self.pid:
-                proc = psutil.Process(self.pid)
-                rss = proc.memory_info().rss + sum(
-                    c.memory_info().rss for c in proc.children(recursive=True)
-                )
+                # ComfyUI's own process (not its children: listing them scans all of /proc,
+                # milliseconds per sample, and ComfyUI does its work in-process).
+                rss = psutil.Process(self.pid).memory_info().rss
             else:
                 mem = psutil.virtual_memory()
                 rss = mem.total - mem.available

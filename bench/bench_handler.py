@@ -1,0 +1,195 @@
+"""Handler overhead: 200 small jobs through the handler vs the same jobs by a minimal client.
+
+Both talk to the same ComfyUI test double (tests/comfy_double) on loopback.
+The handler is called in-process (`handler.worker.handler(job)`), exactly as
+the runpod SDK calls it; the minimal client does only what any client must:
+open the WebSocket, POST /prompt, wait for this prompt's last frame, read
+/history and fetch each image with /view. Jobs alternate between the two so
+drift on the machine hits both alike; each job has its own colour, so no run
+is answered from ComfyUI's cache. The figure is the median time the handler
+adds per job (aim: < 10 ms); a short cProfile run says what dominates.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+import websocket
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from comfy_double import start  # noqa: E402
+
+
+def workflow(i: int) -> dict:
+    return {
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": i * 7919 % 0xFFFFFF},
+        },
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "b"}},
+    }
+
+
+class DirectClient:
+    """The least a client does for one job (one HTTP session, a socket per job)."""
+
+    def __init__(self, host: str):
+        self.base, self.ws = f"http://{host}", f"ws://{host}/ws"
+        self.http = requests.Session()
+
+    def run(self, prompt: dict) -> list[bytes]:
+        client_id = uuid.uuid4().hex
+        ws = websocket.create_connection(f"{self.ws}?clientId={client_id}", timeout=30)
+        try:
+            body = {"prompt": prompt, "client_id": client_id}
+            prompt_id = self.http.post(f"{self.base}/prompt", json=body, timeout=30).json()[
+                "prompt_id"
+            ]
+            while True:
+                raw = ws.recv()
+                if not isinstance(raw, str):
+                    continue
+                frame = json.loads(raw)
+                data = frame.get("data") or {}
+                if (
+                    frame.get("type") == "executing"
+                    and data.get("node") is None
+                    and data.get("prompt_id") == prompt_id
+                ):
+                    break
+        finally:
+            ws.close()
+        entry = self.http.get(f"{self.base}/history/{prompt_id}", timeout=30).json()[prompt_id]
+        files = []
+        for out in entry["outputs"].values():
+            for image in out.get("images", []):
+                files.append(self.http.get(f"{self.base}/view", params=image, timeout=30).content)
+        return files
+
+
+def run(quick: bool) -> list[dict]:
+    jobs = 40 if quick else 200
+    with tempfile.TemporaryDirectory(prefix="bench-handler-") as tmp:
+        double = start(Path(tmp) / "comfyui")
+        try:
+            return measure(double, jobs)
+        finally:
+            double.stop()
+
+
+def measure(double, jobs: int) -> list[dict]:
+    os.environ.update(
+        COMFY_HOST=double.host_port,
+        COMFYUI_DIR=str(double.base),
+        BAKERY_COMFY_PID=str(double.proc.pid),
+    )
+    from handler import log, worker
+
+    # Log lines are formatted as in production but not written to the terminal.
+    for h in log.get("bench").parent.handlers:
+        if isinstance(h, logging.StreamHandler):
+            h.setStream(io.StringIO())
+    worker._client = None
+    direct = DirectClient(double.host_port)
+
+    def via_handler(i: int) -> float:
+        t = time.perf_counter()
+        result = worker.handler({"id": f"bench-{i}", "input": {"workflow": workflow(i)}})
+        elapsed = time.perf_counter() - t
+        assert "images" in result, result
+        return elapsed
+
+    def via_direct(i: int) -> float:
+        t = time.perf_counter()
+        assert len(direct.run(workflow(i))) == 1
+        return time.perf_counter() - t
+
+    for i in range(5):  # warm both paths (first prompt, imports, connection pools)
+        via_handler(10_000 + i)
+        via_direct(20_000 + i)
+    handler_s, direct_s = [], []
+    for i in range(jobs):
+        if i % 2:
+            handler_s.append(via_handler(i))
+            direct_s.append(via_direct(i))
+        else:
+            direct_s.append(via_direct(i))
+            handler_s.append(via_handler(i))
+    h_ms = statistics.median(handler_s) * 1000
+    d_ms = statistics.median(direct_s) * 1000
+    paired = statistics.median((a - b) * 1000 for a, b in zip(handler_s, direct_s, strict=True))
+    dominant = profile(via_handler, min(50, jobs))
+    return [
+        {
+            "name": f"handler job, median of {jobs} small jobs",
+            "value": round(h_ms, 2),
+            "baseline": round(d_ms, 2),
+            "unit": "ms",
+            "ratio": round(h_ms / d_ms, 3),
+            "aim": "-",
+            "note": "baseline: minimal client (WS + POST /prompt + /history + /view)",
+        },
+        {
+            "name": "handler: added ms per job (median of pairs)",
+            "value": round(paired, 2),
+            "baseline": round(d_ms, 2),
+            "unit": "ms",
+            "ratio": round(paired / d_ms, 3),
+            "aim": "< 10 ms",
+            "note": f"handler-only work: {dominant}",
+        },
+    ]
+
+
+def profile(via_handler, jobs: int) -> str:
+    """Run `jobs` handler jobs under cProfile; the handler-side calls with the most own time."""
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(jobs):
+        via_handler(30_000 + i)
+    prof.disable()
+    stats = pstats.Stats(prof)
+    rows = []
+    for (path, _line, func), (_cc, _nc, tt, ct, _callers) in stats.stats.items():
+        rows.append((ct, tt, f"{Path(path).parent.name}/{Path(path).name}:{func}"))
+    # Only what the minimal client does not do too (connect, submit and following the
+    # prompt are the same work on both sides).
+    interesting = [
+        "worker.py:_run",
+        "comfy.py:wait_ready",
+        "outputs.py:deliver",
+        "cleanup.py:remove",
+        "comfy.py:forget",
+        "job.py:parse",
+        "resources.py:check",
+        "telemetry.py:finish",
+        "telemetry.py:start_sampling",
+        "log.py:event",
+    ]
+    by_name = {}
+    for ct, _tt, name in rows:
+        key = name.split("/", 1)[1] if "/" in name else name
+        if key in interesting:
+            by_name[key] = by_name.get(key, 0) + ct
+    by_name.pop("worker.py:_run", None)
+    top = sorted(by_name.items(), key=lambda kv: kv[1], reverse=True)[:5]
+    return ", ".join(f"{name} {ct / jobs * 1000:.2f} ms" for name, ct in top) + " (under cProfile)"
+
+
+if __name__ == "__main__":
+    for fig in run("--quick" in sys.argv):
+        print(json.dumps(fig))
