@@ -90,13 +90,15 @@ def generated_variants(model_sets: int, cuda_lines: int, node_sets: int) -> dict
     }
 
 
-def median_ms(fn, repeat: int) -> float:
-    times = []
+def paired_ms(fn, baseline, repeat: int) -> tuple[float, float]:
+    """Median ms of `fn` and of `baseline`, run alternately so machine load hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
+        for sink, call in zip(times, (fn, baseline), strict=True):
+            start = time.perf_counter()
+            call()
+            sink.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def figure(name, value, baseline, aim, note) -> dict:
@@ -112,7 +114,7 @@ def figure(name, value, baseline, aim, note) -> dict:
 
 
 def run(quick: bool) -> list[dict]:
-    repeat = 2 if quick else 5
+    repeat = 3 if quick else 7
     data = generated_variants(model_sets=25, cuda_lines=4, node_sets=1)  # 25 × 4 × 2 = 200
     text = yaml.safe_dump(data, sort_keys=False)
     figures = []
@@ -123,8 +125,9 @@ def run(quick: bool) -> list[dict]:
         config = parse(text, path)
         assert len(config.variants) == 200, len(config.variants)
 
-        validate = median_ms(lambda: parse(text, path), repeat)
-        load_only = median_ms(lambda: yaml.safe_load(text), repeat)
+        validate, load_only = paired_ms(
+            lambda: parse(text, path), lambda: yaml.safe_load(text), repeat
+        )
         figures.append(
             figure(
                 "validate 200 variants vs yaml.safe_load",
@@ -148,8 +151,7 @@ def run(quick: bool) -> list[dict]:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(content)
 
-        rendered = median_ms(render_and_write, repeat)
-        written = median_ms(plain_write, repeat)
+        rendered, written = paired_ms(render_and_write, plain_write, repeat)
         figures.append(
             figure(
                 "render+write 200 variants vs writing the same bytes",
@@ -175,8 +177,7 @@ def run(quick: bool) -> list[dict]:
         figures.append(
             figure(
                 "`bakery render` (default file, a process) vs `python -c pass`",
-                median_ms(newcomer, repeat),
-                median_ms(interpreter, repeat),
+                *paired_ms(newcomer, interpreter, repeat),
                 "≤ 1000 ms absolute",
                 "what a newcomer waits for",
             )
