@@ -9,6 +9,7 @@ model server. Nothing else is addressed.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from contextlib import closing
 from dataclasses import dataclass
@@ -19,10 +20,21 @@ import requests
 START = "/opt/bakery/handler/start.sh"
 
 
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now and never handed out before in this process: the
+    kernel may offer a just-closed port again, and two containers must not share one."""
+    with _ports_lock:
+        while True:
+            with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
 
 
 @dataclass
@@ -81,7 +93,10 @@ def run_job(
                     timeout=max(1.0, deadline - time.monotonic()),
                 )
                 status = answer.status_code
-                body = answer.json()
+                try:
+                    body = answer.json()
+                except ValueError:
+                    error = f"answer is not JSON: {answer.text[:300]!r}"
                 break
             except requests.ConnectionError:
                 container.reload()
