@@ -14,7 +14,7 @@ import websocket
 
 
 class Client:
-    def __init__(self, url: str, client_id: str | None = None, timeout: float = 30.0):
+    def __init__(self, url: str, client_id: str | None = None, timeout: float = 10.0):
         self.url = url.rstrip("/")
         self.client_id = client_id or uuid.uuid4().hex
         self.timeout = timeout

@@ -452,26 +452,17 @@ class PromptExecutor:
                     values[node_id], ui = cached[signature]
                     if ui is not None:
                         ui_outputs[node_id] = ui
-                        self._send_client(
-                            "executed",
-                            {
-                                "node": node_id,
-                                "display_node": node_id,
-                                "output": ui,
-                                "prompt_id": prompt_id,
-                            },
-                        )
-                    executed.add(node_id)
+                        self._send_executed(prompt_id, node_id, ui)
                     states[node_id].update(value=1, state="finished")
-                    continue
-                if progress.processing_interrupted():
-                    progress.interrupt_processing(False)
-                    raise _Interrupted(node_id)
-                self._run_node(
-                    prompt, prompt_id, extra_data, node_id, values, ui_outputs, states, executed
-                )
+                else:
+                    if progress.processing_interrupted():
+                        progress.interrupt_processing(False)
+                        raise _Interrupted(node_id)
+                    self._run_node(
+                        prompt, prompt_id, extra_data, node_id, values, ui_outputs, states
+                    )
+                    self.cache[signature] = (values[node_id], ui_outputs.get(node_id))
                 executed.add(node_id)
-                self.cache[signature] = (values[node_id], ui_outputs.get(node_id))
                 pause = faults.FAULTS.take_ws_drop(node_id)
                 if pause is not None:
                     self.server.drop_client(self.server.client_id)
@@ -529,9 +520,11 @@ class PromptExecutor:
         }
         self._send_client("progress_state", {"prompt_id": prompt_id, "nodes": nodes_state})
 
-    def _run_node(
-        self, prompt, prompt_id, extra_data, node_id, values, ui_outputs, states, executed
-    ):
+    def _send_executed(self, prompt_id, node_id, ui):
+        data = {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id}
+        self._send_client("executed", data)
+
+    def _run_node(self, prompt, prompt_id, extra_data, node_id, values, ui_outputs, states):
         node = prompt[node_id]
         class_type = node["class_type"]
         if faults.FAULTS.kill_at_node and faults.FAULTS.kill_at_node == node_id:
@@ -605,10 +598,7 @@ class PromptExecutor:
         if ui:
             ui = _json_ready(ui)
             ui_outputs[node_id] = ui
-            self._send_client(
-                "executed",
-                {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id},
-            )
+            self._send_executed(prompt_id, node_id, ui)
         states[node_id].update(value=states[node_id]["max"], state="finished")
         self._progress_state(prompt_id, states)
 
