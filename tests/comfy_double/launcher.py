@@ -26,6 +26,19 @@ class DoubleError(RuntimeError):
     """The double did not start, or answered a control call with an error."""
 
 
+def copy_comfyui(target: str | os.PathLike) -> Path:
+    """Copy the double's source folder the way an image build copies ComfyUI's; returns it.
+
+    Tests that run `python <copy>/main.py` themselves (start sequences, images)
+    use a copy so the folders it creates beside main.py stay in tmp_path.
+    """
+    import shutil
+
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "input", "output", "temp", "user")
+    shutil.copytree(MAIN.parent, target, ignore=skip)
+    return Path(target)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -10,19 +9,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from comfy_double import free_port, workflows
+from comfy_double import copy_comfyui, free_port, workflows
 from comfy_double.client import Client
-from comfy_double.launcher import MAIN, RunningDouble
-
-SOURCE = MAIN.parent
+from comfy_double.launcher import RunningDouble
 
 
 @pytest.fixture
 def comfyui_copy(tmp_path):
     """The double's folder copied the way an image build copies ComfyUI's source."""
-    target = tmp_path / "ComfyUI"
-    shutil.copytree(SOURCE, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return target
+    return copy_comfyui(tmp_path / "ComfyUI")
 
 
 def launch(folder: Path, *args: str, cwd: Path | None = None, stdout=None):
@@ -212,3 +207,42 @@ def test_start_is_fast(comfy_double_factory):
     started = time.monotonic()
     comfy_double_factory()
     assert time.monotonic() - started < 3.0
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_server_side_imports_only_its_folder_the_stdlib_and_its_requirements():
+    from comfy_double.launcher import MAIN
+
+    folder = MAIN.parent
+    test_side = {"__init__.py", "launcher.py", "client.py", "workflows.py"}
+    local = {p.stem for p in folder.glob("*.py")}
+    # psutil is optional (the handler's requirements bring it into images).
+    allowed = set(sys.stdlib_module_names) | local | {"aiohttp", "yaml", "psutil"}
+    for path in folder.glob("*.py"):
+        if path.name not in test_side:
+            assert _imports(path) <= allowed, path.name
+
+
+def test_requirements_pin_what_the_repo_pins():
+    from comfy_double.launcher import MAIN
+
+    def pins(path: Path) -> dict[str, str]:
+        lines = [line.split("#")[0].strip() for line in path.read_text().splitlines()]
+        return dict(line.split("==") for line in lines if "==" in line)
+
+    root = MAIN.parents[2]
+    double = pins(MAIN.parent / "requirements.txt")
+    assert set(double) == {"aiohttp", "pyyaml"}
+    assert double["aiohttp"] == pins(root / "requirements-dev.txt")["aiohttp"]
+    assert double["pyyaml"] == pins(root / "tools" / "requirements.txt")["pyyaml"]
