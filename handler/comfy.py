@@ -242,21 +242,25 @@ class Comfy:
         except (requests.RequestException, ValueError):
             return None
 
-    def wait_gone(self, prompt_id: str, result: RunResult, timeout: float) -> None:
-        """After cancel: wait (bounded) until the prompt has left the queue; note its outputs."""
+    def wait_gone(self, prompt_id: str, result: RunResult, timeout: float) -> bool:
+        """After cancel: wait (bounded) until the prompt has left the queue; note its outputs.
+
+        False when it is still running at the end (ComfyUI is stuck in a node)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             try:
                 entry = self.history(prompt_id)
                 if entry:
                     result.outputs = entry.get("outputs") or {}
-                    return
+                    return True
                 queue = self.once.get(f"{self.base}/queue", timeout=5).json()
             except (JobError, requests.RequestException, ValueError):
-                return
+                return True  # ComfyUI is gone: nothing is left running
             items = (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
             if not any(len(item) > 1 and item[1] == prompt_id for item in items):
-                return
+                return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.1)
 
     def forget(self, prompt_id: str) -> None:

@@ -67,11 +67,9 @@ def format_rejection(body: Any, choices: Callable[[str, str], list[str] | None])
     """
     if not isinstance(body, dict):
         return f"ComfyUI rejected the workflow: {_short(body)}"
-    top = body.get("error") if isinstance(body.get("error"), dict) else {}
-    lines = []
-    for node_id, node in sorted((body.get("node_errors") or {}).items(), key=_node_order):
-        lines.extend(_node_lines(node_id, node, choices))
+    lines = node_error_lines(body.get("node_errors") or {}, choices)
     if not lines:
+        top = body.get("error") if isinstance(body.get("error"), dict) else {}
         message = _short(top.get("message") or body.get("error") or "no reason given")
         details = _short(top.get("details") or "")
         lines.append(f"{message}: {details}" if details else message)
@@ -79,6 +77,14 @@ def format_rejection(body: Any, choices: Callable[[str, str], list[str] | None])
     if len(lines) == 1:
         return f"{head}: {lines[0]}"
     return f"{head} ({len(lines)} problems):\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def node_error_lines(node_errors: dict, choices) -> list[str]:
+    """`node_errors` of a /prompt answer → one line per failing input, in node order."""
+    lines = []
+    for node_id, node in sorted(node_errors.items(), key=_node_order):
+        lines.extend(_node_lines(node_id, node, choices))
+    return lines
 
 
 def _node_order(item: tuple[str, Any]) -> tuple[int, str]:

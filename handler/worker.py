@@ -19,10 +19,11 @@ import uuid
 
 from handler import cleanup, inputs, log, outputs, resources, settings
 from handler.comfy import Comfy, RunResult
-from handler.errors import JobError, JobTimeout
+from handler.errors import JobError, JobTimeout, node_error_lines
 from handler.job import parse
 from handler.telemetry import JobTelemetry
 
+STOP_WAIT_S = 10.0  # after an interrupt, how long ComfyUI gets to stop the prompt
 PROGRESS_EVERY_S = 0.5  # at most this often per node, so a 1000-step sampler stays quiet
 
 _log = log.get("worker")
@@ -109,11 +110,18 @@ def _run(job: dict, job_id: str) -> dict:
             )
         except JobTimeout:
             client.cancel(prompt_id)
-            client.wait_gone(prompt_id, run, timeout=10)
-            raise JobTimeout(
-                f"the workflow did not finish within {spec.timeout_s:g} s (timeout_s); it was "
-                "interrupted and removed from ComfyUI's queue"
-            ) from None
+            if client.wait_gone(prompt_id, run, timeout=STOP_WAIT_S):
+                raise JobTimeout(
+                    f"the workflow did not finish within {spec.timeout_s:g} s (timeout_s); it "
+                    "was interrupted and removed from ComfyUI's queue"
+                ) from None
+            stuck = JobTimeout(
+                f"the workflow did not finish within {spec.timeout_s:g} s (timeout_s) and "
+                f"ComfyUI did not stop it within {STOP_WAIT_S:g} s of the interrupt; this "
+                "worker asks to be replaced"
+            )
+            stuck.refresh_worker = True
+            raise stuck from None
         finally:
             _note_run(tel, run, files)
 
@@ -137,6 +145,12 @@ def _run(job: dict, job_id: str) -> dict:
         if err.refresh_worker:
             out["refresh_worker"] = True
         return out
+    except Exception as err:  # a bug, not the user's mistake: say so, keep the worker
+        _log.exception("unexpected error in the handler")
+        _finish(tel, ok=False)
+        return {
+            "error": log.redact(f"the handler failed unexpectedly: {type(err).__name__}: {err}")
+        }
     finally:
         removed = files.remove()
         if prompt_id:
@@ -170,14 +184,9 @@ def _prepare(workflow: dict, renames: dict[str, str], job_folder: str) -> dict:
 
 
 def _partial_rejection(client: Comfy, submitted: dict) -> list[str]:
-    """POST /prompt accepted the workflow but some output nodes failed validation."""
-    node_errors = submitted.get("node_errors") or {}
-    if not node_errors:
-        return []
-    from handler.errors import format_rejection
-
-    text = format_rejection({"node_errors": node_errors}, client.choices)
-    lines = [line.removeprefix("- ") for line in text.splitlines()[1:]] or [text.split(": ", 1)[1]]
+    """POST /prompt accepted the workflow but some output nodes failed validation (they
+    do not run): say which, next to the outputs of the others."""
+    lines = node_error_lines(submitted.get("node_errors") or {}, client.choices)
     return ["skipped (failed validation): " + line for line in lines]
 
 

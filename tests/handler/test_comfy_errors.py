@@ -112,3 +112,32 @@ def test_timeout_interrupts_the_prompt_and_the_worker_stays_usable(comfy):
     assert get_json(comfy, "/history") == {}
     assert leftovers(comfy) == []
     assert len(run(empty_image())["images"]) == 1
+
+
+def test_a_prompt_that_ignores_the_interrupt_asks_for_a_new_worker(comfy, monkeypatch):
+    from handler import worker
+
+    monkeypatch.setattr(worker, "STOP_WAIT_S", 0.5)
+    # One 3-second step: the interrupt only takes effect at the next step.
+    result = run(slow(steps=1, seconds_per_step=3), timeout_s=0.3)
+    assert result == {
+        "error": "the workflow did not finish within 0.3 s (timeout_s) and ComfyUI did not stop "
+        "it within 0.5 s of the interrupt; this worker asks to be replaced",
+        "refresh_worker": True,
+    }
+    # (Were it not replaced, the worker still serves the next job once ComfyUI is free.)
+    assert len(run(empty_image())["images"]) == 1
+
+
+def test_an_unexpected_handler_error_is_reported_and_cleaned_up(comfy, monkeypatch):
+    from handler import outputs
+
+    def broken(*args):
+        raise RuntimeError("collect broke")
+
+    monkeypatch.setattr(outputs, "collect", broken)
+    assert run(empty_image()) == {
+        "error": "the handler failed unexpectedly: RuntimeError: collect broke"
+    }
+    assert leftovers(comfy) == []
+    assert get_json(comfy, "/history") == {}

@@ -205,3 +205,19 @@ def test_base64_is_the_official_entry_shape(comfy):
     entry = run(empty_image())["images"][0]
     assert base64.b64decode(entry["data"])[:4] == b"\x89PNG"
     assert set(entry) == {"filename", "type", "data", "content_type"}
+
+
+def test_progress_goes_through_the_sdk_on_runpod(comfy, handler_env, monkeypatch):
+    import runpod
+
+    sent = []
+    monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, u: sent.append((job, u)))
+    job = {"id": "job-progress", "input": {"workflow": slow(steps=2, seconds_per_step=0.01)}}
+    handler(job)
+    assert sent == []  # not on RunPod (no result URL): progress is only logged
+    handler_env.setenv("RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/job-done")
+    job["input"]["workflow"] = slow(steps=3, seconds_per_step=0.01)
+    handler(job)
+    assert sent and all(j is job for j, _ in sent)
+    # EmptyImage is unchanged, so ComfyUI answers it from its cache: 2 nodes left to run.
+    assert sent[0][1]["message"] == "node 1 of 2 (DoubleSlowSampler)"

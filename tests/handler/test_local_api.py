@@ -56,15 +56,17 @@ class LocalWorker:
 
 
 @pytest.fixture
-def local_worker(comfy, tmp_path):
+def local_worker(comfy, tmp_path, file_server):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
     env["PYTHONPATH"] = str(REPO)
+    env["BAKERY_LOG_URL"] = file_server.url("/logs")  # log shipping on: see the first test
+    env["BAKERY_LOG_TOKEN"] = "log-token-secret-77"
     worker = LocalWorker(env, tmp_path / "worker.log")
     yield worker
     worker.stop()
 
 
-def test_runsync_returns_the_images(local_worker):
+def test_runsync_returns_the_images(local_worker, file_server):
     image = png_b64(6, 6, 0x00FF00)
     reply = local_worker.runsync({
         "workflow": load_invert_save("leaf.png"),
@@ -78,6 +80,19 @@ def test_runsync_returns_the_images(local_worker):
     assert '"msg": "job finished"' in out
     for secret in (API_KEY, image[:40], reply["output"]["images"][0]["data"][:40]):
         assert secret not in out
+    # The same lines were shipped to BAKERY_LOG_URL, with the job id, within a second or so.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any(
+        b"job finished" in b for *_, b in file_server.posts
+    ):
+        time.sleep(0.1)
+    shipped = [json.loads(x) for *_, body in file_server.posts for x in body.splitlines()]
+    finished = [x for x in shipped if x["msg"] == "job finished"]
+    assert finished and finished[0]["job_id"] == reply["id"]
+    assert file_server.posts[0][1]["Authorization"] == "Bearer log-token-secret-77"
+    shipped_text = b"".join(body for *_, body in file_server.posts).decode()
+    for secret in (API_KEY, image[:40], "log-token-secret-77"):
+        assert secret not in shipped_text and secret not in out
 
 
 def test_runsync_bad_input_fails_with_the_message(local_worker):
