@@ -469,3 +469,83 @@ def mp4(frames: list[Image], fps: float) -> bytes:
         _MATRIX, b"\x00" * 24, struct.pack(">I", 2),
     )  # fmt: skip
     return ftyp + mdat + _box(b"moov", mvhd, _box(b"trak", tkhd, mdia))
+
+
+class _LsbBits:
+    """The little-endian bit writer of WebP lossless (VP8L)."""
+
+    def __init__(self):
+        self.value = 0
+        self.count = 0
+
+    def put(self, n: int, value: int) -> None:
+        self.value |= (value & ((1 << n) - 1)) << self.count
+        self.count += n
+
+    def data(self) -> bytes:
+        return self.value.to_bytes((self.count + 7) // 8, "little")
+
+
+_REVERSED_BYTE = [int(f"{i:08b}"[::-1], 2) for i in range(256)]
+
+
+def _vp8l_flat_code(bits: _LsbBits, used: int, alphabet: int) -> None:
+    """A prefix code giving each of the first `used` symbols 8 bits and the rest none.
+
+    Code lengths are sent with a two-symbol code-length code: "0" for length 0
+    and "1" for length 8 (positions 2 and 11 in VP8L's code-length order).
+    """
+    bits.put(1, 0)  # normal (not simple) code
+    bits.put(4, 12 - 4)  # 12 code-length-code lengths follow
+    for symbol in (17, 18, 0, 1, 2, 3, 4, 5, 16, 6, 7, 8):
+        bits.put(3, 1 if symbol in (0, 8) else 0)
+    bits.put(1, 0)  # no max_symbol: every length is sent
+    for symbol in range(alphabet):
+        bits.put(1, 1 if symbol < used else 0)
+
+
+def vp8l(image: Image) -> bytes:
+    """A WebP lossless bitstream: no transforms, no cache, flat 8-bit codes for every channel."""
+    bits = _LsbBits()
+    bits.put(8, 0x2F)
+    bits.put(14, image.width - 1)
+    bits.put(14, image.height - 1)
+    bits.put(1, 0)  # no alpha
+    bits.put(3, 0)  # version
+    bits.put(1, 0)  # no transform
+    bits.put(1, 0)  # no colour cache
+    bits.put(1, 0)  # no meta prefix codes
+    _vp8l_flat_code(bits, 256, 256 + 24)  # green + length prefixes
+    for _ in range(3):  # red, blue, alpha
+        _vp8l_flat_code(bits, 256, 256)
+    bits.put(1, 1)  # distance: a simple code with one 1-bit symbol (never used)
+    bits.put(1, 0)
+    bits.put(1, 0)
+    bits.put(1, 0)
+    px = image.pixels
+    rev = _REVERSED_BYTE
+    for i in range(0, len(px), 3):
+        r, g, b = px[i], px[i + 1], px[i + 2]
+        bits.put(32, rev[g] | rev[r] << 8 | rev[b] << 16 | 0xFF << 24)
+    return bits.data()
+
+
+def _riff_chunk(kind: bytes, data: bytes) -> bytes:
+    return kind + struct.pack("<I", len(data)) + data + (b"\x00" if len(data) % 2 else b"")
+
+
+def webp(frames: list[Image], fps: float, loop: int = 0) -> bytes:
+    """A lossless WebP; animated (VP8X + ANIM + ANMF) when there is more than one frame."""
+    first = frames[0]
+    if len(frames) == 1:
+        body = _riff_chunk(b"VP8L", vp8l(first))
+    else:
+        size = (first.width - 1).to_bytes(3, "little") + (first.height - 1).to_bytes(3, "little")
+        body = _riff_chunk(b"VP8X", bytes((0x02, 0, 0, 0)) + size)
+        body += _riff_chunk(b"ANIM", struct.pack("<IH", 0, loop))
+        duration = max(1, round(1000 / max(fps, 0.001))).to_bytes(3, "little")
+        for frame in frames:
+            picture = Image(first.width, first.height, frame.pixels)
+            header = b"\x00" * 6 + size + duration + b"\x02"  # no blending, no disposal
+            body += _riff_chunk(b"ANMF", header + _riff_chunk(b"VP8L", vp8l(picture)))
+    return b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WEBP" + body

@@ -203,6 +203,39 @@ class SaveAnimatedPNG:
         }
 
 
+class SaveAnimatedWEBP:
+    """Core animated saver: lossless WebP under `images`, `animated: [true]` for several frames."""
+
+    CATEGORY = "image/animation"
+    RETURN_TYPES = ()
+    FUNCTION = "save_images"
+    OUTPUT_NODE = True
+    METHODS = {"default": 4, "fastest": 0, "slowest": 6}
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+                "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01}),
+                "lossless": ("BOOLEAN", {"default": True}),
+                "quality": ("INT", {"default": 80, "min": 0, "max": 100}),
+                "method": (list(cls.METHODS),),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def save_images(self, images, fps, filename_prefix, lossless, quality, method, **hidden):
+        out = folder_paths.get_output_directory()
+        folder, filename, counter, subfolder, _ = _save_path(filename_prefix, out, images[0])
+        name = f"{filename}_{counter:05}_.webp"
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(media.webp(images, fps))
+        entry = {"filename": name, "subfolder": subfolder, "type": "output"}
+        return {"ui": {"images": [entry], "animated": (len(images) != 1,)}}
+
+
 class CreateVideo:
     """Core: frames (and a frame rate) to a VIDEO."""
 
@@ -263,7 +296,7 @@ class VHS_VideoCombine:
     FUNCTION = "combine_video"
     OUTPUT_NODE = True
     # The formats the double can really write (VHS offers more: webp, h265, webm, ...).
-    FORMATS = ["image/gif", "video/h264-mp4"]
+    FORMATS = ["image/gif", "image/webp", "video/h264-mp4"]
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -659,6 +692,7 @@ NODE_CLASS_MAPPINGS = {
         SaveImage,
         PreviewImage,
         SaveAnimatedPNG,
+        SaveAnimatedWEBP,
         CreateVideo,
         SaveVideo,
         VHS_VideoCombine,
@@ -684,6 +718,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "SaveImage": "Save Image",
     "PreviewImage": "Preview Image",
     "SaveAnimatedPNG": "SaveAnimatedPNG",
+    "SaveAnimatedWEBP": "SaveAnimatedWEBP",
     "CreateVideo": "Create Video",
     "SaveVideo": "Save Video",
     "VHS_VideoCombine": "Video Combine 🎥🅥🅗🅢",

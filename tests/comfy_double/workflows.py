@@ -75,20 +75,14 @@ def video(format="video/h264-mp4", frames=3, prefix="AnimateDiff") -> dict:
     }
 
 
-def animated(frames=3) -> dict:
-    """EmptyImage batch → SaveAnimatedPNG: core animated saver, `images` with animated [true]."""
-    return {
-        "1": _image(batch_size=frames),
-        "2": {
-            "class_type": "SaveAnimatedPNG",
-            "inputs": {
-                "images": ["1", 0],
-                "filename_prefix": "ComfyUI",
-                "fps": 6.0,
-                "compress_level": 4,
-            },
-        },
-    }
+def animated(frames=3, saver="SaveAnimatedWEBP") -> dict:
+    """EmptyImage batch → a core animated saver (WEBP or PNG): `images` with animated [true]."""
+    inputs = {"images": ["1", 0], "filename_prefix": "ComfyUI", "fps": 6.0}
+    if saver == "SaveAnimatedWEBP":
+        inputs.update(lossless=True, quality=80, method="default")
+    else:
+        inputs.update(compress_level=4)
+    return {"1": _image(batch_size=frames), "2": {"class_type": saver, "inputs": inputs}}
 
 
 def audio(seconds=0.1) -> dict:

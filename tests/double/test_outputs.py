@@ -54,9 +54,12 @@ def test_every_output_kind_is_listed_in_history_and_fetchable(comfy_double):
 
         animated = outputs["42"]
         assert animated["animated"] == [True]
-        apng = client.view(animated["images"][0]).content
-        assert b"acTL" in apng
-        assert media.read_png(apng).width == 8
+        # Counters go by prefix whatever the extension: SaveImage took ComfyUI_00001_.
+        assert animated["images"][0]["filename"] == "ComfyUI_00002_.webp"
+        webp = client.view(animated["images"][0])
+        assert webp.headers["Content-Type"] == "image/webp"
+        assert webp.content[:4] == b"RIFF" and webp.content[8:16] == b"WEBPVP8X"
+        assert webp.content.count(b"ANMF") == 3
 
         audio = outputs["52"]["audio"][0]
         assert audio["subfolder"] == "audio"
@@ -85,6 +88,16 @@ def test_core_video_saver_lists_an_mp4_under_images_as_animated(comfy_double):
         entry = out["images"][0]
         assert entry == {"filename": "ComfyUI_00001_.mp4", "subfolder": "video", "type": "output"}
         assert boxes(client.view(entry).content) == [b"ftyp", b"mdat", b"moov"]
+
+
+def test_animated_png_saver(comfy_double):
+    with Client(comfy_double.url) as client:
+        prompt_id, _ = client.run(workflows.animated(saver="SaveAnimatedPNG"))
+        out = client.history(prompt_id)["outputs"]["2"]
+        apng = client.view(out["images"][0]).content
+    assert out["animated"] == [True]
+    assert b"acTL" in apng
+    assert media.read_png(apng).width == 8
 
 
 def test_gif_format_writes_a_gif(comfy_double):
