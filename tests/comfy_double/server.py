@@ -42,6 +42,7 @@ class PromptServer:
         self.cpu = cpu
         self.messages: asyncio.Queue = asyncio.Queue()
         self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.closing: set[asyncio.Future] = set()
         self.client_id = None
         self.last_node_id = None
         self.last_prompt_id = None
@@ -90,7 +91,9 @@ class PromptServer:
                     logging.warning(
                         "fault switch ws_drop_after_node: closing the socket of %s", sid
                     )
-                    await ws.close()
+                    # Not awaited: the close handshake waits on the client, the frames must not.
+                    self.closing.add(asyncio.ensure_future(ws.close()))
+                    self.closing = {task for task in self.closing if not task.done()}
                 continue
             if event == "__kill__":
                 execution.kill_now()
