@@ -108,7 +108,9 @@ def main(argv: list[str]) -> int:
     setup_folders(args)
     import execution
     import nodes
+    import progress
 
+    progress.PREVIEWS = args.preview_method not in (None, "none")
     if not args.disable_all_custom_nodes:
         nodes.load_custom_nodes(folder_paths.custom_nodes_directory)
     if f.never_ready == "no-listen":

@@ -505,11 +505,16 @@ class DoubleSlowSampler:
 
 
 def _steps(steps: int, seconds_per_step: float) -> None:
+    """A sampler's loop: interrupt checked, progress sent (with a preview when enabled) per step."""
     bar = progress.ProgressBar(steps)
-    for _ in range(steps):
+    for step in range(steps):
         progress.throw_exception_if_processing_interrupted()
         time.sleep(seconds_per_step)
-        bar.update(1)
+        preview = None
+        if progress.PREVIEWS:
+            grey = 255 * (step + 1) // steps
+            preview = ("PNG", media.png(media.Image.filled(8, 8, grey * 0x010101)), 512)
+        bar.update_absolute(step + 1, steps, preview)
 
 
 class CheckpointLoaderSimple:

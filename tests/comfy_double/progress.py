@@ -16,6 +16,8 @@ class InterruptProcessingException(Exception):
 _interrupt = threading.Event()
 # Set by the executor while a node runs: hook(value, total, preview) sends progress frames.
 HOOK = None
+# --preview-method other than none: samplers send a binary preview frame per step.
+PREVIEWS = False
 
 
 def interrupt_processing(value: bool = True) -> None:

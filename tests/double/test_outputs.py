@@ -143,3 +143,14 @@ def test_save_image_websocket_sends_binary_png_frames(comfy_double):
     assert (event, image_format) == (1, 2)
     assert media.read_png(binary[0][8:]).width == 8
     assert history["outputs"] == {}
+
+
+def test_preview_method_makes_samplers_send_binary_previews_per_step(comfy_double_factory):
+    double = comfy_double_factory("--preview-method", "auto")
+    with Client(double.url) as client:
+        prompt_id, frames = client.run(workflows.slow(steps=3, seconds_per_step=0))
+    kinds = [f["type"] for f in frames if f["type"] in ("progress", "binary")]
+    assert kinds == ["progress", "binary"] * 3
+    previews = [f["data"] for f in frames if f["type"] == "binary"]
+    assert all(struct.unpack(">II", p[:8]) == (1, 2) for p in previews)
+    assert media.read_png(previews[-1][8:]).pixels[:3] == b"\xff\xff\xff"
