@@ -217,13 +217,15 @@ def _note_run(tel: JobTelemetry, run: RunResult, files: cleanup.JobFiles) -> Non
         tel.add("execution", end - run.queued_at)  # start frame lost in a reconnect
     if run.reconnects:
         tel.counts["ws_reconnects"] = run.reconnects
-    for entry in run.reported:
-        files.add(entry)
+    made = list(run.reported)
     for out in run.outputs.values():
         for items in (out or {}).values():
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict) and item.get("filename"):
-                    files.add(item)
+            if isinstance(items, list):
+                made.extend(item for item in items if isinstance(item, dict))
+    for item in made:
+        # Only what the run wrote: a node may also list an input file it read (not ours).
+        if item.get("filename") and item.get("type") in ("output", "temp"):
+            files.add(item)
 
 
 def _finish(tel: JobTelemetry, ok: bool) -> dict:

@@ -141,3 +141,32 @@ def test_an_unexpected_handler_error_is_reported_and_cleaned_up(comfy, monkeypat
     }
     assert leftovers(comfy) == []
     assert get_json(comfy, "/history") == {}
+
+
+def other_client_prompt(double, workflow) -> str:
+    import requests
+
+    body = {"prompt": workflow, "client_id": "someone-else"}
+    return requests.post(f"{double.url}/prompt", json=body, timeout=5).json()["prompt_id"]
+
+
+def test_timeout_while_queued_removes_only_this_prompt(comfy):
+    import time
+
+    theirs = other_client_prompt(comfy, slow(steps=20, seconds_per_step=0.05))
+    result = run(empty_image(), timeout_s=0.3)
+    assert result["error"].startswith("the workflow did not finish within 0.3 s (timeout_s)")
+    queue = get_json(comfy, "/queue")
+    assert [item[1] for item in queue["queue_running"]] == [theirs]  # not interrupted
+    assert queue["queue_pending"] == []
+    deadline = time.monotonic() + 10
+    while get_json(comfy, f"/history/{theirs}") == {} and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert get_json(comfy, f"/history/{theirs}")[theirs]["status"]["status_str"] == "success"
+
+
+def test_job_waits_behind_another_clients_prompt_and_follows_only_its_own(comfy):
+    other_client_prompt(comfy, slow(steps=10, seconds_per_step=0.05))
+    result = run(empty_image(color=0x010203))
+    assert [e["filename"] for e in result["images"]] == ["test_00001_.png"]
+    assert result["telemetry"]["queue_wait_ms"] >= 200  # the other prompt ran first
