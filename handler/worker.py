@@ -52,11 +52,7 @@ def handler(job: dict) -> dict:
     raw = job.get("input")
     key = raw.get("comfy_org_api_key") if isinstance(raw, dict) else None
     with log.job_context(job_id), log.hidden(key if isinstance(key, str) else ""):
-        try:
-            return _run(job, job_id)
-        except settings.SettingError as err:
-            log.event(_log, "job failed", level=logging.WARNING, error=str(err))
-            return {"error": log.redact(str(err))}
+        return _run(job, job_id)
 
 
 def _run(job: dict, job_id: str) -> dict:
@@ -137,12 +133,12 @@ def _run(job: dict, job_id: str) -> dict:
             result["warnings"] = warnings
         result["telemetry"] = _finish(tel, ok=True)
         return result
-    except JobError as err:
+    except (JobError, settings.SettingError) as err:  # a misconfigured setting is said as such
         message = log.redact(str(err))
         log.event(_log, "job failed", level=logging.WARNING, error=message, kind=type(err).__name__)
         _finish(tel, ok=False)
         out = {"error": message}
-        if err.refresh_worker:
+        if getattr(err, "refresh_worker", False):
             out["refresh_worker"] = True
         return out
     except Exception as err:  # a bug, not the user's mistake: say so, keep the worker

@@ -223,3 +223,12 @@ def test_url_download_is_bounded_in_time(handler_env, comfy_seen, file_server):
     result = handler(job(images=[{"name": "a.png", "url": file_server.url("/slow.png")}]))
     assert result == {"error": "images[0].url: download from 127.0.0.1 failed (timed out)"}
     assert comfy_seen() == 0
+
+
+def test_a_misconfigured_setting_is_reported_by_name(handler_env, comfy_seen):
+    handler_env.setenv("BAKERY_JOB_TIMEOUT_MAX_S", "an hour")
+    assert handler(job()) == {
+        "error": "environment variable BAKERY_JOB_TIMEOUT_MAX_S='an hour' is not a valid float — "
+        "unset it to use the default (3600.0)"
+    }
+    assert comfy_seen() == 0

@@ -41,7 +41,11 @@ class LocalWorker:
         raise AssertionError(f"the local API did not start:\n{self.output()}")
 
     def runsync(self, job_input: dict) -> dict:
-        return requests.post(f"{self.url}/runsync", json={"input": job_input}, timeout=60).json()
+        try:
+            reply = requests.post(f"{self.url}/runsync", json={"input": job_input}, timeout=60)
+        except requests.RequestException as err:
+            raise AssertionError(f"/runsync failed ({err}); the worker said:\n{self.output()}")
+        return reply.json()
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
