@@ -44,7 +44,9 @@ class LocalWorker:
         try:
             reply = requests.post(f"{self.url}/runsync", json={"input": job_input}, timeout=60)
         except requests.RequestException as err:
-            raise AssertionError(f"/runsync failed ({err}); the worker said:\n{self.output()}")
+            raise AssertionError(
+                f"/runsync failed ({err}); the worker said:\n{self.output()}"
+            ) from None
         return reply.json()
 
     def output(self) -> str:
