@@ -15,6 +15,7 @@ Face and Civitai redirect to CDNs, which never see the token.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import email.utils
 import errno
 import hashlib
@@ -56,8 +57,15 @@ CONNECTIONS = settings.setting(
 SPLIT_MB = settings.setting(
     "BAKERY_FETCH_SPLIT_MB",
     256,
-    "Files at least this large (MiB) are fetched over several ranged connections.",
+    "Files at least this large (MiB) may be fetched over several ranged connections.",
     kind="int",
+)
+SPLIT_S = settings.setting(
+    "BAKERY_FETCH_SPLIT_S",
+    5.0,
+    "A large file gets more connections when one would need longer than this (seconds) "
+    "for the rest of it.",
+    kind="float",
 )
 RETRIES = settings.setting(
     "BAKERY_FETCH_RETRIES",
@@ -85,12 +93,13 @@ PROGRESS_SECONDS = settings.setting(
     kind="float",
 )
 
-SETTINGS = (HF_HOSTS, CIVITAI_HOSTS, CONNECTIONS, SPLIT_MB, RETRIES, RETRY_AFTER_MAX, TIMEOUT)
-SETTINGS += (PROGRESS_SECONDS,)
+SETTINGS = (HF_HOSTS, CIVITAI_HOSTS, CONNECTIONS, SPLIT_MB, SPLIT_S, RETRIES, RETRY_AFTER_MAX)
+SETTINGS += (TIMEOUT, PROGRESS_SECONDS)
 log = logs.get("fetch")
 
 CHUNK = 1 << 20  # per read: large enough that Python's per-call cost vanishes
 SAVE_EVERY = 1.0  # seconds between .part.json saves of ranged progress (lost to a SIGKILL)
+SPLIT_LOOK_S = 0.5  # how long the first stream runs before deciding to split the rest
 MAX_REDIRECTS = 10
 TOKENS = {
     "huggingface": (settings.HF_TOKEN, HF_HOSTS),
@@ -292,6 +301,31 @@ class Progress:
         logs.event(log, "downloading", **fields)
 
 
+def _writeback_starter():
+    """sync_file_range(SYNC_FILE_RANGE_WRITE) where Linux has it, else None.
+
+    Starting the write-back of what is already hashed, while later bytes still
+    arrive, leaves the final fsync almost nothing to do (it was 0.4 s per GiB
+    at the end otherwise). Python's os module does not offer this call.
+    """
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    write = 2  # SYNC_FILE_RANGE_WRITE: start writing, do not wait
+
+    def start(fd: int, offset: int, count: int) -> None:
+        call(fd, offset, count, write)  # a failure only means the fsync does the work
+
+    return start
+
+
+start_writeback = _writeback_starter()
+WRITEBACK_EVERY = 64 << 20
+
+
 class Hasher(threading.Thread):
     """sha256 of the .part's contiguous prefix, read back while later bytes still arrive.
 
@@ -341,12 +375,13 @@ class Hasher(threading.Thread):
         self.join()
 
     def run(self) -> None:
-        generation = 0
+        generation = flushed = 0
         try:
             while True:
                 with self.cond:
                     if generation != self.generation:
                         generation, self.digest, self.pos = self.generation, hashlib.sha256(), 0
+                        flushed = 0
                     while not (
                         self.cancelled
                         or self.finished
@@ -366,6 +401,9 @@ class Hasher(threading.Thread):
                 with self.cond:
                     if generation == self.generation:
                         self.pos = start + len(data)
+                if start_writeback and self.pos - flushed >= WRITEBACK_EVERY:
+                    start_writeback(self.fd, flushed, self.pos - flushed)
+                    flushed = self.pos
         except BaseException as exc:  # noqa: BLE001 - handed to finish()
             self.error = exc
 
@@ -403,6 +441,25 @@ class _Aborted(Exception):
     """Another connection of the same download failed: stop this one too."""
 
 
+def body_reader(resp: requests.Response):
+    """`readinto(buffer) -> n` for the body of a streamed response.
+
+    Straight from http.client into our buffer when the body is not encoded
+    (we ask for identity): reading through urllib3 allocates a new object
+    per read, which cost more CPU time than curl spends on the whole download.
+    """
+    fp = getattr(resp.raw, "_fp", None)
+    if hasattr(fp, "readinto") and resp.headers.get("Content-Encoding", "identity") == "identity":
+        return fp.readinto
+
+    def read_into(buf: memoryview) -> int:
+        data = resp.raw.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    return read_into
+
+
 class Download:
     """One model into its Place: resume, ranged connections, hash, verify, rename."""
 
@@ -410,11 +467,9 @@ class Download:
         self.model, self.place, self.client, self.env = model, place, client, env
         self.name = place.name
         self.retrier = Retrier(self.name, env)
-        self.abort = threading.Event()
         self.lock = threading.Lock()
         self.ranges = True  # until the server shows it ignores Range
         self.bytes_received = 0
-        self.saved_at = time.monotonic()
 
     def run(self) -> str:
         """Download, verify and move the file into place; return its sha256."""
@@ -460,22 +515,15 @@ class Download:
     def _transfer_once(self) -> str:
         self.place.make_dirs()
         fd = os.open(self.place.part, os.O_RDWR | os.O_CREAT, 0o644)
-        hasher = Hasher(fd)
+        t = Transfer(self, fd)
         try:
-            segments, total = self._resume_state(fd)
-            progress = Progress(self.name, total, sum(s.done - s.start for s in segments), self.env)
-            self.abort.clear()
-            hasher.start()  # it reads only what a connection reports as written
-            if len(segments) == 1 and not segments[0].complete:
-                total = self._lead(fd, segments, total, progress, hasher)
-            else:
-                self._run_segments(fd, segments, total, progress, hasher, leader=None)
-            hasher.advance(contiguous(segments))
-            digest = hasher.finish()
+            t.hasher.start()  # it reads only what a connection reports as written
+            t.run()
+            digest = t.hasher.finish()
             size = os.fstat(fd).st_size
-            if total is not None and size != total:
+            if t.total is not None and size != t.total:
                 self._discard()
-                raise FetchError(f"got {size} bytes, the server announced {total}")
+                raise FetchError(f"got {size} bytes, the server announced {t.total}")
             if self.model.size is not None and size != self.model.size:
                 self._discard()
                 raise FetchError(
@@ -485,34 +533,9 @@ class Download:
             os.fsync(fd)  # durable before the rename makes it look finished
             return digest
         finally:
-            if hasher.is_alive():
-                hasher.cancel()
+            if t.hasher.is_alive():
+                t.hasher.cancel()
             os.close(fd)
-
-    # --- what the .part holds ---------------------------------------------------
-
-    def _resume_state(self, fd: int) -> tuple[list[Segment], int | None]:
-        """Segments and total size from a previous run's .part, else a fresh start."""
-        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
-            state = json.loads(self.place.part_state.read_text(encoding="utf-8"))
-            if state["url"] == self.model.url and state["sha256"] == self.model.sha256:
-                total = state["total"]
-                if state["segments"]:
-                    return [Segment(*s) for s in state["segments"]], total
-                # One stream writes in order: the .part's length is how far it got.
-                return [Segment(0, total, os.fstat(fd).st_size)], total
-        os.ftruncate(fd, 0)
-        self._save_state(None, [])
-        return [Segment(0, None, 0)], None
-
-    def _save_state(self, total: int | None, segments: list[Segment]) -> None:
-        state = {
-            "url": self.model.url,
-            "sha256": self.model.sha256,
-            "total": total,
-            "segments": [[s.start, s.end, s.done] for s in segments] if len(segments) > 1 else [],
-        }
-        write_atomic(self.place.part_state, json.dumps(state) + "\n")
 
     def _discard(self, part: bool = True) -> None:
         paths = [self.place.part_state] + ([self.place.part] if part else [])
@@ -520,117 +543,183 @@ class Download:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    # --- the connections --------------------------------------------------------
+
+class Transfer:
+    """One pass of a Download over its .part: the connections, their segments, the hasher.
+
+    A large file starts on one connection; when, after a short look, that
+    stream would need more than BAKERY_FETCH_SPLIT_S for the rest, the rest is
+    split among BAKERY_FETCH_CONNECTIONS ranged connections. (Splitting at
+    once would only compete for CPU where one stream is already fast, as on a
+    local network.) Ranged progress is saved to .part.json about once a second.
+    """
+
+    def __init__(self, download: Download, fd: int):
+        self.d = download
+        self.fd = fd
+        self.hasher = Hasher(fd)
+        self.abort = threading.Event()
+        self.errors: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+        self.saved_at = time.monotonic()
+        self.split_at: float | None = None  # when the leading stream decides on splitting
+        self.segments, self.total = self._resume_state()
+        have = sum(s.done - s.start for s in self.segments)
+        self.progress = Progress(download.name, self.total, have, download.env)
+
+    # --- what the .part holds ---------------------------------------------------
+
+    def _resume_state(self) -> tuple[list[Segment], int | None]:
+        """Segments and total size from a previous run's .part, else a fresh start."""
+        model = self.d.model
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+            state = json.loads(self.d.place.part_state.read_text(encoding="utf-8"))
+            if state["url"] == model.url and state["sha256"] == model.sha256:
+                total = state["total"]
+                if state["segments"]:
+                    return [Segment(*s) for s in state["segments"]], total
+                # One stream writes in order: the .part's length is how far it got.
+                return [Segment(0, total, os.fstat(self.fd).st_size)], total
+        os.ftruncate(self.fd, 0)
+        self.segments, self.total = [], None
+        self.save_state()
+        return [Segment(0, None, 0)], None
+
+    def save_state(self) -> None:
+        segments = self.segments
+        state = {
+            "url": self.d.model.url,
+            "sha256": self.d.model.sha256,
+            "total": self.total,
+            "segments": [[s.start, s.end, s.done] for s in segments] if len(segments) > 1 else [],
+        }
+        write_atomic(self.d.place.part_state, json.dumps(state) + "\n")
+        self.saved_at = time.monotonic()
+
+    # --- running the connections --------------------------------------------------
+
+    def run(self) -> None:
+        if len(self.segments) == 1 and not self.segments[0].complete:
+            self._lead()
+        else:
+            self._run_segments(leader=None)
+        self.hasher.advance(contiguous(self.segments))
+
+    def _lead(self) -> None:
+        """The first request learns the size and Range support, then streams the file."""
+        seg = self.segments[0]
+        while True:
+            try:
+                resp, first, total_seen = self._open(seg, None)
+                break
+            except _Retry as exc:
+                self.d.retrier.wait(exc)
+        if first != seg.done:  # 200: the whole file again, from byte 0
+            self._from_zero(seg)
+        if total_seen is not None:
+            if self.total is not None and self.total != total_seen:
+                resp.close()
+                raise _RangeIgnored()  # the file changed at its source: start over
+            self.total = self.progress.total = seg.end = total_seen
+            self.save_state()
+        big = self.total is not None and self.total - seg.done >= SPLIT_MB.get(self.d.env) << 20
+        if resp.status_code == 206 and big and CONNECTIONS.get(self.d.env) > 1:
+            self.split_at = time.monotonic() + SPLIT_LOOK_S
+        self._run_segments(leader=resp)
+
+    def _maybe_split(self, seg: Segment) -> None:
+        """Called by the leading stream between two reads, once: split the rest or not."""
+        self.split_at = None
+        elapsed = time.monotonic() - self.progress.start
+        rate = (self.progress.have - self.progress.start_have) / max(elapsed, 1e-9)
+        remaining = self.total - seg.done
+        if rate > 0 and remaining / rate < SPLIT_S.get(self.d.env):
+            return  # one stream finishes soon enough
+        parts = CONNECTIONS.get(self.d.env)
+        width = -(-remaining // parts)
+        bounds = [seg.done + i * width for i in range(parts)] + [self.total]
+        new = [Segment(bounds[i], bounds[i + 1], bounds[i]) for i in range(1, parts)]
+        new = [s for s in new if s.start < s.end]
+        with self.d.lock:
+            seg.end = bounds[1]
+            self.segments += new
+            self.save_state()
+        logs.event(
+            log, "downloading over ranged connections", file=self.d.name, connections=len(new) + 1
+        )
+        for s in new:
+            self._spawn(s, None)
 
     def _open(self, seg: Segment, last: int | None):
         """Request the rest of `seg`; return (response, offset of its first byte, total)."""
-        first = seg.done if self.ranges else 0
-        resp = self.client.get(
-            self.model.url, self.model.auth, first if self.ranges else None, last
-        )
+        first = seg.done if self.d.ranges else None
+        resp = self.d.client.get(self.d.model.url, self.d.model.auth, first, last)
         if resp.status_code == 206:
             m = CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", ""))
             if not m or int(m.group(1)) != first:
                 resp.close()
                 raise _RangeIgnored()
             return resp, first, None if m.group(3) == "*" else int(m.group(3))
-        self.ranges = False  # asked for a range, got the whole file
+        self.d.ranges = False  # asked for a range, got the whole file
         length = resp.headers.get("Content-Length", "")
         return resp, 0, int(length) if length.isdigit() else None
 
-    def _lead(self, fd, segments: list[Segment], total, progress, hasher) -> int | None:
-        """The first request learns the size and Range support, then maybe splits the rest."""
-        seg = segments[0]
-        while True:
-            try:
-                resp, first, total_seen = self._open(seg, None)
-                break
-            except _Retry as exc:
-                self.retrier.wait(exc)
-        if first != seg.done:  # 200: the whole file again, from byte 0
-            self._from_zero(fd, seg, progress, hasher)
-        if total_seen is not None:
-            if total is not None and total != total_seen:
-                resp.close()
-                raise _RangeIgnored()  # the file changed at its source: start over
-            total = progress.total = seg.end = total_seen
-        parts = self._split_count(resp.status_code, total, seg.done)
-        if parts > 1:
-            width = -(-(total - seg.done) // parts)
-            bounds = [seg.done + i * width for i in range(parts)] + [total]
-            seg.end = bounds[1]
-            segments += [Segment(bounds[i], bounds[i + 1], bounds[i]) for i in range(1, parts)]
-            self._save_state(total, segments)
-            os.ftruncate(fd, total)
-            logs.event(
-                log, "downloading over ranged connections", file=self.name, connections=parts
-            )
-        else:
-            self._save_state(total, [])
-        self._run_segments(fd, segments, total, progress, hasher, leader=resp)
-        return total
-
-    def _from_zero(self, fd, seg: Segment, progress: Progress, hasher: Hasher) -> None:
+    def _from_zero(self, seg: Segment) -> None:
         """The server answered a resume with the whole file: keep that, drop the .part."""
         if seg.done:
-            logs.event(log, "server ignored Range, restarting from zero", file=self.name)
-        os.ftruncate(fd, 0)
-        hasher.rewind()
-        progress.have = progress.start_have = seg.done = 0
+            logs.event(log, "server ignored Range, restarting from zero", file=self.d.name)
+        os.ftruncate(self.fd, 0)
+        self.hasher.rewind()
+        self.progress.have = self.progress.start_have = seg.done = 0
 
-    def _split_count(self, status: int, total: int | None, have: int) -> int:
-        if status != 206 or total is None or not self.ranges:
-            return 1
-        if total - have < SPLIT_MB.get(self.env) << 20:
-            return 1
-        return max(1, CONNECTIONS.get(self.env))
-
-    def _run_segments(self, fd, segments, total, progress, hasher, leader) -> None:
-        errors: list[BaseException] = []
-        hasher.advance(contiguous(segments))  # hash what a previous run left while we go on
-
-        def work(seg: Segment, resp) -> None:
+    def _spawn(self, seg: Segment, resp) -> None:
+        def work() -> None:
             try:
-                self._segment(fd, seg, segments, total, progress, hasher, resp)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below
-                errors.append(exc)
+                self._segment(seg, resp)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by _run_segments
+                self.errors.append(exc)
                 self.abort.set()
 
-        threads = []
-        for i, seg in enumerate(segments):
-            if not seg.complete:
-                resp = leader if i == 0 else None
-                threads.append(threading.Thread(target=work, args=(seg, resp), daemon=True))
-        if len(threads) == 1:
-            threads[0].run()  # one stream: no thread needed
-        else:
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-        if len(segments) > 1:
-            self._save_state(total, segments)
-        if errors:
-            # A server that ignores Range anywhere means starting over from zero.
-            raise next((e for e in errors if isinstance(e, _RangeIgnored)), errors[0])
+        thread = threading.Thread(target=work, daemon=True, name=f"{self.d.name}@{seg.start}")
+        with self.d.lock:
+            self.threads.append(thread)
+        thread.start()
 
-    def _segment(self, fd, seg: Segment, segments, total, progress, hasher, resp) -> None:
+    def _run_segments(self, leader) -> None:
+        self.hasher.advance(contiguous(self.segments))  # hash what a previous run left
+        for i, seg in enumerate(list(self.segments)):
+            if not seg.complete:
+                self._spawn(seg, leader if i == 0 else None)
+        joined = 0
+        while True:  # the leading stream may add connections while we wait
+            with self.d.lock:
+                if joined == len(self.threads):
+                    break
+                thread = self.threads[joined]
+            thread.join()
+            joined += 1
+        if len(self.segments) > 1:
+            self.save_state()
+        if self.errors:
+            # A server that ignores Range anywhere means starting over from zero.
+            raise next((e for e in self.errors if isinstance(e, _RangeIgnored)), self.errors[0])
+
+    def _segment(self, seg: Segment, resp) -> None:
         """Fill one segment, asking again from where it stopped after a network error."""
-        multi = len(segments) > 1
         best = seg.done
         while not seg.complete:
             if self.abort.is_set():
                 raise _Aborted()
             failure = None
+            multi = len(self.segments) > 1
             try:
                 if resp is None:
-                    last = seg.end - 1 if multi else None
-                    resp, first, _ = self._open(seg, last)
+                    resp, first, _ = self._open(seg, seg.end - 1 if multi else None)
                     if first != seg.done:
                         if multi:
                             raise _RangeIgnored()
-                        self._from_zero(fd, seg, progress, hasher)
-                self._pump(fd, seg, resp, progress, hasher, segments)
+                        self._from_zero(seg)
+                self._pump(seg, resp)
                 if seg.end is None:
                     seg.end = seg.done  # no size announced: the end of the body is the end
                 elif not seg.complete:
@@ -646,29 +735,25 @@ class Download:
                     resp = None
             if seg.done > best:  # only new bytes renew the retry budget
                 best = seg.done
-                self.retrier.progressed()
+                self.d.retrier.progressed()
             if failure:
-                self.retrier.wait(failure)
+                self.d.retrier.wait(failure)
 
-    def _save_progress(self, total, segments) -> None:
-        with self.lock:
-            if time.monotonic() - self.saved_at >= SAVE_EVERY:
-                self._save_state(total, segments)
-                self.saved_at = time.monotonic()
-
-    def _pump(self, fd, seg: Segment, resp, progress, hasher, segments) -> int:
-        """Copy the response body into the .part from seg.done on; return bytes copied."""
-        read = resp.raw.read
+    def _pump(self, seg: Segment, resp) -> None:
+        """Copy the response body into the .part from seg.done on."""
+        read_into = body_reader(resp)
+        buf = memoryview(bytearray(CHUNK))  # one buffer, reused: no allocation per read
         begin = seg.done
         try:
             while not seg.complete:
                 if self.abort.is_set():
                     raise _Aborted()
-                data = read(CHUNK if seg.end is None else min(CHUNK, seg.end - seg.done))
-                if not data:
+                n = read_into(buf if seg.end is None else buf[: min(CHUNK, seg.end - seg.done)])
+                if not n:
                     break
+                data = buf[:n]
                 try:
-                    os.pwrite(fd, data, seg.done)
+                    os.pwrite(self.fd, data, seg.done)
                 except OSError as exc:
                     if exc.errno == errno.ENOSPC:
                         raise FetchError(
@@ -677,12 +762,15 @@ class Download:
                         ) from None
                     raise
                 seg.done += len(data)
-                progress.add(len(data))
-                if seg.start <= hasher.watermark:  # this connection extends the hashed prefix
-                    hasher.advance(contiguous(segments))
-                if len(segments) > 1:
-                    self._save_progress(progress.total, segments)
+                self.progress.add(len(data))
+                if seg.start <= self.hasher.watermark:  # this one extends the hashed prefix
+                    self.hasher.advance(contiguous(self.segments))
+                if self.split_at is not None and seg.start == 0:
+                    if time.monotonic() >= self.split_at:
+                        self._maybe_split(seg)
+                elif len(self.segments) > 1 and time.monotonic() - self.saved_at >= SAVE_EVERY:
+                    with self.d.lock:
+                        self.save_state()
         finally:
-            with self.lock:
-                self.bytes_received += seg.done - begin
-        return seg.done - begin
+            with self.d.lock:
+                self.d.bytes_received += seg.done - begin

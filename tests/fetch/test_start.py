@@ -55,14 +55,18 @@ def container(box):
     procs: list[subprocess.Popen] = []
 
     def run(*args: str, **env: str) -> subprocess.Popen:
-        proc = subprocess.Popen(
-            [str(START_SH), *args],
-            env={**box.start_env, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        # Files, not pipes: a pipe nobody reads while the container runs would fill and block it.
+        n = len(procs)
+        out, err = box.tmp / f"start{n}.out", box.tmp / f"start{n}.err"
+        with open(out, "w") as out_f, open(err, "w") as err_f:
+            proc = subprocess.Popen(
+                [str(START_SH), *args],
+                env={**box.start_env, **env},
+                stdout=out_f,
+                stderr=err_f,
+                start_new_session=True,
+            )
+        proc.output = lambda timeout=60: (proc.wait(timeout), out.read_text(), err.read_text())[1:]
         procs.append(proc)
         return proc
 
@@ -91,7 +95,7 @@ def test_models_fetched_comfyui_up_handler_answers_a_job_and_sigterm_stops_all(s
     api = f"http://127.0.0.1:{container.api_port}"
     deadline = time.monotonic() + 60
     while not listening(container.api_port):
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, proc.output()
         assert time.monotonic() < deadline, "the handler's local API never listened"
         time.sleep(0.1)
     assert (container.models / "checkpoints" / "bakery.safetensors").read_bytes() == data
@@ -104,7 +108,7 @@ def test_models_fetched_comfyui_up_handler_answers_a_job_and_sigterm_stops_all(s
 
     comfy_pid = _comfy_pid(container.comfy_port)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = proc.output(timeout=30)
     assert proc.returncode in (0, 143), err
     assert not listening(container.comfy_port) and not listening(container.api_port)
     assert not _alive(comfy_pid)
@@ -134,7 +138,7 @@ def test_a_fetch_failure_stops_the_container_before_comfyui_starts(server, conta
     url = server.url("gone.safetensors")
     container.write_manifest(manifest_entry(url, b"x"))
     proc = container.run()
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.output()
     assert proc.returncode == 1
     assert err.splitlines()[-3:] == [
         "start: models could not be fetched, so this worker stops.",
@@ -147,7 +151,7 @@ def test_a_fetch_failure_stops_the_container_before_comfyui_starts(server, conta
 def test_comfyui_exiting_at_start_prints_its_last_lines(container):
     container.write_manifest()
     proc = container.run(COMFY_DOUBLE_FAULTS="crash_at_start=CUDA error: no kernel image")
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.output()
     assert proc.returncode == 1
     message = err[err.index("start: ComfyUI exited") :].splitlines()
     assert message[0] == "start: ComfyUI exited with code 1 while starting; its last lines:"
@@ -159,7 +163,7 @@ def test_comfyui_never_answering_stops_the_container_and_comfyui(container):
     proc = container.run(
         COMFY_DOUBLE_FAULTS="never_ready=error", BAKERY_COMFY_START_TIMEOUT_S="1.5"
     )
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.output()
     assert proc.returncode == 1
     url = f"http://127.0.0.1:{container.comfy_port}/system_stats"
     assert (
