@@ -23,6 +23,7 @@ class Faults:
     # Run time.
     ws_drop_after_node: str = ""  # close the submitting client's socket once this node id has run
     ws_drop_pause_s: float = 0.0  # then hold the run this long, so a quick reconnect catches up
+    ws_refuse_count: int = 0  # the next N WebSocket connections are refused (HTTP 503, no upgrade)
     kill_at_node: str = ""  # SIGKILL the whole process when this node id starts
     view_fail_count: int = 0  # the next N /view calls fail ...
     view_fail_status: int = 500  # ... with this status
@@ -59,6 +60,14 @@ class Faults:
                 return None
             self.view_fail_count -= 1
             return self.view_fail_status
+
+    def take_ws_refusal(self) -> bool:
+        """True when this WebSocket connection must be refused, counting it down."""
+        with self._lock:
+            if self.ws_refuse_count <= 0:
+                return False
+            self.ws_refuse_count -= 1
+            return True
 
     def take_ws_drop(self, node_id: str) -> float | None:
         """One-shot: the pause to hold after dropping the socket once `node_id` has run."""

@@ -25,6 +25,10 @@ class Image:
         colour = bytes(((rgb >> 16) & 0xFF, (rgb >> 8) & 0xFF, rgb & 0xFF))
         return cls(width, height, colour * (width * height))
 
+    def __repr__(self) -> str:
+        # Short, like a tensor's repr in ComfyUI's error frames, not a dump of the pixels.
+        return f"Image({self.width}x{self.height} RGB)"
+
     def inverted(self) -> Image:
         return Image(self.width, self.height, self.pixels.translate(_INVERT))
 

@@ -126,6 +126,8 @@ class PromptServer:
     def _add_routes(self, routes: web.RouteTableDef):  # noqa: C901 - one route table, as in ComfyUI
         @routes.get("/ws")
         async def websocket_handler(request):
+            if faults.FAULTS.take_ws_refusal():
+                return web.Response(status=503, text="fault switch ws_refuse_count")
             ws = web.WebSocketResponse()
             await ws.prepare(request)
             sid = request.rel_url.query.get("clientId", "") or uuid.uuid4().hex

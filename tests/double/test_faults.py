@@ -115,6 +115,15 @@ def test_websocket_dropped_mid_run_loses_frames_while_the_run_completes(comfy_do
         assert "execution_success" in types(frames)
 
 
+def test_websocket_connections_refused_then_accepted(comfy_double):
+    comfy_double.set_faults(ws_refuse_count=2)
+    for _ in range(2):
+        with pytest.raises(websocket.WebSocketBadStatusException, match="503"):
+            websocket.create_connection(comfy_double.ws_url + "?clientId=c", timeout=5)
+    with Client(comfy_double.url, client_id="c") as client:
+        assert client.connect()["data"]["sid"] == "c"
+
+
 def test_reconnect_mid_run_hears_the_current_node_without_prompt_id(comfy_double):
     comfy_double.set_faults(ws_drop_after_node="1", ws_drop_pause_s=0.5)
     with Client(comfy_double.url, client_id="back") as client:

@@ -104,6 +104,7 @@ def test_run_time_failure_sends_execution_error_and_no_success(comfy_double):
     assert error["executed"] == ["1"]
     assert error["traceback"] and all(isinstance(line, str) for line in error["traceback"])
     assert error["current_inputs"]["message"] == ["boom: out of dough"]
+    assert error["current_inputs"]["image"] == ["[Image(8x8 RGB)]"]
     assert history["status"]["status_str"] == "error"
     assert history["status"]["completed"] is False
     assert history["status"]["messages"][-1][0] == "execution_error"
