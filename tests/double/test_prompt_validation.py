@@ -207,10 +207,25 @@ def test_invalid_json_empty_body_and_non_object_prompt_are_plain_text_500s(comfy
 
 
 def test_ui_format_workflow_is_not_an_api_prompt(comfy_double_module):
-    ui_workflow = {"last_node_id": 9, "last_link_id": 9, "nodes": [], "links": [], "version": 0.4}
-    response = post(comfy_double_module, {"prompt": ui_workflow})
-    # ComfyUI trips over the first key's value: a 500 text body, nothing a client can parse.
-    assert response.status_code == 500
+    # ComfyUI trips over the first key's value. An older export starts with a number:
+    # a 500 text body, nothing a client can parse.
+    older = {"last_node_id": 9, "last_link_id": 9, "nodes": [], "links": [], "version": 0.4}
+    assert post(comfy_double_module, {"prompt": older}).status_code == 500
+    # A newer one starts with its id, a string, which has no "class_type" in it.
+    newer = {
+        "id": "0c3d7a5e-1b2f-4c8e-9d7a-2e5b6f8a9c1d",
+        "revision": 0,
+        "last_node_id": 9,
+        "nodes": [],
+    }
+    response = post(comfy_double_module, {"prompt": newer})
+    assert response.status_code == 400
+    assert response.json()["error"] == {
+        "type": "invalid_prompt",
+        "message": "Cannot execute because a node is missing the class_type property.",
+        "details": "Node ID '#id'",
+        "extra_info": {},
+    }
 
 
 def test_rejected_prompts_never_reach_history(comfy_double):
