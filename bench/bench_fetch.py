@@ -39,7 +39,7 @@ def environment(tmp: Path, **extra: str):
         "BAKERY_VOLUME_DIR": str(tmp / "volume"),
         "BAKERY_MANIFEST": str(tmp / "models.json"),
         "BAKERY_MODEL_PATHS": str(tmp / "extra_model_paths.yaml"),
-        "BAKERY_FETCH_PROGRESS_SECONDS": "3600",
+        "BAKERY_FETCH_PROGRESS_S": "3600",
         **extra,
     }
     saved = {k: os.environ.get(k) for k in values}

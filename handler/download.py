@@ -75,19 +75,19 @@ RETRIES = settings.setting(
     kind="int",
 )
 RETRY_AFTER_MAX = settings.setting(
-    "BAKERY_FETCH_RETRY_AFTER_MAX",
+    "BAKERY_FETCH_RETRY_AFTER_MAX_S",
     120.0,
     "Longest wait (seconds) a server's Retry-After may impose before one retry.",
     kind="float",
 )
 TIMEOUT = settings.setting(
-    "BAKERY_FETCH_TIMEOUT",
+    "BAKERY_FETCH_TIMEOUT_S",
     60.0,
     "Seconds without a byte from the server before a download is retried.",
     kind="float",
 )
 PROGRESS_SECONDS = settings.setting(
-    "BAKERY_FETCH_PROGRESS_SECONDS",
+    "BAKERY_FETCH_PROGRESS_S",
     5.0,
     "Seconds between progress lines per file (bytes, rate, ETA).",
     kind="float",
@@ -274,7 +274,7 @@ class Retrier:
 
 
 class Progress:
-    """Bytes of one file so far; logs a line every BAKERY_FETCH_PROGRESS_SECONDS."""
+    """Bytes of one file so far; logs a line every BAKERY_FETCH_PROGRESS_S."""
 
     def __init__(self, name: str, total: int | None, have: int, env: dict | None = None):
         self.name, self.total, self.have = name, total, have

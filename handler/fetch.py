@@ -59,7 +59,14 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
         setting.get(env)
     data = manifest.load(manifest_path or settings.MANIFEST.get(env))
     root = volume.models_root(env)
-    yaml_path = volume.write_model_paths(root, Path(volume.MODEL_PATHS.get(env)))
+    yaml_path = Path(volume.MODEL_PATHS.get(env))
+    try:
+        volume.write_model_paths(root, yaml_path)
+    except OSError as exc:
+        raise FetchError(
+            f"cannot write {yaml_path}: {exc.strerror} — set {volume.MODEL_PATHS.name} "
+            "to a path this user can write"
+        ) from None
     summary = Summary(root, yaml_path)
     models = [Model(**m) for m in data["models"]]
     places = {id(m): volume.Place(root, m.dir, m.file) for m in models}
@@ -134,8 +141,12 @@ def fetch_one(model: Model, place: volume.Place, client: Client, env) -> int | N
 
 def adopt(model: Model, place: volume.Place) -> bool:
     """A file in place without a record (copied in by hand, or an interrupted
-    bookkeeping write): hash it once; keep it if it matches the manifest."""
-    if not place.target.is_file() or model.sha256 is None:
+    bookkeeping write): hash it once; keep it if it matches the manifest.
+
+    Without a sha256 in the manifest a file of the right size is kept: only a
+    complete download is ever renamed to a model's name.
+    """
+    if not place.target.is_file():
         return False
     if model.size is not None and place.target.stat().st_size != model.size:
         return False
@@ -144,7 +155,7 @@ def adopt(model: Model, place: volume.Place) -> bool:
         while chunk := f.read(1 << 22):
             digest.update(chunk)
     digest = digest.hexdigest()
-    if digest != model.sha256:
+    if model.sha256 is not None and digest != model.sha256:
         logs.event(log, "file in place does not match its sha256, replacing it", file=place.name)
         return False
     place.remember(digest, model.url)

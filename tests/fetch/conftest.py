@@ -64,7 +64,7 @@ class Box:
             "BAKERY_MODEL_PATHS": str(self.model_paths),
             "BAKERY_HF_HOSTS": "127.0.0.1",
             "BAKERY_CIVITAI_HOSTS": "localhost",
-            "BAKERY_FETCH_PROGRESS_SECONDS": "60",
+            "BAKERY_FETCH_PROGRESS_S": "60",
         }
 
     def subprocess_env(self, **extra: str) -> dict[str, str]:

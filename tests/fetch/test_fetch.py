@@ -94,6 +94,24 @@ def test_a_file_copied_in_by_hand_is_hashed_once_not_downloaded(server, box):
     assert summary.present == ["checkpoints/m.safetensors"]
 
 
+def test_a_file_without_a_sha256_in_the_manifest_is_kept_when_its_size_matches(server, box):
+    data = blob(1000)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data, sha256=None))
+    (box.models / "checkpoints").mkdir(parents=True)
+    (box.models / "checkpoints" / "m.safetensors").write_bytes(data)
+    assert fetch.fetch().present == ["checkpoints/m.safetensors"]
+    assert server.hits["/m.safetensors"] == 0
+
+
+def test_an_unwritable_model_paths_file_is_named(server, box, monkeypatch):
+    monkeypatch.setenv("BAKERY_MODEL_PATHS", "/proc/bakery/extra_model_paths.yaml")
+    box.write_manifest()
+    with pytest.raises(FetchError) as err:
+        fetch.fetch()
+    assert str(err.value).startswith("cannot write /proc/bakery/extra_model_paths.yaml: ")
+    assert str(err.value).endswith(" — set BAKERY_MODEL_PATHS to a path this user can write")
+
+
 def test_a_cut_connection_resumes_in_the_same_run(server, box, fetch_log):
     data = blob(3 * MiB)
     server.fault("m.safetensors", ("cut", MiB))
@@ -159,7 +177,7 @@ def test_429_waits_as_long_as_retry_after_says(server, box, fetch_log):
 
 
 def test_retry_after_is_bounded(server, box, fetch_log, monkeypatch):
-    monkeypatch.setenv("BAKERY_FETCH_RETRY_AFTER_MAX", "0.2")
+    monkeypatch.setenv("BAKERY_FETCH_RETRY_AFTER_MAX_S", "0.2")
     data = blob(10_000)
     server.fault("m.safetensors", ("status", 503, {"Retry-After": "3600"}))
     box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))

@@ -101,7 +101,7 @@ def test_sigkill_during_ranged_connections_then_rerun_resumes_them(server, box):
 
 
 def test_progress_lines_say_bytes_rate_and_eta(server, box, fetch_log, monkeypatch):
-    monkeypatch.setenv("BAKERY_FETCH_PROGRESS_SECONDS", "0.2")
+    monkeypatch.setenv("BAKERY_FETCH_PROGRESS_S", "0.2")
     data = blob(2 * MiB)
     server.rate = 2 * MiB
     box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
