@@ -444,7 +444,7 @@ class PromptExecutor:
         values = {}
         ui_outputs = {}
         executed = set()
-        states = {node_id: {"value": 0, "max": 1, "state": "pending"} for node_id in order}
+        states = {node_id: {"value": 0.0, "max": 1.0, "state": "pending"} for node_id in order}
         try:
             for node_id in order:
                 signature = signatures[node_id]
@@ -453,7 +453,8 @@ class PromptExecutor:
                     if ui is not None:
                         ui_outputs[node_id] = ui
                         self._send_executed(prompt_id, node_id, ui)
-                    states[node_id].update(value=1, state="finished")
+                        states[node_id].update(value=1.0, state="finished")
+                        self._progress_state(prompt_id, states)
                 else:
                     if progress.processing_interrupted():
                         progress.interrupt_processing(False)
@@ -518,7 +519,8 @@ class PromptExecutor:
             for node_id, state in states.items()
             if state["state"] != "pending"
         }
-        self._send_client("progress_state", {"prompt_id": prompt_id, "nodes": nodes_state})
+        # ComfyUI's WebUIProgressHandler sends these with no sid: to every socket.
+        self.server.send_sync("progress_state", {"prompt_id": prompt_id, "nodes": nodes_state})
 
     def _send_executed(self, prompt_id, node_id, ui):
         data = {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id}
@@ -546,7 +548,7 @@ class PromptExecutor:
                 "UNIQUE_ID": node_id,
             }.get(kind)
 
-        states[node_id].update(state="running")
+        states[node_id].update(value=0.0, max=1.0, state="running")
         self._progress_state(prompt_id, states)
         self.server.last_node_id = node_id
         self._send_client(

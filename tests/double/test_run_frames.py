@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 import requests
+import websocket
 from comfy_double import workflows
 from comfy_double.client import Client, types
 
@@ -68,7 +71,7 @@ def test_progress_frames_come_from_the_sampler_node_only(comfy_double):
     assert states[-1]["nodes"]["3"]["state"] == "finished"
 
 
-def test_frames_go_only_to_the_client_that_submitted(comfy_double):
+def test_execution_frames_go_only_to_the_client_that_submitted(comfy_double):
     with Client(comfy_double.url) as submitter, Client(comfy_double.url) as bystander:
         bystander.connect()
         prompt_id, _ = submitter.run(workflows.save_image())
@@ -76,11 +79,13 @@ def test_frames_go_only_to_the_client_that_submitted(comfy_double):
         heard = []
         try:
             while True:
-                heard.append(bystander.ws.recv())
-        except Exception:
+                heard.append(json.loads(bystander.ws.recv()))
+        except websocket.WebSocketTimeoutException:
             pass
-    # Queue status is broadcast; execution frames are not.
-    assert heard and all('"type": "status"' in frame for frame in heard)
+    # Queue status and progress_state go to every socket (ComfyUI sends them without a sid);
+    # execution frames do not.
+    assert {f["type"] for f in heard} == {"status", "progress_state"}
+    assert {f["data"]["prompt_id"] for f in heard if f["type"] == "progress_state"} == {prompt_id}
 
 
 def test_run_time_failure_sends_execution_error_and_no_success(comfy_double):
