@@ -69,34 +69,24 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
         ) from None
     summary = Summary(root, yaml_path)
     models = [Model(**m) for m in data["models"]]
-    places = {id(m): volume.Place(root, m.dir, m.file) for m in models}
-
-    missing = [m for m in models if not places[id(m)].verified(m.sha256, m.size)]
-    summary.present += [places[id(m)].name for m in models if m not in missing]
+    pairs = [(m, volume.Place(root, m.dir, m.file)) for m in models]
+    missing = []
+    for m, place in pairs:
+        if place.verified(m.sha256, m.size):
+            summary.present.append(place.name)
+        else:
+            missing.append((m, place))
     if missing:
-        check_space(root, [(m, places[id(m)]) for m in missing])
+        check_space(root, missing)
         client = Client(env)
         failures: list[str] = []
-        workers = max(1, min(WORKERS.get(env), len(missing)))
-        with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
-            jobs = {pool.submit(fetch_one, m, places[id(m)], client, env): m for m in missing}
-            for job, m in jobs.items():
-                place = places[id(m)]
-                try:
-                    got = job.result()
-                # OSError: the volume itself (permissions, read-only, gone).
-                except (FetchError, OSError) as exc:
-                    failures.append(f"{place.name}: {exc}")
-                    logs.event(log, "model failed", logging.ERROR, file=place.name, error=str(exc))
-                    continue
-                if got is None:
-                    summary.present.append(place.name)
-                else:
-                    summary.fetched.append(place.name)
-                    summary.bytes += got
+        # First the files no other worker is fetching, then wait for the others: two
+        # workers starting together on one volume share the work instead of queueing.
+        busy = fetch_all(missing, client, summary, failures, wait=False, env=env)
+        fetch_all(busy, client, summary, failures, wait=True, env=env)
         if failures:
             raise FetchError(
-                f"{len(failures)} of {len(models)} models could not be fetched:\n  "
+                f"{len(failures)} of {len(pairs)} models could not be fetched:\n  "
                 + "\n  ".join(failures)
             )
     summary.seconds = time.monotonic() - t0
@@ -112,13 +102,47 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
     return summary
 
 
-def fetch_one(model: Model, place: volume.Place, client: Client, env) -> int | None:
-    """Bytes downloaded for `model`, or None if it turned out to be in place already."""
+BUSY = "busy"  # fetch_one: another worker holds the file's lock
+
+
+def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, env) -> list:
+    """Fetch `pairs` (model, place) on BAKERY_FETCH_WORKERS threads; return those found busy."""
+    if not pairs:
+        return []
+    busy = []
+    workers = max(1, min(WORKERS.get(env), len(pairs)))
+    with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
+        jobs = [
+            (pool.submit(fetch_one, m, place, client, wait, env), m, place) for m, place in pairs
+        ]
+        for job, m, place in jobs:
+            try:
+                got = job.result()
+            # OSError: the volume itself (permissions, read-only, gone).
+            except (FetchError, OSError) as exc:
+                failures.append(f"{place.name}: {exc}")
+                logs.event(log, "model failed", logging.ERROR, file=place.name, error=str(exc))
+                continue
+            if got is BUSY:
+                busy.append((m, place))
+            elif got is None:
+                summary.present.append(place.name)
+            else:
+                summary.fetched.append(place.name)
+                summary.bytes += got
+    return busy
+
+
+def fetch_one(model: Model, place: volume.Place, client: Client, wait: bool, env):
+    """Bytes downloaded for `model`; None if it is in place already; BUSY if another
+    worker holds it and `wait` is false."""
 
     def waiting() -> None:
         logs.event(log, "another worker is fetching this file, waiting for it", file=place.name)
 
-    with volume.locked(place, on_wait=waiting):
+    with volume.locked(place, on_wait=waiting, wait=wait) as held:
+        if not held:
+            return BUSY
         if place.verified(model.sha256, model.size):
             return None  # another worker finished it while we waited
         if adopt(model, place):

@@ -149,8 +149,9 @@ class Place:
 
 
 @contextlib.contextmanager
-def locked(place: Place, on_wait=None):
-    """Hold the file lock of `place`; call `on_wait()` first if another worker holds it.
+def locked(place: Place, on_wait=None, wait: bool = True):
+    """Hold the file lock of `place` (yields True), or yield False if another worker
+    holds it and `wait` is false. Waiting, it calls `on_wait()` first.
 
     fcntl (POSIX) locks, not flock: they also work on NFS-style network volumes,
     and the kernel drops them when the holder dies, even by SIGKILL.
@@ -163,10 +164,13 @@ def locked(place: Place, on_wait=None):
         except OSError as exc:
             if exc.errno not in (errno.EACCES, errno.EAGAIN):
                 raise
+            if not wait:
+                yield False
+                return
             if on_wait is not None:
                 on_wait()
             fcntl.lockf(fd, fcntl.LOCK_EX)
-        yield
+        yield True
     finally:
         os.close(fd)  # closing releases the lock
 
