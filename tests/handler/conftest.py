@@ -9,14 +9,9 @@ import threading
 import time
 
 import pytest
+from comfy_double import free_port
 
 from handler import worker
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

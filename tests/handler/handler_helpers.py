@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import base64
 import struct
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "comfy_double"))
-import media  # noqa: E402  (the double's own PNG writer/reader)
+from comfy_double import media  # the double's own PNG writer/reader
 
 
 def png(width: int, height: int, rgb: int) -> bytes:

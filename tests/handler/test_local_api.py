@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port
+from comfy_double import free_port
 from handler_helpers import decoded, empty_image, first_pixel, load_invert_save, png_b64, slow
 
 REPO = Path(__file__).resolve().parents[2]
