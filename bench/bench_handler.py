@@ -168,26 +168,24 @@ def profile(via_handler, jobs: int) -> str:
         rows.append((ct, tt, f"{Path(path).parent.name}/{Path(path).name}:{func}"))
     # Only what the minimal client does not do too (connect, submit and following the
     # prompt are the same work on both sides).
-    interesting = [
-        "worker.py:_run",
-        "comfy.py:wait_ready",
-        "outputs.py:deliver",
-        "cleanup.py:remove",
-        "comfy.py:forget",
-        "job.py:parse",
-        "resources.py:check",
-        "telemetry.py:finish",
-        "telemetry.py:start_sampling",
-        "log.py:event",
-    ]
-    by_name = {}
+    interesting = {
+        "comfy.py:wait_ready": "readiness probe (GET /system_stats)",
+        "outputs.py:deliver": "outputs (/view, as the client does, + base64)",
+        "cleanup.py:remove": "removing the job's files",
+        "comfy.py:forget": "deleting its history (POST /history)",
+        "job.py:parse": "input validation",
+        "resources.py:check": "resource check",
+        "telemetry.py:finish": "telemetry",
+        "telemetry.py:start_sampling": "telemetry",
+        "log.py:event": "log lines",
+    }
+    by_name: dict[str, float] = {}
     for ct, _tt, name in rows:
-        key = name.split("/", 1)[1] if "/" in name else name
-        if key in interesting:
-            by_name[key] = by_name.get(key, 0) + ct
-    by_name.pop("worker.py:_run", None)
+        label = interesting.get(name.split("/", 1)[-1])
+        if label:
+            by_name[label] = by_name.get(label, 0.0) + ct
     top = sorted(by_name.items(), key=lambda kv: kv[1], reverse=True)[:5]
-    return ", ".join(f"{name} {ct / jobs * 1000:.2f} ms" for name, ct in top) + " (under cProfile)"
+    return "; ".join(f"{label} {ct / jobs * 1000:.2f} ms" for label, ct in top) + " (cProfile)"
 
 
 if __name__ == "__main__":
