@@ -43,6 +43,7 @@ class PromptServer:
         self.messages: asyncio.Queue = asyncio.Queue()
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.closing: set[asyncio.Future] = set()
+        self.dropped: set[web.WebSocketResponse] = set()
         self.client_id = None
         self.last_node_id = None
         self.last_prompt_id = None
@@ -88,6 +89,7 @@ class PromptServer:
             if event == "__drop__":
                 ws = self.sockets.pop(sid, None)
                 if ws is not None:
+                    self.dropped.add(ws)
                     logging.warning(
                         "fault switch ws_drop_after_node: closing the socket of %s", sid
                     )
@@ -131,6 +133,8 @@ class PromptServer:
             ws = web.WebSocketResponse()
             await ws.prepare(request)
             sid = request.rel_url.query.get("clientId", "") or uuid.uuid4().hex
+            # A second socket with the same clientId replaces the first in the map (quirk: when
+            # the first one closes later, it takes the second one's entry with it, below).
             self.sockets[sid] = ws
             try:
                 await self.send("status", {"status": self.queue_info(), "sid": sid}, sid)
@@ -144,18 +148,19 @@ class PromptServer:
                         except ValueError:
                             continue
                         if isinstance(data, dict) and data.get("type") == "feature_flags":
-                            await self.send(
-                                "feature_flags",
-                                {
-                                    "supports_preview_metadata": True,
-                                    "max_upload_size": 100 * 1024 * 1024,
-                                },
-                                sid,
-                            )
+                            # The double only sends the plain preview frames (event 1).
+                            flags = {
+                                "supports_preview_metadata": False,
+                                "max_upload_size": 104857600,
+                            }
+                            await self.send("feature_flags", flags, sid)
                     elif msg.type == web.WSMsgType.ERROR:
                         logging.warning("ws connection closed with exception %s", ws.exception())
             finally:
-                if self.sockets.get(sid) is ws:
+                if ws in self.dropped:
+                    # Closed by the ws_drop fault, already out of the map: a reconnect may be there.
+                    self.dropped.discard(ws)
+                else:
                     self.sockets.pop(sid, None)
             return ws
 

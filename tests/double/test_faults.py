@@ -156,6 +156,22 @@ def test_frames_sent_while_a_client_is_away_are_lost(comfy_double):
     assert steps[-1] == 30
 
 
+def test_closing_an_older_socket_with_the_same_client_id_silences_the_newer_one(comfy_double):
+    with (
+        Client(comfy_double.url, client_id="twice") as old,
+        Client(comfy_double.url, "twice") as new,
+    ):
+        old.connect()
+        new.connect()
+        old.close()
+        time.sleep(0.2)
+        response = new.submit(workflows.save_image())
+        new.ws.settimeout(0.5)
+        with pytest.raises(websocket.WebSocketTimeoutException):
+            new.ws.recv()  # ComfyUI dropped its entry when the old socket closed (quirk)
+        assert new.history(response.json()["prompt_id"])["status"]["completed"] is True
+
+
 def test_process_killed_at_a_chosen_node(comfy_double):
     comfy_double.set_faults(kill_at_node="2")
     with Client(comfy_double.url) as client:
