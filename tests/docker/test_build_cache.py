@@ -14,14 +14,17 @@ pytestmark = pytest.mark.docker
 def rebuilt_steps(baked: stand_in.Baked, matrix: dict) -> dict[str, list[str]]:
     """Per target, the Dockerfile steps BuildKit ran instead of taking from cache.
 
-    Steps of a base target also appear under each variant that consumes it
-    (same digest); they count as the base's.
+    A step is one vertex (digest) shared by every target that has it: BuildKit
+    runs it once and may report it as cached to the other targets, so a step
+    counts as run for every target that has its digest. Steps of a base target
+    also appear under each variant that consumes it; they count as the base's.
     """
     bases = {b["target"] for b in matrix["bases"]}
     base_digests = {s.digest for s in baked.steps if s.target in bases}
+    ran_digests = {s.digest for s in baked.steps if s.ran}
     ran: dict[str, list[str]] = {}
     for s in baked.steps:
-        if not s.ran:
+        if s.digest not in ran_digests or not s.completed:
             continue
         owner = s.target if s.digest not in base_digests else "base steps"
         ran.setdefault(owner, []).append(f"{s.index}/{s.total} {s.command[:70]}")
