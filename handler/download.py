@@ -574,12 +574,19 @@ class Transfer:
         model = self.d.model
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
             state = json.loads(self.d.place.part_state.read_text(encoding="utf-8"))
+            have = os.fstat(self.fd).st_size
             if state["url"] == model.url and state["sha256"] == model.sha256:
                 total = state["total"]
-                if state["segments"]:
-                    return [Segment(*s) for s in state["segments"]], total
+                segments = [Segment(*s) for s in state["segments"]]
                 # One stream writes in order: the .part's length is how far it got.
-                return [Segment(0, total, os.fstat(self.fd).st_size)], total
+                segments = segments or [Segment(0, total, have)]
+                # A .part shorter than its record says (or longer than the file), or a
+                # record with gaps, was changed behind our back: nothing in it is trusted.
+                bounds = [b for s in segments for b in (s.start, s.end)]
+                covered = bounds[0] == 0 and bounds[-1] == total and bounds[1:-1:2] == bounds[2::2]
+                written = max((s.done for s in segments if s.done > s.start), default=0)
+                if covered and written <= have <= (total or have):
+                    return segments, total
         os.ftruncate(self.fd, 0)
         self.segments, self.total = [], None
         self.save_state()

@@ -138,6 +138,30 @@ def test_a_failed_run_leaves_a_partial_the_next_run_only_completes(server, box, 
     assert server.sent_since(before) == len(data) - (MiB + 123)
 
 
+@pytest.mark.parametrize(
+    "segments",
+    [
+        [[0, 2 * MiB, 2 * MiB], [2 * MiB, 3 * MiB, 3 * MiB]],  # more than the .part holds
+        [[0, 10, 10], [20, 3 * MiB, 20]],  # a gap
+    ],
+)
+def test_a_partial_changed_behind_our_back_is_not_trusted(server, box, monkeypatch, segments):
+    data = blob(3 * MiB)
+    monkeypatch.setenv("BAKERY_FETCH_RETRIES", "1")
+    server.fault("m.safetensors", ("cut", MiB))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data, sha256=None))
+    with pytest.raises(FetchError):
+        fetch.fetch()
+    part = box.models / ".bakery" / "checkpoints" / "m.safetensors.part"
+    part.write_bytes(b"garbage" * 1000)
+    state = part.with_name("m.safetensors.part.json")
+    state.write_text(state.read_text().replace('"segments": []', f'"segments": {segments}'))
+    before = len(server.requests)
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    assert server.sent_since(before) == len(data)
+
+
 def test_a_wrong_digest_leaves_nothing_and_names_both_digests(server, box):
     data = blob(50_000)
     wrong = "0" * 64
