@@ -26,6 +26,10 @@ import progress
 
 SENSITIVE_EXTRA_DATA_KEYS = ("auth_token_comfy_org", "api_key_comfy_org")
 MAXIMUM_HISTORY_SIZE = 10000
+OOM_TIPS = (
+    "This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before"
+    " you might have accidentally set the batch_size to a large number."
+)
 
 
 def full_type_name(klass) -> str:
@@ -580,10 +584,15 @@ class PromptExecutor:
                 for k, v in kwargs.items()
                 if k not in ("prompt", "extra_pnginfo")
             }
+            tips = ""
+            if type(ex).__name__ == "OutOfMemoryError":
+                tips = OOM_TIPS
+                logging.error("Got an OOM, unloading all loaded models.")
             raise _NodeFailed(
                 node_id,
                 {
-                    "exception_message": str(ex),
+                    # ComfyUI always adds "\n" and the tips, even when there are none.
+                    "exception_message": f"{ex}\n{tips}",
                     "exception_type": full_type_name(typ),
                     "traceback": traceback.format_tb(tb),
                     "current_inputs": current_inputs,

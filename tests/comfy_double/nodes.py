@@ -461,22 +461,30 @@ class PreviewAny:
         return {"ui": {"text": (value,)}}
 
 
+class OutOfMemoryError(RuntimeError):
+    """Stands for torch.OutOfMemoryError, which ComfyUI answers with memory tips."""
+
+
+OutOfMemoryError.__module__ = "torch"
+
+
 class DoubleFail:
     """Fails at run time, after validation passed: an `execution_error` on demand."""
 
     CATEGORY = "double"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "fail"
+    ERRORS = {"RuntimeError": RuntimeError, "OutOfMemoryError": OutOfMemoryError}
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {"message": ("STRING", {"default": "the double was told to fail"})},
-            "optional": {"image": ("IMAGE",)},
+            "optional": {"image": ("IMAGE",), "kind": (list(cls.ERRORS),)},
         }
 
-    def fail(self, message, image=None):
-        raise RuntimeError(message)
+    def fail(self, message, image=None, kind="RuntimeError"):
+        raise self.ERRORS[kind](message)
 
 
 class DoubleSlowSampler:

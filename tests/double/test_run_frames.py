@@ -104,7 +104,8 @@ def test_run_time_failure_sends_execution_error_and_no_success(comfy_double):
     error = next(f for f in frames if f["type"] == "execution_error")["data"]
     assert error["node_id"] == "2"
     assert error["node_type"] == "DoubleFail"
-    assert error["exception_message"] == "boom: out of dough"
+    # ComfyUI ends the message with "\n" and its tips, empty here.
+    assert error["exception_message"] == "boom: out of dough\n"
     assert error["exception_type"] == "RuntimeError"
     assert error["executed"] == ["1"]
     assert error["traceback"] and all(isinstance(line, str) for line in error["traceback"])
@@ -114,6 +115,20 @@ def test_run_time_failure_sends_execution_error_and_no_success(comfy_double):
     assert history["status"]["completed"] is False
     assert history["status"]["messages"][-1][0] == "execution_error"
     assert history["outputs"] == {}
+
+
+def test_out_of_memory_failure_carries_comfyuis_tips(comfy_double):
+    prompt = workflows.fail("Allocation on device")
+    prompt["2"]["inputs"]["kind"] = "OutOfMemoryError"
+    with Client(comfy_double.url) as client:
+        _, frames = client.run(prompt)
+    error = next(f for f in frames if f["type"] == "execution_error")["data"]
+    assert error["exception_type"] == "torch.OutOfMemoryError"
+    assert error["exception_message"] == (
+        "Allocation on device\nThis error means you ran out of memory on your GPU.\n\n"
+        "TIPS: If the workflow worked before you might have accidentally set the batch_size"
+        " to a large number."
+    )
 
 
 def test_fully_cached_rerun_resends_executed_with_the_old_file_names(comfy_double):
