@@ -79,7 +79,6 @@ def validate_inputs(prompt, item, validated):
         argspec = inspect.getfullargspec(obj_class.VALIDATE_INPUTS)
         validate_function_inputs = argspec.args
         validate_has_kwargs = argspec.varkw is not None
-    info = val = None
 
     for x in valid_inputs:
         input_type, input_category, extra_info = get_input_info(class_inputs, x)
@@ -174,13 +173,9 @@ def validate_inputs(prompt, item, validated):
         ret = obj_class.VALIDATE_INPUTS(**filtered)
         for x in filtered:
             if ret is not True:
-                # ComfyUI reports the last input's config and value here, whichever failed.
                 details = f"{x}" + (f" - {ret}" if ret is not False else "")
                 message = "Custom validation failed for node"
-                errors.append(
-                    _error("custom_validation_failed", message, details, input_name=x,
-                           input_config=info, received_value=val)
-                )  # fmt: skip
+                errors.append(_error("custom_validation_failed", message, details, input_name=x))
 
     ret = (False, errors, unique_id) if errors or valid is not True else (True, [], unique_id)
     validated[unique_id] = ret

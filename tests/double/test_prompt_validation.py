@@ -126,10 +126,14 @@ def test_summary_details_list_the_output_nodes_own_errors(comfy_double_module):
 def test_load_image_of_a_missing_file_fails_custom_validation(comfy_double_module):
     response = post(comfy_double_module, {"prompt": workflows.invert_upload("nowhere.png")})
     assert response.status_code == 400
-    error = response.json()["node_errors"]["1"]["errors"][0]
-    assert error["type"] == "custom_validation_failed"
-    assert error["message"] == "Custom validation failed for node"
-    assert error["details"] == "image - Invalid image file: nowhere.png"
+    assert response.json()["node_errors"]["1"]["errors"] == [
+        {
+            "type": "custom_validation_failed",
+            "message": "Custom validation failed for node",
+            "details": "image - Invalid image file: nowhere.png",
+            "extra_info": {"input_name": "image"},
+        }
+    ]
 
 
 def test_missing_model_file_is_value_not_in_list_naming_what_is_there(comfy_double):
