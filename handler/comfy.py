@@ -270,13 +270,40 @@ class Comfy:
             pass
 
     # --- WebSocket ------------------------------------------------------------
-    def connect(self, client_id: str) -> websocket.WebSocket:
-        try:
-            return websocket.create_connection(
-                f"{self.ws_base}?clientId={client_id}", timeout=10, enable_multithread=False
-            )
-        except (OSError, websocket.WebSocketException):
-            raise self._lost("WebSocket") from None
+    def connect(self, client_id: str, deadline: float | None = None, running: bool = False):
+        """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
+
+        `running`: a prompt of this job is in ComfyUI (the error then says so)."""
+        since = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.process_gone():
+                if running:
+                    raise ComfyUnavailable(
+                        f"ComfyUI's process (pid {self.pid}) exited while running this job; "
+                        "this worker asks to be replaced"
+                    )
+                raise self._gone_error()
+            try:
+                return websocket.create_connection(
+                    f"{self.ws_base}?clientId={client_id}", timeout=10
+                )
+            except (OSError, websocket.WebSocketException):
+                pass
+            now = time.monotonic()
+            if now - since >= LOST_TIMEOUT.get():
+                doing = "while running this job " if running else ""
+                raise ComfyUnavailable(
+                    f"ComfyUI at {self.base} stopped answering {doing}(no connection for "
+                    f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
+                )
+            if deadline is not None and now >= deadline:
+                raise JobTimeout("timeout")
+            if attempt == 1:
+                log.event(_log, "WebSocket refused or dropped; reconnecting")
+            pause = http.backoff(attempt, base=0.2, cap=2.0) + 0.05
+            time.sleep(min(pause, max((deadline or now + pause) - now, 0.01)))
 
     def follow(
         self,
@@ -362,37 +389,12 @@ class Comfy:
     def _reconnect(self, ws, client_id: str, deadline: float, result: RunResult):
         try:
             ws.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
             pass
-        lost_at = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            if self.process_gone():
-                raise ComfyUnavailable(
-                    f"ComfyUI's process (pid {self.pid}) exited while running this job; "
-                    "this worker asks to be replaced"
-                )
-            try:
-                new = websocket.create_connection(f"{self.ws_base}?clientId={client_id}", timeout=5)
-                result.reconnects += 1
-                log.event(_log, "WebSocket reconnected", attempts=attempt)
-                return new
-            except (OSError, websocket.WebSocketException):
-                pass
-            now = time.monotonic()
-            if now - lost_at >= LOST_TIMEOUT.get():
-                raise ComfyUnavailable(
-                    f"ComfyUI at {self.base} stopped answering while running this job "
-                    f"(no connection for {LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
-                )
-            if now >= deadline:
-                raise JobTimeout("timeout")
-            if attempt == 1:
-                log.event(_log, "WebSocket dropped; reconnecting")
-            time.sleep(
-                min(http.backoff(attempt, base=0.2, cap=2.0) + 0.05, max(deadline - now, 0.01))
-            )
+        new = self.connect(client_id, deadline, running=True)
+        result.reconnects += 1
+        log.event(_log, "WebSocket reconnected", reconnects=result.reconnects)
+        return new
 
     def _settled(self, prompt_id: str, result: RunResult) -> bool:
         """Has the prompt finished (frames may have been lost)? Raise if it failed."""

@@ -118,3 +118,30 @@ def test_view_failing_for_good_gives_a_clear_error(comfy):
     assert leftovers(comfy) == []
     comfy.reset_faults()
     assert_serves_next_job(comfy)
+
+
+def test_websocket_refused_at_first_is_retried(comfy):
+    comfy.set_faults(ws_refuse_count=2)
+    result = run(empty_image(color=0x00AA00))
+    assert first_pixel(decoded(result["images"][0])) == 0x00AA00
+    assert_serves_next_job(comfy)
+
+
+def test_websocket_dropped_then_refused_for_a_while_still_finishes(comfy):
+    comfy.set_faults(ws_drop_after_node="2", ws_drop_pause_s=0.2, ws_refuse_count=3)
+    result = run(slow(steps=4, seconds_per_step=0.05))
+    assert len(result["images"]) == 1
+    assert result["telemetry"]["ws_reconnects"] == 1
+    assert_serves_next_job(comfy)
+
+
+def test_websocket_refused_for_good_gives_up_after_the_bound(comfy, handler_env):
+    handler_env.setenv("BAKERY_COMFY_LOST_S", "1")
+    comfy.set_faults(ws_refuse_count=1000)
+    assert run(empty_image()) == {
+        "error": f"ComfyUI at http://{comfy.host_port} stopped answering (no connection for 1 s); "
+        "this worker asks to be replaced",
+        "refresh_worker": True,
+    }
+    comfy.reset_faults()
+    assert_serves_next_job(comfy)

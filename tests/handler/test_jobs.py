@@ -102,19 +102,24 @@ def test_videos_audio_and_text_come_back_under_their_own_keys(comfy):
     workflow = {
         "1": node("EmptyImage", width=4, height=4, batch_size=2, color=0),
         "2": node("VHS_VideoCombine", images=frames, frame_rate=8, loop_count=0,
-                  filename_prefix="clip", format="image/gif", pingpong=False, save_output=True),
+                  filename_prefix="clip", format="video/h264-mp4", pingpong=False,
+                  save_output=True),
         "3": node("SaveAnimatedPNG", images=frames, filename_prefix="anim", fps=6.0,
                   compress_level=4),
         "4": node("DoubleSineAudio", seconds=0.1, frequency=440.0, sample_rate=8000),
         "5": node("SaveAudio", audio=["4", 0], filename_prefix="audio/tone"),
         "6": node("PrimitiveString", value="a caption"),
         "7": node("PreviewAny", source=["6", 0]),
+        "8": node("SaveAnimatedWEBP", images=frames, filename_prefix="loop", fps=6.0,
+                  lossless=True, quality=80, method="default"),
     }  # fmt: skip
     result = run(workflow)
     assert [(e["filename"], e["content_type"]) for e in result["videos"]] == [
-        ("clip_00001.gif", "image/gif"),
+        ("clip_00001.mp4", "video/mp4"),
         ("anim_00001_.png", "image/png"),
+        ("loop_00001_.webp", "image/webp"),
     ]
+    assert decoded(result["videos"][0])[4:8] == b"ftyp"  # an MP4
     assert [(e["filename"], e["content_type"]) for e in result["audio"]] == [
         ("audio/tone_00001_.flac", "audio/flac")
     ]
