@@ -170,3 +170,20 @@ def test_job_waits_behind_another_clients_prompt_and_follows_only_its_own(comfy)
     result = run(empty_image(color=0x010203))
     assert [e["filename"] for e in result["images"]] == ["test_00001_.png"]
     assert result["telemetry"]["queue_wait_ms"] >= 200  # the other prompt ran first
+
+
+def test_missing_model_among_many_lists_every_file_comfyui_abbreviates(comfy):
+    # ComfyUI shows a long choice list only as "(list of length N)": ask it for the files.
+    folder = comfy.base / "models" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"model-{i:02}.safetensors" for i in range(25)]
+    for name in names:
+        (folder / name).write_bytes(b"weights")
+    workflow = {
+        "1": node("CheckpointLoaderSimple", ckpt_name="flux.safetensors"),
+        "2": node("CLIPTextEncode", text="a cat", clip=["1", 1]),
+        "3": node("PreviewAny", source=["2", 0]),
+    }
+    error = run(workflow)["error"]
+    assert "(list of length 25)" in error
+    assert error.endswith(f"(this worker has: {', '.join(names)})")

@@ -145,3 +145,14 @@ def test_websocket_refused_for_good_gives_up_after_the_bound(comfy, handler_env)
     }
     comfy.reset_faults()
     assert_serves_next_job(comfy)
+
+
+def test_binary_preview_frames_are_skipped(start_double, comfy_double_factory, handler_env):
+    # A ComfyUI started with --preview-method sends a binary frame after each sampler step.
+    double = comfy_double_factory("--preview-method", "auto")
+    handler_env.setenv("COMFY_HOST", double.host_port)
+    handler_env.setenv("COMFYUI_DIR", str(double.base))
+    handler_env.setenv("BAKERY_COMFY_PID", str(double.proc.pid))
+    result = run(slow(steps=3, seconds_per_step=0.01))
+    assert len(result["images"]) == 1
+    assert leftovers(double) == []
