@@ -216,3 +216,29 @@ def test_tcmalloc_is_preloaded_into_comfyui_when_the_image_has_it(tmp_path):
     (lib / "libtcmalloc.so.4").touch()
     env = start.comfy_environment({"LD_PRELOAD": "/x/other.so"}, (str(lib),))
     assert env["LD_PRELOAD"] == f"{lib / 'libtcmalloc.so.4'}:/x/other.so"
+
+
+def test_comfyui_dying_later_is_reported_and_jobs_fail_fast(container):
+    container.write_manifest()
+    proc = container.run(
+        "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(container.api_port)
+    )
+    deadline = time.monotonic() + 60
+    while not listening(container.api_port):
+        assert proc.poll() is None, proc.output()
+        assert time.monotonic() < deadline, "the handler's local API never listened"
+        time.sleep(0.1)
+    comfy_pid = _comfy_pid(container.comfy_port)
+    os.kill(comfy_pid, signal.SIGKILL)
+    time.sleep(0.5)  # the start process notices within its 0.2 s poll
+    answer = requests.post(
+        f"http://127.0.0.1:{container.api_port}/runsync",
+        json={"input": {"workflow": workflows.save_image()}},
+        timeout=60,
+    ).json()
+    assert f"ComfyUI's process (pid {comfy_pid}) has exited" in json.dumps(answer)
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.output(timeout=30)
+    exited = [json.loads(line) for line in err.splitlines() if '"ComfyUI exited"' in line]
+    assert exited and exited[0]["code"] == -signal.SIGKILL
+    assert any("To see the GUI go to" in line for line in exited[0]["last_lines"])
