@@ -246,3 +246,15 @@ def test_requirements_pin_what_the_repo_pins():
     assert set(double) == {"aiohttp", "pyyaml"}
     assert double["aiohttp"] == pins(root / "requirements-dev.txt")["aiohttp"]
     assert double["pyyaml"] == pins(root / "tools" / "requirements.txt")["pyyaml"]
+
+
+def test_port_in_use_fails_the_start_like_comfyui(comfy_double_factory):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        double = comfy_double_factory(port=port, wait=False)
+        assert double.proc.wait(timeout=15) == 1
+    assert "address already in use" in double.log_text()
