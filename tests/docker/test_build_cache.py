@@ -8,7 +8,8 @@ import dataclasses
 import pytest
 from standin import bake as stand_in
 
-pytestmark = pytest.mark.docker
+# A cold bake on a fresh machine comes first (session fixture): more than the default.
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 
 def rebuilt_steps(baked: stand_in.Baked, matrix: dict) -> dict[str, list[str]]:
