@@ -200,3 +200,19 @@ def manifest_entry(
         "size": len(content) if size == "auto" else size,
         "auth": auth,
     }
+
+
+def main() -> None:
+    """`python model_server.py FILE...`: serve files by name in a process of their own
+    (the benchmark's fetcher and curl then share nothing with the server); prints the base URL."""
+    import sys
+
+    with ModelServer() as server:
+        for name in sys.argv[1:]:
+            server.add(Path(name).name, Path(name))
+        print(server.url(""), flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
