@@ -444,6 +444,13 @@ class PromptExecutor:
         ui_outputs = {}
         executed = set()
         states = {node_id: {"value": 0.0, "max": 1.0, "state": "pending"} for node_id in order}
+
+        def stopped_at(node_id):
+            """What execution_interrupted and execution_error say about where the run stopped."""
+            return {"prompt_id": prompt_id, "node_id": node_id,
+                    "node_type": prompt[node_id]["class_type"],
+                    "executed": sorted(executed, key=_node_order)}  # fmt: skip
+
         try:
             for node_id in order:
                 signature = signatures[node_id]
@@ -470,20 +477,11 @@ class PromptExecutor:
             self.add_message("execution_success", {"prompt_id": prompt_id}, broadcast=False)
         except _Interrupted as stop:
             self.success = False
-            mes = {
-                "prompt_id": prompt_id,
-                "node_id": stop.node_id,
-                "node_type": prompt[stop.node_id]["class_type"],
-                "executed": sorted(executed, key=_node_order),
-            }
-            self.add_message("execution_interrupted", mes, broadcast=True)
+            self.add_message("execution_interrupted", stopped_at(stop.node_id), broadcast=True)
         except _NodeFailed as failure:
             self.success = False
             mes = {
-                "prompt_id": prompt_id,
-                "node_id": failure.node_id,
-                "node_type": prompt[failure.node_id]["class_type"],
-                "executed": sorted(executed, key=_node_order),
+                **stopped_at(failure.node_id),
                 **failure.error,
                 "current_outputs": sorted(values, key=_node_order),
             }
