@@ -1,9 +1,9 @@
-"""Download one model: resumable, verified, optionally over several ranged connections.
+"""Download one model: resumable, verified, over several ranged connections when slow.
 
 The bytes go to `<file>.part` (see handler.volume); a sha256 is computed while
 they arrive, by a thread that follows the contiguous prefix already written
 (so a resumed or multi-connection download is hashed without a second pass);
-the file is renamed into place only when complete and verified.
+the file is renamed into place only when complete, verified and fsynced.
 
 Tokens: an `auth: huggingface` model sends HF_TOKEN, an `auth: civitai` model
 sends CIVITAI_TOKEN, as `Authorization: Bearer`, and only to the hosts named in
@@ -93,8 +93,17 @@ PROGRESS_SECONDS = settings.setting(
     kind="float",
 )
 
-SETTINGS = (HF_HOSTS, CIVITAI_HOSTS, CONNECTIONS, SPLIT_MB, SPLIT_S, RETRIES, RETRY_AFTER_MAX)
-SETTINGS += (TIMEOUT, PROGRESS_SECONDS)
+SETTINGS = (
+    HF_HOSTS,
+    CIVITAI_HOSTS,
+    CONNECTIONS,
+    SPLIT_MB,
+    SPLIT_S,
+    RETRIES,
+    RETRY_AFTER_MAX,
+    TIMEOUT,
+    PROGRESS_SECONDS,
+)
 log = logs.get("fetch")
 
 CHUNK = 1 << 20  # per read: large enough that Python's per-call cost vanishes
