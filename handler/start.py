@@ -102,6 +102,7 @@ def comfy_command(model_paths: Path, env: dict | None = None) -> list[str]:
 
 def comfy_environment(env: dict | None = None, lib_dirs: tuple[str, ...] = LIB_DIRS) -> dict:
     out = dict(os.environ if env is None else env)
+    out.setdefault("PYTHONUNBUFFERED", "1")  # its prints reach the log as they happen
     lib = find_tcmalloc(lib_dirs)
     preload = out.get("LD_PRELOAD", "")
     if lib and lib not in preload.split(":"):

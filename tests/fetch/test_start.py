@@ -216,6 +216,7 @@ def test_tcmalloc_is_preloaded_into_comfyui_when_the_image_has_it(tmp_path):
     (lib / "libtcmalloc.so.4").touch()
     env = start.comfy_environment({"LD_PRELOAD": "/x/other.so"}, (str(lib),))
     assert env["LD_PRELOAD"] == f"{lib / 'libtcmalloc.so.4'}:/x/other.so"
+    assert env["PYTHONUNBUFFERED"] == "1"
 
 
 def test_comfyui_dying_later_is_reported_and_jobs_fail_fast(container):
