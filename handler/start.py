@@ -193,7 +193,16 @@ def say(message: str) -> None:
     print(logs.redact(f"start: {message}"), file=sys.stderr, flush=True)
 
 
+def stop_fetching(signum, _frame) -> None:
+    # As PID 1 in a container this process would otherwise ignore SIGTERM, and the
+    # download threads would keep `docker stop` waiting for its SIGKILL.
+    say("stopped while fetching models; the next start resumes the downloads")
+    os._exit(128 + signum)
+
+
 def run(handler_args: list[str]) -> int:
+    signal.signal(signal.SIGTERM, stop_fetching)
+    signal.signal(signal.SIGINT, stop_fetching)
     try:
         summary = fetch.fetch()
     except (FetchError, manifest.ManifestError, settings.SettingError) as exc:

@@ -243,3 +243,24 @@ def test_comfyui_dying_later_is_reported_and_jobs_fail_fast(container):
     exited = [json.loads(line) for line in err.splitlines() if '"ComfyUI exited"' in line]
     assert exited and exited[0]["code"] == -signal.SIGKILL
     assert any("To see the GUI go to" in line for line in exited[0]["last_lines"])
+
+
+def test_sigterm_while_fetching_stops_at_once_and_keeps_the_partial(server, container):
+    data = blob(4 << 20)
+    server.rate = 1 << 20
+    container.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    part = container.models / ".bakery" / "checkpoints" / "m.safetensors.part"
+    proc = container.run()
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size > 0):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.output()
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.output(timeout=10)
+    assert time.monotonic() - t0 < 2
+    assert proc.returncode == 143
+    assert err.splitlines()[-1] == (
+        "start: stopped while fetching models; the next start resumes the downloads"
+    )
+    assert 0 < part.stat().st_size < len(data)
