@@ -51,6 +51,12 @@ need_bookworm() {
   return 1
 }
 
+if ! command -v docker >/dev/null; then
+  # The machine image brings the client; this script adds only the engine.
+  echo "docker-engine: no docker client on PATH; install one (Debian: docker.io)" >&2
+  exit 1
+fi
+
 if need_bookworm; then
   apt-get -q update
   DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends \
