@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
 
 import pytest
 from model_server import MiB, blob, manifest_entry
@@ -262,6 +263,16 @@ def test_a_civitai_token_is_not_sent_to_hugging_face(server, box, monkeypatch):
     assert "Authorization" not in server.headers_seen("c.safetensors")[0]
 
 
+def test_a_civitai_token_goes_to_civitai(server, box, monkeypatch):
+    monkeypatch.setenv("CIVITAI_TOKEN", "civitai_secret_456")  # box: "localhost" is Civitai
+    data = blob(1000)
+    server.add("c.safetensors", data)
+    url = f"http://localhost:{server.port}/c.safetensors"
+    box.write_manifest(manifest_entry(url, data, auth="civitai"))
+    fetch.fetch()
+    assert server.headers_seen("c.safetensors")[0]["Authorization"] == "Bearer civitai_secret_456"
+
+
 def test_a_missing_token_is_named_without_leaking_others(server, box, monkeypatch):
     monkeypatch.setenv("CIVITAI_TOKEN", "civitai_secret_456")
     data = blob(1000)
@@ -351,28 +362,59 @@ def test_slow_large_files_get_several_ranged_connections(server, box, monkeypatc
     assert fetch_log.events("downloading over ranged connections")[0]["connections"] == 4
 
 
-def test_not_enough_disk_fails_before_downloading_with_the_figures(
-    server, box, tmp_path, monkeypatch
-):
-    small = tmp_path / "small"
-    small.mkdir()
-    if os.system(f"mount -t tmpfs -o size=8m tmpfs {small} 2>/dev/null") != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root): the disk-full case is untested")
-    try:
-        monkeypatch.setenv("BAKERY_VOLUME_DIR", str(small))
-        data = blob(5 * MiB)
-        box.write_manifest(
-            manifest_entry(server.add("a.safetensors", data), data, file="a.safetensors"),
-            manifest_entry(server.add("b.safetensors", data), data, file="b.safetensors"),
-        )
-        with pytest.raises(fetch.NotEnoughSpace) as err:
-            fetch.fetch()
-        free = re.search(r"only ([\d.]+ MiB) is free", str(err.value)).group(1)
-        assert str(err.value) == (
-            f"not enough disk space in {small}/models: 2 missing models need 10.0 MiB more "
-            f"(10.0 MiB in all, 0.0 MiB already downloaded) but only {free} is free — "
-            "free some space or use a larger network volume"
-        )
-        assert sum(server.hits.values()) == 0
-    finally:
-        os.system(f"umount {small}")
+@pytest.fixture
+def small_disk(tmp_path, monkeypatch):
+    """An 8 MiB tmpfs as the network volume."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
+    monkeypatch.setenv("BAKERY_VOLUME_DIR", str(disk))
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_not_enough_disk_fails_before_downloading_with_the_figures(server, box, small_disk):
+    data = blob(5 * MiB)
+    box.write_manifest(
+        manifest_entry(server.add("a.safetensors", data), data, file="a.safetensors"),
+        manifest_entry(server.add("b.safetensors", data), data, file="b.safetensors"),
+    )
+    with pytest.raises(fetch.NotEnoughSpace) as err:
+        fetch.fetch()
+    free = re.search(r"only ([\d.]+ MiB) is free", str(err.value)).group(1)
+    assert str(err.value) == (
+        f"not enough disk space in {small_disk}/models: 2 missing models need 10.0 MiB more "
+        f"(10.0 MiB in all, 0.0 MiB already downloaded) but only {free} is free — "
+        "free some space or use a larger network volume"
+    )
+    assert sum(server.hits.values()) == 0
+
+
+def test_the_disk_check_counts_what_is_already_downloaded(server, box, small_disk, monkeypatch):
+    data = blob(6 * MiB)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    monkeypatch.setenv("BAKERY_FETCH_RETRIES", "1")
+    server.fault("m.safetensors", ("cut", 3 * MiB))
+    with pytest.raises(FetchError, match="gave up"):
+        fetch.fetch()
+    # 6 MiB needed, 3 MiB of it on disk, ~5 MiB free: it fits only counting the partial.
+    fetch.fetch()
+    assert (small_disk / "models" / "checkpoints" / "m.safetensors").read_bytes() == data
+
+
+def test_a_disk_filling_up_midway_is_named(server, box, small_disk):
+    data = blob(10 * MiB)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data, size=None))
+    with pytest.raises(FetchError) as err:
+        fetch.fetch()
+    assert re.fullmatch(
+        r"1 of 1 models could not be fetched:\n  checkpoints/m\.safetensors: the disk filled up "
+        r"after \d+ bytes — free space or use a larger network volume",
+        str(err.value),
+    )
