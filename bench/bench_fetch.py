@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import shutil
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fetch"))
 from model_server import MiB, ModelServer, blob, manifest_entry, sparse_file  # noqa: E402
 
 from handler import fetch  # noqa: E402
+from handler.download import sha256_file  # noqa: E402
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "fetch" / "model_server.py"
 PACED_MIB_S = 64  # per connection, for the parallel figure
@@ -71,14 +71,6 @@ def write_manifest(tmp: Path, models: list[dict]) -> None:
             }
         )
     )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * MiB):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetched_once(tmp: Path, models: list[dict], **env: str) -> float:

@@ -310,6 +310,16 @@ class Progress:
         logs.event(log, "downloading", **fields)
 
 
+def sha256_file(path) -> str:
+    """sha256 of a whole file, read into one reused buffer."""
+    digest = hashlib.sha256()
+    buf = memoryview(bytearray(4 * CHUNK))
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(buf[:n])
+    return digest.hexdigest()
+
+
 def _writeback_starter():
     """sync_file_range(SYNC_FILE_RANGE_WRITE) where Linux has it, else None.
 
@@ -385,6 +395,8 @@ class Hasher(threading.Thread):
 
     def run(self) -> None:
         generation = flushed = 0
+        # One buffer, reused: a fresh object per read costs page faults, more than the copy.
+        buf = memoryview(bytearray(4 * CHUNK))
         try:
             while True:
                 with self.cond:
@@ -402,14 +414,14 @@ class Hasher(threading.Thread):
                         continue
                     if self.cancelled or (self.finished and self.pos >= self.watermark):
                         return
-                    start, n = self.pos, min(self.watermark - self.pos, 4 * CHUNK)
-                data = os.pread(self.fd, n, start)
-                if len(data) != n and generation == self.generation:
+                    start, n = self.pos, min(self.watermark - self.pos, len(buf))
+                got = os.preadv(self.fd, [buf[:n]], start)
+                if got != n and generation == self.generation:
                     raise FetchError("the partial download shrank while it was being hashed")
-                self.digest.update(data)  # hashlib drops the GIL for large buffers
+                self.digest.update(buf[:got])  # hashlib drops the GIL for large buffers
                 with self.cond:
                     if generation == self.generation:
-                        self.pos = start + len(data)
+                        self.pos = start + got
                 if start_writeback and self.pos - flushed >= WRITEBACK_EVERY:
                     start_writeback(self.fd, flushed, self.pos - flushed)
                     flushed = self.pos

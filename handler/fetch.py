@@ -10,7 +10,6 @@ with one line saying what failed and what to do.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from handler import download, manifest, settings, volume
 from handler import log as logs
-from handler.download import Client, Download, FetchError
+from handler.download import Client, Download, FetchError, sha256_file
 from handler.manifest import Model
 
 WORKERS = settings.setting(
@@ -174,11 +173,7 @@ def adopt(model: Model, place: volume.Place) -> bool:
         return False
     if model.size is not None and place.target.stat().st_size != model.size:
         return False
-    digest = hashlib.sha256()
-    with open(place.target, "rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    digest = digest.hexdigest()
+    digest = sha256_file(place.target)
     if model.sha256 is not None and digest != model.sha256:
         logs.event(log, "file in place does not match its sha256, replacing it", file=place.name)
         return False
