@@ -9,8 +9,9 @@ Settings marked `secret=True` are redacted from every log line (handler.log).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 class SettingError(ValueError):
