@@ -196,9 +196,16 @@ class Client:
 
     def __init__(self, env: dict | None = None):
         self.env = env
-        # Retries are done by hand (ranged resume, bounded Retry-After): none in the adapter.
-        self.session = http.session(total=0)
         self.timeout = (10.0, TIMEOUT.get(env))
+        self._local = threading.local()
+
+    @property
+    def session(self):
+        # One per thread: a requests.Session is not promised to be thread-safe. Retries
+        # are done by hand (ranged resume, bounded Retry-After): none in the adapter.
+        if not hasattr(self._local, "session"):
+            self._local.session = http.session(total=0)
+        return self._local.session
 
     def get(self, url: str, auth: str, first: int | None = None, last: int | None = None):
         """Open `url` (bytes first..last when `first` is given); return the 200/206 response."""
