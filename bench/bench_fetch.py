@@ -224,12 +224,16 @@ def warm_start(tmp: Path, total: int) -> dict:
 
 
 def run(quick: bool) -> list[dict]:
-    if not shutil.which("curl"):
-        raise SystemExit("bench_fetch needs curl on PATH")
     with tempfile.TemporaryDirectory(prefix="bench-fetch-") as tmp:
         tmp = Path(tmp)
-        return [
-            *one_big_file(tmp, (128 if quick else 1024) * MiB),
-            twenty_files(tmp, (2 if quick else 16) * MiB),
-            warm_start(tmp, (256 if quick else 2048) * MiB),
-        ]
+        figures = []
+        if shutil.which("curl"):
+            figures += one_big_file(tmp, (128 if quick else 1024) * MiB)
+        else:
+            print(
+                "bench_fetch: no curl on PATH, the fetcher-vs-curl figures are left out",
+                file=sys.stderr,
+            )
+        figures.append(twenty_files(tmp, (2 if quick else 16) * MiB))
+        figures.append(warm_start(tmp, (256 if quick else 2048) * MiB))
+        return figures
