@@ -34,7 +34,11 @@ SETTINGS = (WORKERS, volume.MODEL_PATHS, *download.SETTINGS)
 
 
 class NotEnoughSpace(FetchError):
-    pass
+    """The missing models cannot fit on the volume (checked before any download)."""
+
+
+# What a fetch fails with when the fix is the user's: a message, never a traceback.
+USER_ERRORS = (FetchError, manifest.ManifestError, settings.SettingError)
 
 
 @dataclass
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         fetch(args.manifest)
-    except (FetchError, manifest.ManifestError, settings.SettingError) as exc:
+    except USER_ERRORS as exc:
         print(logs.redact(f"fetch failed: {exc}"), file=sys.stderr, flush=True)
         return 1
     return 0

@@ -30,9 +30,8 @@ from pathlib import Path
 
 import requests
 
-from handler import fetch, manifest, settings
+from handler import fetch, settings
 from handler import log as logs
-from handler.download import FetchError
 
 START_TIMEOUT = settings.setting(
     "BAKERY_COMFY_START_TIMEOUT_S",
@@ -205,7 +204,7 @@ def run(handler_args: list[str]) -> int:
     signal.signal(signal.SIGINT, stop_fetching)
     try:
         summary = fetch.fetch()
-    except (FetchError, manifest.ManifestError, settings.SettingError) as exc:
+    except fetch.USER_ERRORS as exc:
         say(f"models could not be fetched, so this worker stops.\n{exc}")
         return 1
 
