@@ -10,7 +10,9 @@ with one line saying what failed and what to do.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import os
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -105,9 +107,6 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
     return summary
 
 
-BUSY = "busy"  # fetch_one: another worker holds the file's lock
-
-
 def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, env) -> list:
     """Fetch `pairs` (model, place) on BAKERY_FETCH_WORKERS threads; return those found busy."""
     if not pairs:
@@ -126,7 +125,7 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
                 failures.append(f"{place.name}: {exc}")
                 logs.event(log, "model failed", logging.ERROR, file=place.name, error=str(exc))
                 continue
-            if got is BUSY:
+            if got == volume.BUSY:
                 busy.append((m, place))
             elif got is None:
                 summary.present.append(place.name)
@@ -137,15 +136,23 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
 
 
 def fetch_one(model: Model, place: volume.Place, client: Client, wait: bool, env):
-    """Bytes downloaded for `model`; None if it is in place already; BUSY if another
+    """Bytes downloaded for `model`; None if it is in place already; volume.BUSY if another
     worker holds it and `wait` is false."""
 
     def waiting() -> None:
         logs.event(log, "another worker is fetching this file, waiting for it", file=place.name)
 
-    with volume.locked(place, on_wait=waiting, wait=wait) as held:
-        if not held:
-            return BUSY
+    with volume.locked(place, on_wait=waiting, wait=wait) as lock:
+        if lock == volume.BUSY:
+            return volume.BUSY
+        if lock == volume.UNLOCKED:
+            logs.event(
+                log,
+                "this volume has no file locks: another worker may download this file too",
+                logging.WARNING,
+                file=place.name,
+            )
+            place = dataclasses.replace(place, owner=str(os.getpid()))
         if place.verified(model.sha256, model.size):
             return None  # another worker finished it while we waited
         if adopt(model, place):

@@ -78,6 +78,9 @@ class Place:
     root: Path
     folder: str
     file: str
+    # Set where the volume has no file locks: this process's own .part, so two
+    # workers never write into one (resuming is then lost, safety is not).
+    owner: str = ""
 
     @property
     def target(self) -> Path:
@@ -92,11 +95,11 @@ class Place:
 
     @property
     def part(self) -> Path:
-        return self._side(".part")
+        return self._side(f"{self.owner and '.' + self.owner}.part")
 
     @property
     def part_state(self) -> Path:
-        return self._side(".part.json")
+        return self._side(f"{self.owner and '.' + self.owner}.part.json")
 
     @property
     def lock_file(self) -> Path:
@@ -148,10 +151,15 @@ class Place:
         return min(st.st_size, st.st_blocks * 512)
 
 
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS)
+HELD, BUSY, UNLOCKED = "held", "busy", "unlocked"
+
+
 @contextlib.contextmanager
 def locked(place: Place, on_wait=None, wait: bool = True):
-    """Hold the file lock of `place` (yields True), or yield False if another worker
-    holds it and `wait` is false. Waiting, it calls `on_wait()` first.
+    """Hold the file lock of `place`: yields HELD; BUSY if another worker holds it and
+    `wait` is false (waiting, it calls `on_wait()` first); UNLOCKED on a file system
+    without locks.
 
     fcntl (POSIX) locks, not flock: they also work on NFS-style network volumes,
     and the kernel drops them when the holder dies, even by SIGKILL.
@@ -162,15 +170,18 @@ def locked(place: Place, on_wait=None, wait: bool = True):
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if exc.errno in NO_LOCKS:
+                yield UNLOCKED
+                return
             if exc.errno not in (errno.EACCES, errno.EAGAIN):
                 raise
             if not wait:
-                yield False
+                yield BUSY
                 return
             if on_wait is not None:
                 on_wait()
             fcntl.lockf(fd, fcntl.LOCK_EX)
-        yield True
+        yield HELD
     finally:
         os.close(fd)  # closing releases the lock
 

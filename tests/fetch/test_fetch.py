@@ -113,6 +113,25 @@ def test_an_unwritable_model_paths_file_is_named(server, box, monkeypatch):
     assert str(err.value).endswith(" — set BAKERY_MODEL_PATHS to a path this user can write")
 
 
+def test_a_volume_without_file_locks_still_works(server, box, monkeypatch, fetch_log):
+    import errno
+    import fcntl
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "lockf", no_locks)
+    data = blob(100_000)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+    (warning,) = fetch_log.events(
+        "this volume has no file locks: another worker may download this file too"
+    )
+    assert warning["file"] == "checkpoints/m.safetensors"
+    assert not list((box.models / ".bakery" / "checkpoints").glob("*.part*"))
+
+
 def test_a_cut_connection_resumes_in_the_same_run(server, box, fetch_log):
     data = blob(3 * MiB)
     server.fault("m.safetensors", ("cut", MiB))
