@@ -227,6 +227,7 @@ class Client:
             if resp.is_redirect:
                 url = urljoin(url, resp.headers["Location"])
                 resp.close()
+                logs.event(log, "redirected", logging.DEBUG, to=urlsplit(url).hostname)
                 continue
             if resp.status_code in (200, 206):
                 return resp
@@ -235,11 +236,16 @@ class Client:
                 raise _Retry(f"HTTP {resp.status_code} from {public(url)}", retry_after(resp))
             if resp.status_code == 416:
                 raise _RangeIgnored()
-            raise FetchError(self._refused(resp.status_code, url, auth))
+            raise FetchError(self._refused(resp, url, auth))
         raise FetchError(f"more than {MAX_REDIRECTS} redirects from {public(url)}")
 
-    def _refused(self, status: int, url: str, auth: str) -> str:
+    def _refused(self, resp: requests.Response, url: str, auth: str) -> str:
+        status = resp.status_code
         msg = f"HTTP {status} from {public(url)}"
+        # Hugging Face explains a refusal (gated model, licence not accepted) in a header.
+        said = resp.headers.get("X-Error-Message")
+        if said:
+            msg += f" ({said.strip()})"
         if status in (401, 403) and auth in TOKENS:
             token_setting, hosts_setting = TOKENS[auth]
             if not token_setting.get(self.env):

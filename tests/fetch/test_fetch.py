@@ -305,6 +305,21 @@ def test_a_missing_token_is_named_without_leaking_others(server, box, monkeypatc
     )
 
 
+def test_a_refused_token_says_why_when_the_server_does(server, box, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token_value_123")
+    data = blob(1000)
+    url = server.add("gated.safetensors", data)
+    why = "Access to model x/y is restricted. You must have access to it and be authenticated."
+    server.fault("gated.safetensors", ("status", 403, {"X-Error-Message": why}))
+    box.write_manifest(manifest_entry(url, data, auth="huggingface"))
+    with pytest.raises(FetchError) as err:
+        fetch.fetch()
+    assert str(err.value).endswith(
+        f"checkpoints/m.safetensors: HTTP 403 from {url} ({why}): the server refused HF_TOKEN "
+        "— check it has access"
+    )
+
+
 @pytest.mark.parametrize(
     "url, auth, sent",
     [
