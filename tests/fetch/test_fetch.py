@@ -303,6 +303,7 @@ def test_a_missing_token_is_named_without_leaking_others(server, box, monkeypatc
     assert str(err.value).endswith(
         f"checkpoints/m.safetensors: HTTP 401 from {url}: this model needs a token — set HF_TOKEN"
     )
+    assert "Authorization" not in server.headers_seen("gated.safetensors")[0]
 
 
 def test_a_refused_token_says_why_when_the_server_does(server, box, monkeypatch):
