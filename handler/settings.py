@@ -96,15 +96,6 @@ def _load_all() -> None:
             importlib.import_module(f"handler.{info.name}")
 
 
-if __name__ == "__main__":
-    # Run as a script this file is `__main__`, not `handler.settings`: use the
-    # module the other handler modules register into.
-    from handler import settings as _registry
-
-    _registry._load_all()
-    print(_registry.markdown_table(), end="")
-
-
 # --- Settings more than one module reads (declared once, here) ---------------
 COMFY_HOST = setting(
     "COMFY_HOST",
@@ -127,13 +118,13 @@ VOLUME_DIR = setting(
 HF_TOKEN = setting(
     "HF_TOKEN",
     "",
-    "Hugging Face token for models with `auth: huggingface` (sent only to huggingface.co).",
+    "Hugging Face token for models with `auth: huggingface` (sent only to the hosts in BAKERY_HF_HOSTS, over https).",
     secret=True,
 )
 CIVITAI_TOKEN = setting(
     "CIVITAI_TOKEN",
     "",
-    "Civitai token for models with `auth: civitai` (sent only to civitai.com).",
+    "Civitai token for models with `auth: civitai` (sent only to the hosts in BAKERY_CIVITAI_HOSTS, over https).",
     secret=True,
 )
 COMFY_ORG_API_KEY = setting(
@@ -153,3 +144,43 @@ BUCKET_ACCESS_KEY_ID = setting(
 BUCKET_SECRET_ACCESS_KEY = setting(
     "BUCKET_SECRET_ACCESS_KEY", "", "Secret key for BUCKET_ENDPOINT_URL.", secret=True
 )
+
+
+README_MARKERS = ("<!-- settings:start -->\n", "<!-- settings:end -->")
+
+
+def readme_with_table(text: str) -> str:
+    """`text` (the README) with the settings table between its markers replaced."""
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        raise ValueError(f"README has no {start.strip()} ... {end} markers")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return head + start + markdown_table() + end + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(
+        prog="python -m handler.settings",
+        description="Print every run-time environment variable as a markdown table.",
+    )
+    ap.add_argument("--readme", metavar="PATH", help="rewrite the table in this README instead")
+    args = ap.parse_args(argv)
+    _load_all()
+    if args.readme:
+        path = Path(args.readme)
+        path.write_text(readme_with_table(path.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        print(markdown_table(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run as a script this file is `__main__`, not `handler.settings`: use the
+    # module the other handler modules register into.
+    from handler import settings as _registry
+
+    raise SystemExit(_registry.main())
