@@ -118,13 +118,15 @@ VOLUME_DIR = setting(
 HF_TOKEN = setting(
     "HF_TOKEN",
     "",
-    "Hugging Face token for models with `auth: huggingface` (sent only to the hosts in BAKERY_HF_HOSTS, over https).",
+    "Hugging Face token for models with `auth: huggingface` "
+    "(sent only to the hosts in BAKERY_HF_HOSTS, over https).",
     secret=True,
 )
 CIVITAI_TOKEN = setting(
     "CIVITAI_TOKEN",
     "",
-    "Civitai token for models with `auth: civitai` (sent only to the hosts in BAKERY_CIVITAI_HOSTS, over https).",
+    "Civitai token for models with `auth: civitai` "
+    "(sent only to the hosts in BAKERY_CIVITAI_HOSTS, over https).",
     secret=True,
 )
 COMFY_ORG_API_KEY = setting(
