@@ -19,6 +19,9 @@ from bakery.marked_yaml import Marked, dotted
 from bakery.marked_yaml import load as load_marked
 from bakery.schema import VARIANTS_SCHEMA
 
+# A model set holds manifest entries: the same typed record the run-time side reads.
+from handler.manifest import Model
+
 DEFAULT_COMFYUI_SOURCE = "https://github.com/comfyanonymous/ComfyUI.git"
 
 # Names become bake target names and image tags: keep them to what both accept.
@@ -56,16 +59,6 @@ JSON_TYPE_WORDS = {
     "boolean": "true or false",
     "null": "null",
 }
-
-
-@dataclass(frozen=True)
-class Model:
-    url: str
-    dir: str
-    file: str
-    sha256: str | None
-    size: int | None
-    auth: str
 
 
 @dataclass(frozen=True)
