@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from engine import buildx_missing
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,14 +45,6 @@ variants:
 """
 
 
-def buildx_missing() -> str | None:
-    """Why `docker buildx` cannot run here, or None when it can."""
-    if not shutil.which("docker"):
-        return "no docker CLI on PATH"
-    done = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True)
-    if done.returncode != 0:
-        return "docker buildx is not installed (tools/ci/docker-engine.sh installs it)"
-    return None
 
 
 needs_buildx = pytest.mark.skipif(buildx_missing() is not None, reason=str(buildx_missing()))

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import shutil
-import subprocess
 import threading
 import uuid
 from dataclasses import dataclass
@@ -18,22 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from engine import engine_problem
 from standin import bake as stand_in
 from standin import base
 
 REPO = stand_in.REPO
-
-
-def engine_problem() -> str | None:
-    """Why image tests cannot run here, or None when they can."""
-    if shutil.which("docker") is None:
-        return "no docker client on PATH"
-    info = subprocess.run(["docker", "info"], capture_output=True, text=True)
-    if info.returncode != 0:
-        return "no Docker engine answers (CI starts one with tools/ci/docker-engine.sh)"
-    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode != 0:
-        return "docker buildx is not installed (tools/ci/docker-engine.sh installs it)"
-    return None
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from workflow_files import bakery_missing, buildx_missing, ci_script
+from engine import buildx_missing
+from workflow_files import ci_script
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +19,7 @@ def release_notes():
 
 @pytest.fixture
 def needs_bake():
-    """Skip, with the reason, unless both buildx and the bakery CLI are here."""
-    reason = buildx_missing() or bakery_missing()
+    """Skip, with the reason, unless buildx is here."""
+    reason = buildx_missing()
     if reason:
         pytest.skip(reason)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -44,22 +43,3 @@ def tool(name: str) -> str:
     if not found:
         pytest.fail(f"{name} is missing: pip install -e '.[dev]' (pinned in requirements-dev)")
     return found
-
-
-def buildx_missing() -> str | None:
-    """Why `docker buildx` cannot run here, or None when it can."""
-    if not shutil.which("docker"):
-        return "no docker client (tools/ci/docker-engine.sh installs one with buildx)"
-    done = subprocess.run(["docker", "buildx", "version"], capture_output=True, text=True)
-    if done.returncode != 0:
-        return "docker buildx is not installed (tools/ci/docker-engine.sh installs it)"
-    return None
-
-
-def bakery_missing() -> str | None:
-    """Why the bakery CLI (issue 2) cannot plan a release here, or None when it can."""
-    if importlib.util.find_spec("bakery.cli") is None:
-        return "the bakery CLI (tools/bakery/cli.py, issue 2) is not written yet"
-    if not (REPO_ROOT / "docker-bake.hcl").exists():
-        return "docker-bake.hcl is not rendered yet (bakery render)"
-    return None
