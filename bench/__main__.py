@@ -23,7 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("only", nargs="*", help="run only these benchmarks (e.g. fetch render)")
     ap.add_argument("--quick", action="store_true", help="smaller inputs, for a smoke run")
+    ap.add_argument(
+        "--markdown", action="store_true", help="print the last results as the README's table"
+    )
     args = ap.parse_args(argv)
+    results = Path(__file__).parent / "results" / "latest.json"
+    if args.markdown:
+        print(markdown(json.loads(results.read_text())), end="")
+        return 0
     names = sorted(
         m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
     )
@@ -39,10 +46,26 @@ def main(argv: list[str] | None = None) -> int:
             figures.append(fig)
             print(format_row(fig), flush=True)
         print(f"   ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / "latest.json").write_text(json.dumps(figures, indent=2) + "\n")
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def markdown(figures: list[dict]) -> str:
+    rows = [
+        "| bench | figure | value | baseline (same run) | ratio | aim | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for fig in figures:
+        unit = fig.get("unit", "")
+        ratio = fig.get("ratio")
+        rows.append(
+            f"| {fig['bench']} | {fig['name']} | {fig.get('value', 0):.4g} {unit} "
+            f"| {fig.get('baseline', 0):.4g} {unit} "
+            f"| {f'{ratio:.3g}' if isinstance(ratio, (int, float)) else '-'} "
+            f"| {fig.get('aim', '-')} | {fig.get('note', '')} |"
+        )
+    return "\n".join(rows) + "\n"
 
 
 def format_row(fig: dict) -> str:
