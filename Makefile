@@ -2,7 +2,7 @@
 PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
 BAKERY = $(PY) -m bakery
 
-.PHONY: build render check validate test lint smoke bench venv
+.PHONY: build render check validate test lint smoke bench venv lock
 
 ## build: validate variants.yaml, render, and `docker buildx bake` the default group
 build:
@@ -36,4 +36,13 @@ bench:
 ## venv: a local virtual environment with the pinned dev dependencies
 venv:
 	python3 -m venv .venv
-	.venv/bin/pip install -q -e '.[dev]'
+	.venv/bin/pip install -q -e '.[dev]' -c handler/constraints.txt
+
+## lock: re-pin every package the handler's dependencies pull in (handler/constraints.txt)
+lock:
+	rm -rf .cache/lock && python3 -m venv .cache/lock
+	.cache/lock/bin/pip install -q -r handler/requirements.txt
+	{ sed -n '/^#/p' handler/constraints.txt; \
+	  .cache/lock/bin/pip freeze --all --exclude pip --exclude setuptools --exclude wheel; \
+	} > handler/constraints.txt.new
+	mv handler/constraints.txt.new handler/constraints.txt
