@@ -1,40 +1,48 @@
 # comfy-bakery — the two commands a user needs are `make build` and `make test`.
-PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+VENV_PY := .venv/bin/python
+PY ?= $(VENV_PY)
 BAKERY = $(PY) -m bakery
+# The venv is made on first use, so a fresh clone needs no setup step; a caller
+# with its own Python (CI on GitHub: `make test PY=python`) skips it.
+NEEDS_PY := $(if $(filter $(VENV_PY),$(PY)),$(VENV_PY))
 
 .PHONY: build render check validate test lint smoke bench venv lock
 
 ## build: validate variants.yaml, render, and `docker buildx bake` the default group
-build:
+build: $(NEEDS_PY)
 	$(BAKERY) build
 
-render:
+render: $(NEEDS_PY)
 	$(BAKERY) render
 
-check:
+check: $(NEEDS_PY)
 	$(BAKERY) check
 
-validate:
+validate: $(NEEDS_PY)
 	$(BAKERY) validate
 
 ## test: the whole test suite (docker tests skip, with the reason, when no engine answers)
-test:
+test: $(NEEDS_PY)
 	$(PY) -m pytest
 
-lint:
+lint: $(NEEDS_PY)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 ## smoke: build every variant against the stand-ins and send one job through each image
-smoke:
+smoke: $(NEEDS_PY)
 	$(PY) -m pytest -m docker tests/docker -k smoke
 
 ## bench: every benchmark; each figure is a ratio against a baseline measured in the same run
-bench:
+bench: $(NEEDS_PY)
 	$(PY) -m bench
 
-## venv: a local virtual environment with the pinned dev dependencies
+## venv: (re)make the local virtual environment with the pinned dev dependencies
 venv:
+	rm -rf .venv
+	$(MAKE) $(VENV_PY)
+
+$(VENV_PY):
 	python3 -m venv .venv
 	.venv/bin/pip install -q -e '.[dev]' -c handler/constraints.txt
 
