@@ -11,7 +11,8 @@
    BAKERY_COMFY_PID set so a job fails fast if ComfyUI is gone.
 
 This process stays as the parent of both: SIGTERM and SIGINT are passed on to
-each child's process group; when the handler ends, ComfyUI is stopped too.
+each child's process group; when the handler ends, ComfyUI is stopped too. As
+a container's PID 1 it also reaps orphaned processes, so no zombies pile up.
 """
 
 from __future__ import annotations
@@ -183,6 +184,26 @@ def stop(procs: list[subprocess.Popen], sig: int = signal.SIGTERM) -> None:
             proc.wait()
 
 
+def reap_orphans(ours: set[int]) -> list[int]:
+    """Reap exited processes that are not `ours`; return their pids.
+
+    In a container this process is PID 1, so every orphan (a custom node's
+    ffmpeg whose parent died, say) becomes its child; unreaped, they pile up as
+    zombies for the worker's whole life. Peek first (WNOWAIT) so that our own
+    children are left for their Popen objects, which need their exit codes.
+    """
+    reaped = []
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return reaped
+        if info is None or info.si_pid in ours:
+            return reaped
+        os.waitpid(info.si_pid, 0)
+        reaped.append(info.si_pid)
+
+
 def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
@@ -246,7 +267,10 @@ def run(handler_args: list[str]) -> int:
     if stopping:  # a signal that came while the handler was being started
         signal_group(worker, stopping[0])
     reported = False
+    pid_one = os.getpid() == 1
     while worker.poll() is None:
+        if pid_one:
+            reap_orphans({comfy.proc.pid, worker.pid})
         if comfy.proc.poll() is not None and not reported and not stopping:
             reported = True
             # The handler sees it too (BAKERY_COMFY_PID): it fails jobs at once and asks
