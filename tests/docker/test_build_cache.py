@@ -4,6 +4,7 @@ read from BuildKit's own report of each step (cached or run), not from timings."
 from __future__ import annotations
 
 import dataclasses
+import uuid
 
 import pytest
 from standin import bake as stand_in
@@ -45,7 +46,9 @@ def test_handler_change_rebuilds_only_the_handler_layer_and_after(bakes, given, 
         # the same change would already be cached by the first file's rebuild.
         changed = stand_in.clean_copy(given.handler, work / f"handler-changed-{name}")
         init = changed / "__init__.py"
-        init.write_text(init.read_text() + f"# a one-line change ({name}), for the cache check\n")
+        # Unique per run too: an engine that already built this change (an earlier run on
+        # the same machine) would take it from cache and the check would see nothing run.
+        init.write_text(init.read_text() + f"# a one-line change ({name} {uuid.uuid4()})\n")
         with_change = dataclasses.replace(given, handler=changed)
         targets = [v["target"] for v in rendered.matrix["variants"]]
         rebuilt = stand_in.bake(rendered.out, targets, with_change, work=work / f"rebake-{name}")
