@@ -61,7 +61,8 @@ def measure(work: Path, run_id: str, quick: bool) -> list[dict]:
     cold = stand_in.bake(out, targets, given, work=work / "cold", no_cache=True)
     changed = stand_in.clean_copy(given.handler, work / "handler-changed")
     init = changed / "__init__.py"
-    init.write_text(init.read_text() + "# a one-line change, for the rebuild benchmark\n")
+    # Unique per run: a change the engine built before would come from cache.
+    init.write_text(init.read_text() + f"# a one-line change ({run_id})\n")
     warm = stand_in.bake(
         out, targets, dataclasses.replace(given, handler=changed), work=work / "rebuild"
     )
