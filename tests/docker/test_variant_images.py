@@ -252,7 +252,10 @@ def test_base_target_is_built_once_per_cuda_line(bakes):
             # A base built twice would differ in its layers (files carry build times).
             for target in on_line:
                 assert layers(baked.images[target])[: len(base_layers)] == base_layers, (
-                    f"{name}:{target} does not start with {base['target']}'s layers"
+                    f"{name}:{target} does not start with {base['target']}'s layers "
+                    "(if a `--no-cache` bake ran on this engine before, BuildKit holds two "
+                    "equivalent records per base step and may pick either: "
+                    "`docker builder prune -af` clears them)"
                 )
             # BuildKit reports each base step once per line: one definition, one run.
             base_steps = [s for s in baked.steps if s.target == base["target"] and s.completed]

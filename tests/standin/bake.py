@@ -150,7 +150,6 @@ def bake(
     given: Inputs,
     *,
     work: Path,
-    no_cache: bool = False,
 ) -> Baked:
     """Bake `targets` of the bake file rendered in `out` against the stand-ins.
 
@@ -165,8 +164,6 @@ def bake(
     meta, log = work / "metadata.json", work / "progress.jsonl"
     cmd = ["docker", "buildx", "bake", "--progress=rawjson", f"--metadata-file={meta}"]
     cmd += [f"--set={s}" for s in sets]
-    if no_cache:
-        cmd.append("--no-cache")
     t0 = time.monotonic()
     with log.open("w") as log_file:
         done = subprocess.run(
