@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+
 import pytest
 from comfy_double import start
 
@@ -40,3 +44,32 @@ def comfy_double_factory(tmp_path):
     yield factory
     for double in started:
         double.stop()
+
+
+class LogLines:
+    """The project logger's JSON lines written while a test runs (after redaction)."""
+
+    def __init__(self, out: io.StringIO):
+        self.out = out
+
+    @property
+    def text(self) -> str:
+        return self.out.getvalue()
+
+    def events(self, msg: str | None = None) -> list[dict]:
+        entries = [json.loads(line) for line in self.text.splitlines() if line.strip()]
+        return [e for e in entries if msg is None or e["msg"] == msg]
+
+
+@pytest.fixture
+def project_log():
+    """Every line handler.log writes during the test, formatted as on stderr."""
+    from handler import log as logs
+
+    out = io.StringIO()
+    capture = logging.StreamHandler(out)
+    capture.setFormatter(logs.JsonFormatter())
+    root = logs.get("test").parent
+    root.addHandler(capture)
+    yield LogLines(out)
+    root.removeHandler(capture)

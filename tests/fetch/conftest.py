@@ -3,17 +3,13 @@ container-like environment in tmp_path, manifests, and the fetcher's log lines."
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
 import pytest
 from model_server import ModelServer
-
-from handler import log as logs
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -90,26 +86,6 @@ class Box:
 
 
 @pytest.fixture
-def fetch_log():
+def fetch_log(project_log):
     """The fetcher's JSON log lines, as written (after redaction)."""
-    out = io.StringIO()
-    handler = logging.StreamHandler(out)
-    handler.setFormatter(logs.JsonFormatter())
-    logger = logs.get("fetch").parent
-    logger.addHandler(handler)
-    lines = Lines(out)
-    yield lines
-    logger.removeHandler(handler)
-
-
-class Lines:
-    def __init__(self, out: io.StringIO):
-        self.out = out
-
-    @property
-    def text(self) -> str:
-        return self.out.getvalue()
-
-    def events(self, msg: str | None = None) -> list[dict]:
-        entries = [json.loads(line) for line in self.text.splitlines() if line.strip()]
-        return [e for e in entries if msg is None or e["msg"] == msg]
+    return project_log

@@ -3,12 +3,10 @@ shipped in batches to an HTTP endpoint without ever slowing or failing a job."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import time
 
-import pytest
 from handler_helpers import load_invert_save, png_b64
 
 from handler import log
@@ -17,19 +15,7 @@ from handler.worker import handler
 API_KEY = "comfyui-job-api-key-0123456789"
 
 
-@pytest.fixture
-def log_lines():
-    """Every line the handler's logger writes while the test runs (as the stderr handler does)."""
-    stream = io.StringIO()
-    out = logging.StreamHandler(stream)
-    out.setFormatter(log.JsonFormatter())
-    root = log.get("test").parent
-    root.addHandler(out)
-    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
-    root.removeHandler(out)
-
-
-def test_log_lines_carry_the_job_id_and_no_secret_or_image_data(comfy, handler_env, log_lines):
+def test_log_lines_carry_the_job_id_and_no_secret_or_image_data(comfy, handler_env, project_log):
     handler_env.setenv("BAKERY_LOG_LEVEL", "DEBUG")
     log.get("test").parent.setLevel(logging.DEBUG)
     image = png_b64(16, 16, 0x445566)
@@ -47,7 +33,7 @@ def test_log_lines_carry_the_job_id_and_no_secret_or_image_data(comfy, handler_e
     # A failing job too: its error must not echo the key either.
     job["input"]["workflow"] = {"1": {"class_type": "NoSuchNode", "inputs": {"key": API_KEY}}}
     assert "error" in handler(job)
-    lines = log_lines()
+    lines = project_log.events()
     text = "\n".join(json.dumps(line) for line in lines)
     assert lines and all(line["job_id"] == "job-logs" for line in lines)
     assert {"prompt queued", "job finished", "job files removed", "progress"} <= {
@@ -64,11 +50,11 @@ def test_log_lines_carry_the_job_id_and_no_secret_or_image_data(comfy, handler_e
     assert set(finished["telemetry"]) >= {"queue_wait_ms", "execution_ms", "peak_ram_mb"}
 
 
-def test_job_api_key_is_redacted_even_when_a_message_contains_it(log_lines):
+def test_job_api_key_is_redacted_even_when_a_message_contains_it(project_log):
     with log.hidden(API_KEY):
         log.event(log.get("test"), f"something mentioned {API_KEY}", detail=API_KEY)
     log.event(log.get("test"), f"after the job: {API_KEY}")
-    lines = log_lines()
+    lines = project_log.events()
     assert lines[0]["msg"] == "something mentioned ***" and lines[0]["detail"] == "***"
     assert lines[1]["msg"] == f"after the job: {API_KEY}"  # the job is over: no longer hidden
 
