@@ -54,3 +54,10 @@ def test_the_dev_tools_agree_with_the_images_on_shared_packages():
     )
     clash = {n: (v, locked[n]) for n, v in dev.items() if n in locked and locked[n] != v}
     assert not clash, f"dev pins differ from handler/constraints.txt (dev, image): {clash}"
+
+
+def test_the_comfyui_double_pins_what_the_repo_pins():
+    double = requirements(REPO / "tests" / "comfy_double" / "requirements.txt")
+    assert set(double) == {"aiohttp", "pyyaml"}
+    assert double["aiohttp"] == requirements(REPO / "requirements-dev.txt")["aiohttp"]
+    assert double["pyyaml"] == requirements(REPO / "tools" / "requirements.txt")["pyyaml"]
