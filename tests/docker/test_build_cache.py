@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
-import docker
 import pytest
 from standin import bake as stand_in
 
@@ -32,10 +31,6 @@ def rebuilt_steps(baked: stand_in.Baked, matrix: dict) -> dict[str, list[str]]:
         owner = s.target if s.digest not in base_digests else "base steps"
         ran.setdefault(owner, []).append(f"{s.index}/{s.total} {s.command[:70]}")
     return ran
-
-
-def layers(image: str) -> list[str]:
-    return docker.from_env().images.get(image).attrs["RootFS"]["Layers"]
 
 
 def rendered_base(rendered, target: str) -> str:
@@ -71,9 +66,9 @@ def test_handler_change_rebuilds_only_the_handler_layer_and_after(bakes, given, 
             # That the handler layer itself is new is read from the images BuildKit
             # wrote: its progress report may show a step shared by several targets as
             # cached for all of them, while the layer ids cannot lie.
-            before = layers(bakes.baked[name].images[target])
-            after = layers(rebuilt.images[target])
-            n_base = len(layers(bakes.baked[name].bases[rendered_base(rendered, target)]))
+            before = stand_in.layers(bakes.baked[name].images[target])
+            after = stand_in.layers(rebuilt.images[target])
+            n_base = len(stand_in.layers(bakes.baked[name].bases[rendered_base(rendered, target)]))
             assert after[:n_base] == before[:n_base], f"{name}:{target}: base layers changed"
             # Custom-node layers (unchanged) may sit between the base and the handler.
             assert after != before, (

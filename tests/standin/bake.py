@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import docker
+
 from standin import progress
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,6 +193,11 @@ def bake(
         seconds=seconds,
         log=log,
     )
+
+
+def layers(image: str) -> list[str]:
+    """The image's layer ids (diff ids), bottom first: equal ids are the same layer."""
+    return docker.from_env().images.get(image).attrs["RootFS"]["Layers"]
 
 
 def remove_images(run_id: str) -> None:
