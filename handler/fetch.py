@@ -73,7 +73,7 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
             "to a path this user can write"
         ) from None
     summary = Summary(root, yaml_path)
-    models = [Model(**m) for m in data["models"]]
+    models = list(data.models)
     pairs = [(m, volume.Place(root, m.dir, m.file)) for m in models]
     missing = []
     for m, place in pairs:

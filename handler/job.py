@@ -13,9 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import jsonschema
-
-from handler import settings
+from handler import schema_errors, settings
 from handler.errors import JobInputError
 
 TIMEOUT_DEFAULT = settings.setting(
@@ -121,57 +119,61 @@ def parse(job_input: Any) -> JobSpec:
     )
 
 
-_NAME_RULE = (
-    "must be a plain file name (letters, digits, space and _ . ( ) + = , -; "
-    "no folders, no leading dot), at most 200 characters"
+# The job schema's words for a client (handler.schema_errors), laid over schema().
+_NAME_WHAT = "not a plain file name"
+_NAME_FIX = (
+    "use letters, digits, space and _ . ( ) + = , - (no folders, no leading dot), "
+    "at most 200 characters"
 )
+_NAME_RULE = f"{_NAME_WHAT} — {_NAME_FIX}"
+_WORDING = schema_errors.Wording(
+    noun="field",
+    types=schema_errors.JSON_TYPES,
+    default_fix="see the job input fields in the README",
+    verb="send",
+)
+_SCHEMA_WORDING = {
+    "properties": {
+        "workflow": {
+            "x-example": '"workflow": <the ComfyUI workflow in API format>',
+            "x-fix": {
+                "type": 'send the workflow in API format (ComfyUI: Workflow → "Export (API)"), '
+                "as an object or a JSON string"
+            },
+        },
+        "images": {
+            "x-fix": {"maxItems": "send at most {rule} images in one job"},
+            "items": {
+                "properties": {
+                    "name": {
+                        "x-what": _NAME_WHAT,
+                        "x-fix": _NAME_FIX,
+                        "x-example": '"name": "input.png"',
+                    },
+                    "image": {"x-fix": "send the image as base64 or a data URI"},
+                    "url": {"x-fix": "send an http(s) URL of at most 4096 characters"},
+                }
+            },
+        },
+        "comfy_org_api_key": {"x-fix": "send the key, or leave the field out"},
+        "timeout_s": {
+            "x-what": {"maximum": "is longer than this worker allows ({rule} seconds)"},
+            "x-fix": {
+                "maximum": "ask for at most {rule}, or raise BAKERY_JOB_TIMEOUT_MAX_S",
+                "exclusiveMinimum": "send the seconds the job may run, or leave it out for "
+                "the default",
+            },
+        },
+    }
+}
 
 
 def _check_schema(job_input: dict) -> None:
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(job_input), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise JobInputError(_describe(errors[0]))
-
-
-def _path(error: jsonschema.ValidationError) -> str:
-    out = ""
-    for part in error.absolute_path:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "input"
-
-
-def _describe(error: jsonschema.ValidationError) -> str:
-    """One line naming the field and the rule, never the value (it may be secret or huge)."""
-    where = _path(error)
-    kind, rule = error.validator, error.validator_value
-    if kind == "required":
-        missing = [r for r in rule if r not in error.instance]
-        name = missing[0] if missing else rule[0]
-        prefix = "" if where == "input" else f"{where}."
-        hint = " (the ComfyUI workflow in API format)" if name == "workflow" else ""
-        return f"{prefix}{name}: is required{hint}"
-    if kind == "additionalProperties":
-        known = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(known))
-        prefix = "" if where == "input" else f"{where}."
-        return f"{prefix}{extra[0]}: unknown field (known fields: {', '.join(known)})"
-    if kind == "type":
-        wanted = " or ".join(rule) if isinstance(rule, list) else rule
-        return f"{where}: must be {_article(wanted)}, got {_json_type(error.instance)}"
-    if kind == "pattern" and where.endswith(".name"):
-        return f"{where}: {_NAME_RULE}"
-    if kind == "minLength":
-        return f"{where}: must not be empty"
-    if kind == "maxLength":
-        return f"{where}: is too long (at most {rule} characters)"
-    if kind == "maxItems":
-        return f"{where}: too many entries (at most {rule})"
-    if kind == "maximum":
-        return f"{where}: must be at most {rule:g} (BAKERY_JOB_TIMEOUT_MAX_S)"
-    if kind == "exclusiveMinimum":
-        return f"{where}: must be greater than {rule:g}"
-    return f"{where}: does not match the job schema ({kind})"
+    """The first problem the schema finds, as a JobInputError; never the value itself."""
+    checked = schema_errors.with_wording(schema(), _SCHEMA_WORDING)
+    found = schema_errors.problems(checked, job_input, _WORDING)
+    if found:
+        raise JobInputError(found[0].format(schema_errors.json_path(found[0].path)))
 
 
 def _workflow(value: Any) -> dict:
@@ -219,7 +221,3 @@ def _json_type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
-
-
-def _article(word: str) -> str:
-    return ("an " if word[0] in "aeio" else "a ") + word

@@ -2,9 +2,10 @@
 
 `bakery render` writes one `build/<variant>/models.json` per variant; the
 image carries it at /opt/bakery/models.json and `python -m handler.fetch`
-reads it at container start. Both sides validate against MANIFEST_SCHEMA
-below, so the schema lives here, on the run-time side (tools/ may import
-handler.manifest; handler/ never imports tools/).
+reads it at container start. Both sides use the typed `Manifest`/`Model`
+below, checked against MANIFEST_SCHEMA, so the model contract lives here, on
+the run-time side (tools/ may import handler.manifest; handler/ never imports
+tools/).
 
 Nothing secret is ever in a manifest: `auth` names the *kind* of token a
 download needs; the token itself comes from the container's environment.
@@ -12,11 +13,12 @@ download needs; the token itself comes from the container's environment.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
+from handler import schema_errors
 
 SCHEMA_VERSION = 1
 
@@ -50,18 +52,41 @@ MODEL_FOLDERS = (
 
 AUTH_KINDS = ("none", "huggingface", "civitai")
 
+# What a model entry is. `x-what` says what is wrong in words true wherever an
+# entry is written; the bakery lays its own fixes and examples for variants.yaml
+# over this schema (bakery.schema), so the rules are written here only.
 MODEL_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
     "required": ["url", "dir", "file", "sha256", "size", "auth"],
     "properties": {
-        "url": {"type": "string", "pattern": "^https?://"},
-        "dir": {"type": "string", "enum": list(MODEL_FOLDERS)},
+        "url": {
+            "type": "string",
+            "pattern": r"^https?://[^\s/]+\S*$",
+            "x-what": "{value} is not an http(s) URL",
+        },
+        "dir": {
+            "type": "string",
+            "enum": list(MODEL_FOLDERS),
+            "x-what": "{value} is not a ComfyUI model folder",
+        },
         # A plain file name: no folders, no way out of `dir`.
-        "file": {"type": "string", "pattern": r"^[^/\\]+$", "not": {"enum": [".", ".."]}},
-        "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
-        "size": {"type": ["integer", "null"], "minimum": 0},
-        "auth": {"enum": list(AUTH_KINDS)},
+        "file": {
+            "type": "string",
+            "pattern": r"^(?!\.\.?$)[^/\\]+$",
+            "x-what": "{value} is not a plain file name",
+        },
+        "sha256": {
+            "type": ["string", "null"],
+            "pattern": "^[0-9a-f]{64}$",
+            "x-what": "{value} is not a sha256 (64 lowercase hexadecimal characters)",
+        },
+        "size": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "x-what": "{value} is not a size in bytes",
+        },
+        "auth": {"enum": list(AUTH_KINDS), "x-what": "{value} is not a kind of download auth"},
     },
 }
 
@@ -72,13 +97,19 @@ MANIFEST_SCHEMA = {
     "additionalProperties": False,
     "required": ["schema_version", "variant", "model_set", "cuda", "models"],
     "properties": {
-        "schema_version": {"const": SCHEMA_VERSION},
+        "schema_version": {
+            "const": SCHEMA_VERSION,
+            "x-what": "{value} is not schema version {rule}, the one this handler reads",
+        },
         "variant": {"type": "string"},
         "model_set": {"type": "string"},
         "cuda": {"type": "string"},
         "models": {"type": "array", "items": MODEL_SCHEMA},
     },
 }
+
+RERENDER = "re-render it with `bakery render`; do not edit it by hand"
+WORDING = schema_errors.Wording(noun="key", types=schema_errors.JSON_TYPES, only_fix=RERENDER)
 
 
 @dataclass(frozen=True)
@@ -88,41 +119,96 @@ class Model:
     url: str
     dir: str
     file: str
-    sha256: str | None
-    size: int | None
-    auth: str
+    sha256: str | None = None
+    size: int | None = None
+    auth: str = "none"
+
+    @classmethod
+    def from_json(cls, entry: dict) -> Model:
+        """A model from an entry that passed MODEL_SCHEMA (optional fields may be left out)."""
+        return cls(**entry)
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A variant's manifest: which models its container puts in place."""
+
+    variant: str
+    model_set: str
+    cuda: str
+    models: tuple[Model, ...]
+
+    @classmethod
+    def from_json(cls, data: object, source: str = "models.json") -> Manifest:
+        """The manifest in `data`, or ManifestError naming every problem."""
+        data = validate(data, source)
+        return cls(
+            variant=data["variant"],
+            model_set=data["model_set"],
+            cuda=data["cuda"],
+            models=tuple(Model.from_json(m) for m in data["models"]),
+        )
+
+    def to_json(self) -> dict:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "variant": self.variant,
+            "model_set": self.model_set,
+            "cuda": self.cuda,
+            "models": [m.to_json() for m in self.models],
+        }
+
+    def dumps(self) -> str:
+        """Deterministic text for the manifest (same input, same bytes)."""
+        return json.dumps(validate(self.to_json()), indent=2, sort_keys=True) + "\n"
 
 
 class ManifestError(ValueError):
     """The manifest does not match MANIFEST_SCHEMA; the message says where."""
 
 
+def clashes(models: list) -> list[tuple[int, int]]:
+    """(i, first) for each model that lands on the folder/file of an earlier one, `first`:
+    the two would overwrite each other at fetch time. Entries lacking a dir or file are
+    left to the schema."""
+    seen: dict[tuple[str, str], int] = {}
+    out = []
+    for i, model in enumerate(models):
+        key = (model.get("dir"), model.get("file")) if isinstance(model, dict) else None
+        if key is None or not all(isinstance(part, str) for part in key):
+            continue
+        if key in seen:
+            out.append((i, seen[key]))
+        else:
+            seen[key] = i
+    return out
+
+
 def validate(data: object, source: str = "models.json") -> dict:
     """Return `data` if it is a valid manifest, else raise ManifestError naming every problem."""
-    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
-    problems = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if problems:
-        lines = []
-        for err in problems:
-            where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
-            lines.append(f"{source}: {where}: {err.message}")
-        raise ManifestError(
-            "\n".join(lines) + "\nRe-render it with `bakery render`; do not edit it by hand."
-        )
-    # Two models on one path would overwrite each other at fetch time.
-    seen: dict[tuple[str, str], int] = {}
-    for i, model in enumerate(data["models"]):  # type: ignore[index]
-        key = (model["dir"], model["file"])
-        if key in seen:
-            raise ManifestError(
-                f"{source}: models.{i}: {key[0]}/{key[1]} is also models.{seen[key]} — "
-                "each model needs its own folder/file."
+    found = schema_errors.problems(MANIFEST_SCHEMA, data, WORDING)
+    if not found:
+        for i, first in clashes(data["models"]):  # type: ignore[index]
+            model = data["models"][i]  # type: ignore[index]
+            found.append(
+                schema_errors.Problem(
+                    ("models", i, "file"),
+                    f"{model['dir']}/{model['file']} is also where models.{first} goes, "
+                    "so one download would overwrite the other",
+                    RERENDER,
+                )
             )
-        seen[key] = i
+    if found:
+        raise ManifestError(
+            "\n".join(p.format(f"{source}: {schema_errors.dotted(p.path)}") for p in found)
+        )
     return data  # type: ignore[return-value]
 
 
-def load(path: str | Path) -> dict:
+def load(path: str | Path) -> Manifest:
     """Read and validate a manifest file."""
     path = Path(path)
     try:
@@ -131,9 +217,4 @@ def load(path: str | Path) -> dict:
         raise ManifestError(f"{path}: no manifest here — set BAKERY_MANIFEST to its path") from None
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
-    return validate(data, str(path))
-
-
-def dumps(manifest: dict) -> str:
-    """Deterministic text for a manifest (same input, same bytes)."""
-    return json.dumps(validate(manifest), indent=2, sort_keys=True) + "\n"
+    return Manifest.from_json(data, str(path))

@@ -98,13 +98,12 @@ def test_each_variant_gets_a_manifest_the_run_time_side_accepts(bakery, project)
     config = load(project / "variants.yaml")
     for variant in config.variants:
         loaded = manifest.load(project / "build" / variant.name / "models.json")
-        assert loaded["variant"] == variant.name
-        assert loaded["model_set"] == variant.model_set.name
-        assert loaded["cuda"] == variant.cuda.name
-        assert [
-            (m["dir"], m["file"], m["url"], m["sha256"], m["size"], m["auth"])
-            for m in loaded["models"]
-        ] == [(m.dir, m.file, m.url, m.sha256, m.size, m.auth) for m in variant.model_set.models]
+        assert loaded == manifest.Manifest(
+            variant=variant.name,
+            model_set=variant.model_set.name,
+            cuda=variant.cuda.name,
+            models=variant.model_set.models,
+        )
 
 
 def test_the_readme_table_lists_every_variant_and_nothing_else_in_readme_changes(bakery, project):

@@ -163,7 +163,7 @@ class Rendered:
     def manifest(self, target: str) -> dict:
         from handler import manifest
 
-        return manifest.load(self.out / "build" / target / "models.json")
+        return manifest.load(self.out / "build" / target / "models.json").to_json()
 
 
 @dataclass

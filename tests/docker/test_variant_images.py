@@ -57,7 +57,7 @@ def loopback_manifest(rendered, target: str, models, where: Path) -> tuple[dict,
         moved.append({**m, **served, "auth": "none"})
     data = {**original, "models": moved}
     path = where / f"{rendered.name}-{target}.json"
-    path.write_text(manifests.dumps(data))
+    path.write_text(manifests.Manifest.from_json(data).dumps())
     return data, path
 
 

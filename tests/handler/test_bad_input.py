@@ -24,11 +24,13 @@ CASES = {
     ),
     "no workflow": (
         {"id": "x", "input": {"images": []}},
-        "workflow: is required (the ComfyUI workflow in API format)",
+        "workflow: missing required field 'workflow' — add it, e.g. "
+        '`"workflow": <the ComfyUI workflow in API format>`',
     ),
     "workflow is a number": (
         job(workflow=42),
-        "workflow: must be an object or string, got a number",
+        "workflow: expected an object or a string, got an integer — send the workflow in API "
+        'format (ComfyUI: Workflow → "Export (API)"), as an object or a JSON string',
     ),
     "workflow string is not JSON": (
         job(workflow="{not json"),
@@ -61,28 +63,31 @@ CASES = {
     ),
     "images not a list": (
         job(images={"name": "a.png", "image": PNG}),
-        "images: must be an array, got an object",
+        "images: expected an array, got an object — send an array here",
     ),
-    "image without name": (job(images=[{"image": PNG}]), "images[0].name: is required"),
+    "image without name": (
+        job(images=[{"image": PNG}]),
+        'images[0].name: missing required field \'name\' — add it, e.g. `"name": "input.png"`',
+    ),
     "path traversal in image name": (
         job(images=[{"name": "../../etc/cron.d/x", "image": PNG}]),
-        "images[0].name: must be a plain file name (letters, digits, space and _ . ( ) + = , -; "
-        "no folders, no leading dot), at most 200 characters",
+        "images[0].name: not a plain file name — use letters, digits, space and _ . ( ) + = , - "
+        "(no folders, no leading dot), at most 200 characters",
     ),
     "absolute image name": (
         job(images=[{"name": "/etc/passwd", "image": PNG}]),
-        "images[0].name: must be a plain file name (letters, digits, space and _ . ( ) + = , -; "
-        "no folders, no leading dot), at most 200 characters",
+        "images[0].name: not a plain file name — use letters, digits, space and _ . ( ) + = , - "
+        "(no folders, no leading dot), at most 200 characters",
     ),
     "backslash traversal in image name": (
         job(images=[{"name": "..\\..\\x.png", "image": PNG}]),
-        "images[0].name: must be a plain file name (letters, digits, space and _ . ( ) + = , -; "
-        "no folders, no leading dot), at most 200 characters",
+        "images[0].name: not a plain file name — use letters, digits, space and _ . ( ) + = , - "
+        "(no folders, no leading dot), at most 200 characters",
     ),
     "image name that is only dots": (
         job(images=[{"name": "a..", "image": PNG}]),
-        "images[0].name: must be a plain file name (letters, digits, space and _ . ( ) + = , -; "
-        "no folders, no leading dot), at most 200 characters",
+        "images[0].name: not a plain file name — use letters, digits, space and _ . ( ) + = , - "
+        "(no folders, no leading dot), at most 200 characters",
     ),
     "garbage base64": (
         job(images=[{"name": "a.png", "image": "this is not base64 at all!"}]),
@@ -107,7 +112,7 @@ CASES = {
     ),
     "unknown image field": (
         job(images=[{"name": "a.png", "image": PNG, "mask": PNG}]),
-        "images[0].mask: unknown field (known fields: image, name, url)",
+        "images[0].mask: unknown field 'mask' — remove it; fields allowed here: image, name, url",
     ),
     "url with ftp scheme": (
         job(images=[{"name": "a.png", "url": "ftp://example.com/a.png"}]),
@@ -134,22 +139,29 @@ CASES = {
     ),
     "timeout_s above the maximum": (
         job(timeout_s=100000),
-        "timeout_s: must be at most 3600 (BAKERY_JOB_TIMEOUT_MAX_S)",
+        "timeout_s: is longer than this worker allows (3600 seconds) — ask for at most 3600, "
+        "or raise BAKERY_JOB_TIMEOUT_MAX_S",
     ),
-    "timeout_s not positive": (job(timeout_s=0), "timeout_s: must be greater than 0"),
-    "timeout_s as a string": (job(timeout_s="60"), "timeout_s: must be a number, got a string"),
+    "timeout_s not positive": (
+        job(timeout_s=0),
+        "timeout_s: must be greater than 0 — send the seconds the job may run, or leave it out "
+        "for the default",
+    ),
+    "timeout_s as a string": (
+        job(timeout_s="60"),
+        "timeout_s: expected a number, got a string — send a number here",
+    ),
     "include_previews not a boolean": (
         job(include_previews="yes"),
-        "include_previews: must be a boolean, got a string",
+        "include_previews: expected a boolean, got a string — send a boolean here",
     ),
     "api key not a string": (
         job(comfy_org_api_key=123),
-        "comfy_org_api_key: must be a string, got a number",
+        "comfy_org_api_key: expected a string, got an integer — send a string here",
     ),
     "unknown top-level field": (
         job(timout_s=5),
-        "timout_s: unknown field (known fields: comfy_org_api_key, images, include_previews, "
-        "timeout_s, workflow)",
+        "timout_s: unknown field 'timout_s' — did you mean 'timeout_s'?",
     ),
 }
 

@@ -9,8 +9,9 @@ from pathlib import Path
 from bakery import build as docker_build
 from bakery import matrix as ci_matrix
 from bakery import render as renderer
+from bakery.config import Config
 from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError
-from bakery.variants import Config, display_name
+from bakery.variants import display_name
 from bakery.variants import load as load_variants
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import yaml
 
 from bakery.errors import Problem
+from handler.schema_errors import dotted
 
 Path = tuple  # a key path: ("model_sets", "sdxl", "models", 0, "url")
 
@@ -36,8 +37,22 @@ class Marked:
         return self.keys.get(path) or self.at(path)
 
 
-def dotted(path: Path) -> str:
-    return ".".join(str(p) for p in path) or "(top level)"
+def items_of(mapping: object):
+    """A mapping's items, or none when the file has something else there."""
+    return mapping.items() if isinstance(mapping, dict) else ()
+
+
+def keys_of(mapping: object):
+    return mapping.keys() if isinstance(mapping, dict) else ()
+
+
+def get_in(data: object, path: Path) -> object:
+    """The value at `path`, or None where the file has no mapping on the way."""
+    for key in path:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
 
 
 def _pos(mark: yaml.Mark) -> tuple[int, int]:

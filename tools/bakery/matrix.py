@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from bakery.variants import Config, base_target
+from bakery.config import Config, base_target
 
 DEFAULT_VERSION = "dev"  # the bake file's VERSION default
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import jinja2
 
+from bakery.config import Config, Variant, base_target
 from bakery.errors import BakeryError
-from bakery.variants import Config, Variant, base_target
-from handler import manifest
+from handler.manifest import Manifest
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 BUILD_DIR = "build"
@@ -91,7 +91,7 @@ def render(config: Config) -> dict[str, str]:
             node_pip=[p for node in _nodes(variant) for p in node.pip],
             **common,
         )
-        files[f"{folder}/models.json"] = manifest.dumps(_manifest(variant))
+        files[f"{folder}/models.json"] = _manifest(variant).dumps()
     files[BAKE_FILE] = template(
         "docker-bake.hcl.j2",
         image=config.image,
@@ -108,24 +108,13 @@ def _nodes(variant: Variant) -> tuple:
     return variant.node_set.nodes if variant.node_set else ()
 
 
-def _manifest(variant: Variant) -> dict:
-    return {
-        "schema_version": manifest.SCHEMA_VERSION,
-        "variant": variant.name,
-        "model_set": variant.model_set.name,
-        "cuda": variant.cuda.name,
-        "models": [
-            {
-                "url": m.url,
-                "dir": m.dir,
-                "file": m.file,
-                "sha256": m.sha256,
-                "size": m.size,
-                "auth": m.auth,
-            }
-            for m in variant.model_set.models
-        ],
-    }
+def _manifest(variant: Variant) -> Manifest:
+    return Manifest(
+        variant=variant.name,
+        model_set=variant.model_set.name,
+        cuda=variant.cuda.name,
+        models=variant.model_set.models,
+    )
 
 
 def _labels(config: Config, variant: Variant) -> list[tuple[str, str]]:

@@ -2,63 +2,57 @@
 
 The wording a user sees lives next to each rule: `x-what` says what is wrong
 (with `{value}` for the offending value, shown safely), `x-fix` how to fix it,
-`x-example` what a correct entry looks like. jsonschema ignores `x-` keys.
+`x-example` what a correct entry looks like. jsonschema ignores `x-` keys, and
+handler.schema_errors turns what it refuses into messages with them. A model
+entry is the manifest's own schema with this file's wording laid over it.
 Checks a schema cannot express (names that refer to each other, two models on
-one path, secrets) live in bakery.variants.
+one path, secrets) live in bakery.checks and bakery.secret_scan.
 """
 
 from __future__ import annotations
 
-from handler.manifest import AUTH_KINDS, MODEL_FOLDERS
+from handler.manifest import AUTH_KINDS, MODEL_FOLDERS, MODEL_SCHEMA
+from handler.schema_errors import with_wording
 
-HTTP_URL = {
-    "type": "string",
-    "pattern": r"^https?://[^\s/]+\S*$",
-    "x-what": "{value} is not an http(s) URL",
-    "x-fix": "use an https:// link (on Hugging Face: https://huggingface.co/<repo>/resolve/<revision>/<file>)",
-}
+URL_FIX = "use an https:// link (on Hugging Face: https://huggingface.co/<repo>/resolve/<revision>/<file>)"
+
+# Every URL in the file follows the manifest's rule for a model's URL.
+HTTP_URL = with_wording(MODEL_SCHEMA["properties"]["url"], {"x-fix": URL_FIX})
 
 LIST_OF_TEXT = {"type": "array", "items": {"type": "string"}}
 
-MODEL = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["url", "dir", "file"],
-    "properties": {
-        "url": {**HTTP_URL, "x-example": "url: https://huggingface.co/<repo>/resolve/main/<file>"},
-        "dir": {
-            "type": "string",
-            "enum": list(MODEL_FOLDERS),
-            "x-what": "{value} is not a ComfyUI model folder",
-            "x-fix": "use one of ComfyUI's folders: " + ", ".join(MODEL_FOLDERS),
-            "x-example": "dir: checkpoints",
-        },
-        "file": {
-            "type": "string",
-            "pattern": r"^(?!\.\.?$)[^/\\]+$",
-            "x-what": "{value} is not a plain file name",
-            "x-fix": "write only the file name (no folders); `dir` says where it goes",
-            "x-example": "file: model.safetensors",
-        },
-        "sha256": {
-            "type": ["string", "null"],
-            "pattern": "^[0-9a-f]{64}$",
-            "x-what": "{value} is not a sha256 (64 lowercase hexadecimal characters)",
-            "x-fix": "copy the SHA256 from the file's page (Hugging Face shows it), or write null",
-        },
-        "size": {
-            "type": ["integer", "null"],
-            "minimum": 0,
-            "x-what": "{value} is not a size in bytes",
-            "x-fix": "write the file's size in bytes, or null",
-        },
-        "auth": {
-            "enum": list(AUTH_KINDS),
-            "x-what": "{value} is not a kind of download auth",
-            "x-fix": "use one of: " + ", ".join(AUTH_KINDS) + " (the token itself never goes here)",
+# A model entry is the manifest's (handler.manifest owns its rules and says what is
+# wrong); variants.yaml adds how to fix it, and lets sha256, size and auth be left out.
+MODEL = with_wording(
+    MODEL_SCHEMA,
+    {
+        "required": ["url", "dir", "file"],
+        "properties": {
+            "url": {
+                "x-fix": URL_FIX,
+                "x-example": "url: https://huggingface.co/<repo>/resolve/main/<file>",
+            },
+            "dir": {
+                "x-fix": "use one of ComfyUI's folders: " + ", ".join(MODEL_FOLDERS),
+                "x-example": "dir: checkpoints",
+            },
+            "file": {
+                "x-fix": "write only the file name (no folders); `dir` says where it goes",
+                "x-example": "file: model.safetensors",
+            },
+            "sha256": {
+                "x-fix": "copy the SHA256 from the file's page (Hugging Face shows it), "
+                "or write null",
+            },
+            "size": {"x-fix": "write the file's size in bytes, or null"},
+            "auth": {
+                "x-fix": "use one of: "
+                + ", ".join(AUTH_KINDS)
+                + " (the token itself never goes here)",
+            },
         },
     },
-}
+)
 
 MODEL_SET = {
     "type": "object",

@@ -1,0 +1,93 @@
+"""The checks of variants.yaml a schema cannot express: names, pins, model paths.
+
+Each takes the loaded file (which may not have passed the schema: every access
+is tolerant) and returns Problems, so one run reports every mistake at once.
+"""
+
+from __future__ import annotations
+
+import re
+
+from bakery.errors import Problem
+from bakery.marked_yaml import Marked, get_in, items_of, keys_of
+from bakery.secret_scan import shown
+from handler import manifest
+from handler.schema_errors import dotted
+
+# Names become bake target names and image tags: keep them to what both accept.
+TAG_SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+RELEASE_TAG = re.compile(r"^v?[0-9]+(\.[0-9]+){1,3}([.-][0-9A-Za-z.-]+)?$")
+FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+SHORT_COMMIT = re.compile(r"^[0-9a-f]{7,39}$")
+BRANCHES = {"master", "main", "develop", "dev", "head", "latest", "trunk", "nightly", "stable"}
+
+
+def name_problems(marked: Marked) -> list[Problem]:
+    data = marked.data
+    out = []
+    named = [("cuda",), ("model_sets",), ("node_sets",)]
+    for ns_name, ns in items_of(data.get("node_sets")):
+        if isinstance(ns, dict):
+            named.append(("node_sets", ns_name, "nodes"))
+    for section in named:
+        for name, _ in items_of(get_in(data, section)):
+            if not TAG_SAFE.match(str(name)):
+                slug = re.sub(r"[^a-z0-9_-]+", "-", str(name).lower()).strip("-_")[:40] or "x"
+                out.append(
+                    Problem(
+                        *marked.key_at((*section, name)),
+                        dotted((*section, name)),
+                        f"'{name}' is not tag-safe (it becomes part of image tags and targets)",
+                        f"use lowercase letters, digits, '-' and '_' (e.g. '{slug}')",
+                    )
+                )
+    # Model sets and CUDA lines also name bake groups, so no two may share a name.
+    cuda_names = set(keys_of(data.get("cuda")))
+    for section, name in [("cuda", n) for n in cuda_names] + [
+        ("model_sets", n) for n in keys_of(data.get("model_sets"))
+    ]:
+        path = (section, name)
+        if name == "default":
+            what = "'default' is the bake group that builds every variant"
+        elif section == "model_sets" and name in cuda_names:
+            what = f"'{name}' is also a CUDA line, and each of them names a bake group"
+        else:
+            continue
+        out.append(Problem(*marked.key_at(path), dotted(path), what, "choose another name"))
+    return out
+
+
+def comfyui_problems(marked: Marked) -> list[Problem]:
+    version = get_in(marked.data, ("comfyui", "version"))
+    if not isinstance(version, str) or RELEASE_TAG.match(version) or FULL_COMMIT.match(version):
+        return []
+    path = ("comfyui", "version")
+    if version.lower() in BRANCHES or "/" in version:
+        what = f"'{version}' is a branch, which moves under you"
+    elif SHORT_COMMIT.match(version):
+        what = f"'{version}' is a short commit, which can become ambiguous"
+    else:
+        what = f"{shown(version)} is neither a release tag nor a full commit"
+    fix = "pin a release tag (e.g. v0.3.64) or a full 40-character commit"
+    return [Problem(*marked.at(path), dotted(path), what, fix)]
+
+
+def model_problems(marked: Marked) -> list[Problem]:
+    """Two models of one set landing on the same folder/file would overwrite each other."""
+    out = []
+    for set_name, model_set in items_of(marked.data.get("model_sets")):
+        models = model_set.get("models") if isinstance(model_set, dict) else None
+        for i, first in manifest.clashes(models if isinstance(models, list) else []):
+            model = models[i]
+            path = ("model_sets", set_name, "models", i, "file")
+            out.append(
+                Problem(
+                    *marked.at(path),
+                    dotted(path),
+                    f"{model['dir']}/{model['file']} is also where "
+                    f"{dotted(('model_sets', set_name, 'models', first))} goes, "
+                    "so one download would overwrite the other",
+                    "give one of them another file name, or remove the duplicate",
+                )
+            )
+    return out
