@@ -148,4 +148,6 @@ def test_test_input_mode_runs_one_job_and_exits(comfy, tmp_path):
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert bad.returncode == 1
-    assert "failed with error: workflow: must be an object or string, got a number" in bad.stdout
+    assert "failed with error: workflow: expected an object or a string, got an integer" in (
+        bad.stdout
+    )
