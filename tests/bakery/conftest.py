@@ -1,4 +1,4 @@
-"""Fixtures for the build-time tests: a small variants file, project copies, the CLI.
+"""Fixtures for the bakery tests: a small variants file, project copies, the CLI.
 
 Every test works in tmp_path copies, so the repository's own build/ is never touched.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from bakery.cli import main
-from build_helpers import REPO, SMALL
+from bakery_helpers import REPO, SMALL
 
 
 @dataclass

@@ -1,9 +1,8 @@
-"""Shared pieces of the build-time tests: a small variants file and buildx helpers."""
+"""Shared pieces of the bakery tests: a small variants file and buildx helpers."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,8 +42,6 @@ variants:
   - model_sets: [sdxl]
     cuda: [cu128]
 """
-
-
 
 
 needs_buildx = pytest.mark.skipif(buildx_missing() is not None, reason=str(buildx_missing()))

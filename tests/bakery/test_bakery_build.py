@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from build_helpers import needs_buildx
+from bakery_helpers import needs_buildx
 
 FAKE_DOCKER = """\
 #!/bin/sh

@@ -6,7 +6,7 @@ import shutil
 
 import yaml
 from bakery.variants import load
-from build_helpers import REPO, bake_print, needs_buildx
+from bakery_helpers import REPO, bake_print, needs_buildx
 
 pytestmark = needs_buildx
 

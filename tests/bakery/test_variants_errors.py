@@ -1,13 +1,13 @@
 """Every mistake in variants.yaml is reported as FILE:LINE:COL: key.path: what — fix.
 
-Each test makes one edit to a small valid file (tests/build/conftest.py SMALL, whose
+Each test makes one edit to a small valid file (tests/bakery/bakery_helpers.py SMALL, whose
 line numbers the expected messages use) and asserts the whole message.
 """
 
 from __future__ import annotations
 
 import pytest
-from build_helpers import REPO, SMALL
+from bakery_helpers import REPO, SMALL
 
 
 def edit(path, old: str, new: str) -> None:
