@@ -125,7 +125,7 @@ _NAME_FIX = (
     "use letters, digits, space and _ . ( ) + = , - (no folders, no leading dot), "
     "at most 200 characters"
 )
-_NAME_RULE = f"{_NAME_WHAT} — {_NAME_FIX}"
+_NAME_RULE = f"{_NAME_WHAT} — {_NAME_FIX}"  # parse() says it for names schema() lets through
 _WORDING = schema_errors.Wording(
     noun="field",
     types=schema_errors.JSON_TYPES,

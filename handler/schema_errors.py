@@ -81,7 +81,12 @@ class Problem:
     kind: str = "value"
 
     def format(self, where: str) -> str:
-        return f"{where}: {self.what} — {self.fix}"
+        return message(where, self.what, self.fix)
+
+
+def message(where: str, what: str, fix: str) -> str:
+    """The one shape of every such message."""
+    return f"{where}: {what} — {fix}"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from handler.schema_errors import message
+
 # Exit codes, one per kind of failure (documented in `bakery --help`).
 EXIT_OK = 0
 EXIT_FAILED = 1  # something else went wrong (a file could not be written, ...)
@@ -25,7 +27,10 @@ class BakeryError(Exception):
 
 @dataclass(frozen=True, order=True)
 class Problem:
-    """One thing wrong in variants.yaml, where it is, and how to fix it."""
+    """One thing wrong in variants.yaml, where it is (line, column, key path), and how to fix it.
+
+    Said in the same shape as every schema error (handler.schema_errors.message).
+    """
 
     line: int
     col: int
@@ -34,7 +39,7 @@ class Problem:
     fix: str
 
     def format(self, source: str) -> str:
-        return f"{source}:{self.line}:{self.col}: {self.path}: {self.what} — {self.fix}"
+        return message(f"{source}:{self.line}:{self.col}: {self.path}", self.what, self.fix)
 
 
 class VariantsError(BakeryError):
