@@ -1,7 +1,7 @@
 """The checked variants.yaml as objects: CUDA lines, node sets, model sets and variants.
 
 `bakery.variants.load` builds a Config only from a file that passed every check,
-so nothing here validates; render, matrix and build read these types.
+so nothing here validates; render, matrix and the CLI read these types.
 """
 
 from __future__ import annotations

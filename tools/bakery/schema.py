@@ -14,7 +14,10 @@ from __future__ import annotations
 from handler.manifest import AUTH_KINDS, MODEL_FOLDERS, MODEL_SCHEMA
 from handler.schema_errors import with_wording
 
-URL_FIX = "use an https:// link (on Hugging Face: https://huggingface.co/<repo>/resolve/<revision>/<file>)"
+URL_FIX = (
+    "use an https:// link "
+    "(on Hugging Face: https://huggingface.co/<repo>/resolve/<revision>/<file>)"
+)
 
 # Every URL in the file follows the manifest's rule for a model's URL.
 HTTP_URL = with_wording(MODEL_SCHEMA["properties"]["url"], {"x-fix": URL_FIX})
