@@ -28,10 +28,9 @@ from pathlib import Path
 import requests
 import websocket
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.kit.double import start
 
-from comfy_double import start  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def workflow(i: int) -> dict:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from comfy_double import workflows
-from model_server import blob, manifest_entry
 
 from handler import start
+from tests.comfy_double import workflows
+from tests.kit.model_server import blob, manifest_entry
 
 REPO = Path(__file__).resolve().parents[2]
 START_SH = REPO / "handler" / "start.sh"

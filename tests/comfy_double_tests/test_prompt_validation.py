@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import requests
-from comfy_double import workflows
-from comfy_double.client import Client
+
+from tests.comfy_double import workflows
+from tests.comfy_double.client import Client
 
 
 def post(double, body=None, data=None):

@@ -6,8 +6,9 @@ import json
 
 import requests
 import websocket
-from comfy_double import workflows
-from comfy_double.client import Client, types
+
+from tests.comfy_double import workflows
+from tests.comfy_double.client import Client, types
 
 
 def test_connect_sends_status_with_the_client_id_as_sid(comfy_double):
