@@ -1,4 +1,4 @@
-"""POST /prompt: the 200, the 400 bodies and the 500 quirks of comfyui-protocol.md."""
+"""POST /prompt: the 200, the 400 bodies and the 500 quirks of docs/comfyui-protocol.md."""
 
 from __future__ import annotations
 

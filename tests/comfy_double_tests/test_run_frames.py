@@ -1,4 +1,4 @@
-"""A prompt's life on the WebSocket and in history, as comfyui-protocol.md describes it."""
+"""A prompt's life on the WebSocket and in history, as docs/comfyui-protocol.md describes it."""
 
 from __future__ import annotations
 
