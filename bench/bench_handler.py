@@ -30,8 +30,6 @@ import websocket
 
 from tests.kit.double import start
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def workflow(i: int) -> dict:
     return {
