@@ -25,12 +25,10 @@ from pathlib import Path
 
 import docker
 
-ROOT = Path(__file__).resolve().parents[1]
-# The stand-in bake helpers live with the tests that own them.
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.kit.standin import bake as stand_in
+from tests.kit.standin import base
 
-from standin import bake as stand_in  # noqa: E402
-from standin import base  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 MB = 1e6
 

@@ -23,14 +23,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fetch"))
+from handler import fetch
+from handler.download import sha256_file
+from tests.kit.model_server import MiB, ModelServer, blob, manifest_entry, sparse_file
 
-from model_server import MiB, ModelServer, blob, manifest_entry, sparse_file  # noqa: E402
-
-from handler import fetch  # noqa: E402
-from handler.download import sha256_file  # noqa: E402
-
-SERVER = Path(__file__).resolve().parents[1] / "tests" / "fetch" / "model_server.py"
+ROOT = Path(__file__).resolve().parents[1]
 PACED_MIB_S = 64  # per connection, for the parallel figure
 
 
@@ -87,7 +84,10 @@ def fetched_once(tmp: Path, models: list[dict], **env: str) -> float:
 def server_process(*files: Path):
     """The model server in a process of its own, so its CPU time is nobody's."""
     proc = subprocess.Popen(
-        [sys.executable, str(SERVER), *map(str, files)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-m", "tests.kit.model_server", *map(str, files)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
     )
     try:
         yield proc.stdout.readline().strip()

@@ -28,10 +28,7 @@ from pathlib import Path
 import requests
 import websocket
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from comfy_double import start  # noqa: E402
+from tests.kit.double import start
 
 
 def workflow(i: int) -> dict:

@@ -20,12 +20,10 @@ import time
 from pathlib import Path
 
 import yaml
+from bakery import render as renderer
+from bakery.variants import parse
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-
-from bakery import render as renderer  # noqa: E402
-from bakery.variants import parse  # noqa: E402
 
 
 def generated_variants(model_sets: int, cuda_lines: int, node_sets: int) -> dict:

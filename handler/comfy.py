@@ -1,6 +1,6 @@
 """The ComfyUI client: HTTP calls and following one prompt over the WebSocket.
 
-Written against ComfyUI's observed protocol (shared/comfyui-protocol.md),
+Written against ComfyUI's observed protocol (docs/comfyui-protocol.md),
 quirks included: uploads may come back renamed, malformed prompts get 500
 text, frames sent while no socket is connected are lost (so a reconnect is
 followed by a look at /history), and the last frame of a run is

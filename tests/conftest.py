@@ -7,7 +7,8 @@ import json
 import logging
 
 import pytest
-from comfy_double import start
+
+from tests.kit.double import start
 
 
 @pytest.fixture

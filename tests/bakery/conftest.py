@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from bakery.cli import main
-from bakery_helpers import REPO, SMALL
+from tests.bakery.bakery_helpers import REPO, SMALL
 
 
 @dataclass

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from bakery_helpers import needs_buildx
+from tests.bakery.bakery_helpers import needs_buildx
 
 FAKE_DOCKER = """\
 #!/bin/sh

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bakery_helpers import REPO
+from tests.bakery.bakery_helpers import REPO
 
 
 def test_matrix_lists_bases_and_variants_in_the_contract_shape(bakery, small):

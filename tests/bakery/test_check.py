@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bakery_helpers import REPO
+from tests.bakery.bakery_helpers import REPO
 
 
 def test_check_passes_on_the_repository_as_committed(bakery):

@@ -7,7 +7,7 @@ line numbers the expected messages use) and asserts the whole message.
 from __future__ import annotations
 
 import pytest
-from bakery_helpers import REPO, SMALL
+from tests.bakery.bakery_helpers import REPO, SMALL
 
 
 def edit(path, old: str, new: str) -> None:

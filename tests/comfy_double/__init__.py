@@ -1,9 +1,6 @@
-"""The ComfyUI test double: a ComfyUI-shaped folder (main.py) and, for tests, its launcher.
+"""The ComfyUI test double: a ComfyUI-shaped folder (main.py), run as its own process.
 
-Only the launcher is imported in the test process; the server modules run in
-the double's own process (`python main.py`), as ComfyUI's do.
+The server modules import each other by bare name, as ComfyUI's do, and run only
+in the double's process (`python main.py`). Tests import `media`, `workflows` and
+`client` from here; they start the double with the test kit (tests/kit/double.py).
 """
-
-from .launcher import DoubleError, RunningDouble, copy_comfyui, free_port, start
-
-__all__ = ["DoubleError", "RunningDouble", "copy_comfyui", "free_port", "start"]

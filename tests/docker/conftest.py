@@ -1,5 +1,5 @@
 """Fixtures for the image tests: an engine (or a skip saying why), the stand-in
-base, a loopback model server, and ONE bake of every variant shared by the
+base, the kit's loopback model server, and ONE bake of every variant shared by the
 whole session (the slow part; every check reads its result).
 
 Every container runs with `--network host` and talks to 127.0.0.1 only.
@@ -8,17 +8,17 @@ Every container runs with `--network host` and talks to 127.0.0.1 only.
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from engine import engine_problem
-from standin import bake as stand_in
-from standin import base
+
+from tests.kit.engine import engine_problem
+from tests.kit.model_server import ModelServer, manifest_entry
+from tests.kit.standin import bake as stand_in
+from tests.kit.standin import base
 
 REPO = stand_in.REPO
 
@@ -49,48 +49,11 @@ def given(run_id, work) -> stand_in.Inputs:
     return stand_in.inputs(base.ensure(), run_id, work / "inputs")
 
 
-@dataclass
-class ModelServer:
-    """Small model files with real sha256 on 127.0.0.1, and a log of what was fetched."""
-
-    root: Path
-    port: int
-    fetched: list[str]
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    def add(self, name: str, content: bytes) -> dict:
-        (self.root / name).write_bytes(content)
-        return {
-            "url": self.url(name),
-            "sha256": hashlib.sha256(content).hexdigest(),
-            "size": len(content),
-        }
-
-
 @pytest.fixture(scope="session")
-def model_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("models")
-    fetched: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, directory=str(root), **kwargs)
-
-        def do_GET(self):
-            fetched.append(self.path)
-            super().do_GET()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield ModelServer(root=root, port=server.server_address[1], fetched=fetched)
-    server.shutdown()
-    server.server_close()
+def model_server():
+    """The kit's model server on 127.0.0.1 for the whole session: containers fetch from it."""
+    with ModelServer() as server:
+        yield server
 
 
 def variants_for_tests(models: ModelServer) -> dict:
@@ -99,7 +62,7 @@ def variants_for_tests(models: ModelServer) -> dict:
 
     def model(name: str, folder: str, size: int) -> dict:
         content = hashlib.sha256(name.encode()).digest() * (size // 32)
-        return {"dir": folder, "file": name, "auth": "none", **models.add(name, content)}
+        return manifest_entry(models.add(name, content), content, folder, name)
 
     line = {
         "torch": ["torch==2.8.0"],

@@ -7,7 +7,8 @@ import dataclasses
 import uuid
 
 import pytest
-from standin import bake as stand_in
+
+from tests.kit.standin import bake as stand_in
 
 # A cold bake on a fresh machine comes first (session fixture): more than the default.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import docker
 import pytest
-from comfy_double import media
-from standin import bake as stand_in
-from standin import worker
 
 from handler import manifest as manifests
+from tests.comfy_double import media
+from tests.kit.model_server import manifest_entry
+from tests.kit.standin import bake as stand_in
+from tests.kit.standin import worker
 
 # A cold bake on a fresh machine comes first (session fixture): more than the default.
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
@@ -53,8 +54,9 @@ def loopback_manifest(rendered, target: str, models, where: Path) -> tuple[dict,
     original = rendered.manifest(target)
     moved = []
     for m in original["models"]:
-        served = models.add(f"{rendered.name}--{m['dir']}--{m['file']}", m["file"].encode() * 512)
-        moved.append({**m, **served, "auth": "none"})
+        content = m["file"].encode() * 512
+        url = models.add(f"{rendered.name}--{m['dir']}--{m['file']}", content)
+        moved.append({**m, **manifest_entry(url, content, m["dir"], m["file"])})
     data = {**original, "models": moved}
     path = where / f"{rendered.name}-{target}.json"
     path.write_text(manifests.Manifest.from_json(data).dumps())
@@ -131,7 +133,7 @@ def test_smoke_every_variant_fetches_its_models_and_answers_a_job(
             picture = media.read_png(base64.b64decode(images[0]["data"]))
             ok = picture == media.Image.filled(8, 4, 0x336699)
         for m in models:
-            if f"/{m['url'].rsplit('/', 1)[-1]}" not in model_server.fetched:
+            if not model_server.hits[f"/{m['url'].rsplit('/', 1)[-1]}"]:
                 ok = False
                 outcome.error = f"{m['url']} was never fetched"
         if not ok:

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from model_server import ModelServer
+
+from tests.kit.model_server import ModelServer
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable

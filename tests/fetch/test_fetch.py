@@ -8,11 +8,11 @@ import re
 import subprocess
 
 import pytest
-from model_server import MiB, blob, manifest_entry
 
 from handler import fetch
 from handler.download import FetchError
 from handler.manifest import MODEL_FOLDERS
+from tests.kit.model_server import MiB, blob, manifest_entry
 
 
 def test_models_land_on_the_network_volume_and_comfyui_is_told_where(server, box, fetch_log):

@@ -9,9 +9,9 @@ import sys
 import time
 
 import pytest
-from model_server import MiB, blob, manifest_entry
 
 from handler import fetch
+from tests.kit.model_server import MiB, blob, manifest_entry
 
 FETCH = [sys.executable, "-m", "handler.fetch"]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -14,20 +13,15 @@ from pathlib import Path
 
 import pytest
 import requests
-from comfy_double import workflows
-from model_server import blob, manifest_entry
 
 from handler import start
+from tests.comfy_double import workflows
+from tests.kit.double import copy_comfyui
+from tests.kit.model_server import blob, manifest_entry
+from tests.kit.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 START_SH = REPO / "handler" / "start.sh"
-DOUBLE = REPO / "tests" / "comfy_double"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def listening(port: int) -> bool:
@@ -38,11 +32,7 @@ def listening(port: int) -> bool:
 @pytest.fixture
 def container(box):
     """start.sh's environment in an image: ComfyUI (the double) copied into COMFYUI_DIR."""
-    shutil.copytree(
-        DOUBLE,
-        box.comfyui,
-        ignore=shutil.ignore_patterns("__pycache__", "input", "output", "temp", "user"),
-    )
+    copy_comfyui(box.comfyui)
     box.comfy_port = free_port()
     box.api_port = free_port()
     box.start_env = box.subprocess_env(

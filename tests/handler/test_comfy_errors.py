@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from handler_helpers import empty_image, get_json, leftovers, node, slow
-
 from handler.worker import handler
+from tests.handler.helpers import empty_image, get_json, leftovers, node, slow
 
 
 def run(workflow, **fields):

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import time
 
-from handler_helpers import decoded, empty_image, first_pixel, leftovers, slow
-
 from handler.worker import handler
+from tests.handler.helpers import decoded, empty_image, first_pixel, leftovers, slow
 
 
 def run(workflow, **fields):

@@ -7,10 +7,9 @@ import json
 import logging
 import time
 
-from handler_helpers import load_invert_save, png_b64
-
 from handler import log
 from handler.worker import handler
+from tests.handler.helpers import load_invert_save, png_b64
 
 API_KEY = "comfyui-job-api-key-0123456789"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import re
 
-from handler_helpers import (
+from handler.worker import handler
+from tests.handler.helpers import (
     decoded,
     empty_image,
     first_pixel,
@@ -18,8 +19,6 @@ from handler_helpers import (
     png_size,
     slow,
 )
-
-from handler.worker import handler
 
 
 def run(workflow, **fields):

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from comfy_double import free_port
-from handler_helpers import decoded, empty_image, first_pixel, load_invert_save, png_b64, slow
+
+from tests.handler.helpers import decoded, empty_image, first_pixel, load_invert_save, png_b64, slow
+from tests.kit.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "comfy-org-key-local-api-0042"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 
-from handler_helpers import empty_image, get_json, leftovers
-
 from handler.worker import handler
+from tests.handler.helpers import empty_image, get_json, leftovers
 
 
 def run(workflow, **fields):

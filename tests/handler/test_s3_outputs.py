@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import requests
-from handler_helpers import empty_image, leftovers, node, png_size
 
 from handler.worker import handler
+from tests.handler.helpers import empty_image, leftovers, node, png_size
 
 
 def test_outputs_are_uploaded_with_their_content_types_and_returned_as_urls(comfy, s3_server):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from engine import buildx_missing
-from workflow_files import ci_script
+
+from tests.kit.engine import buildx_missing
+from tests.workflows.workflow_files import ci_script
 
 
 @pytest.fixture(scope="session")

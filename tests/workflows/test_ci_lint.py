@@ -7,7 +7,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from workflow_files import REPO_ROOT, tool
+
+from tests.workflows.workflow_files import REPO_ROOT, tool
 
 
 def tracked(*patterns: str) -> list[str]:

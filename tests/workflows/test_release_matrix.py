@@ -11,7 +11,8 @@ import sys
 
 import pytest
 import yaml
-from workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS
+
+from tests.workflows.workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS
 
 pytestmark = pytest.mark.usefixtures("needs_bake")
 

@@ -8,8 +8,9 @@ import subprocess
 
 import pytest
 import yaml
-from workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS, load_yaml, tool
-from workflow_rules import step_problems, steps_of, uses_problems, workflow_problems
+
+from tests.workflows.workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS, load_yaml, tool
+from tests.workflows.workflow_rules import step_problems, steps_of, uses_problems, workflow_problems
 
 GITHUB_FILES = WORKFLOWS + ACTIONS
 ABOVE_LOW = {"Medium", "High"}

@@ -1,7 +1,7 @@
 """The errors `bakery` reports to a user, and the exit code each one ends with.
 
 Every user mistake is a BakeryError: the CLI prints its message and exits
-with its `exit_code`, never a traceback (STYLE.md, copier's habit).
+with its `exit_code`, never a traceback (docs/conventions.md, copier's habit).
 """
 
 from __future__ import annotations

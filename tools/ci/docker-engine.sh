@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start a Docker engine whose BuildKit understands bake's named
 # contexts, plus buildx, from Debian's package registry alone (facts:
-# ../shared/docker-engine.md). CI only: a user's laptop brings its own Docker.
+# docs/docker-engine.md). CI only: a user's laptop brings its own Docker.
 # Idempotent: when the engine already answers and buildx is present it only
 # prints versions.
 set -euo pipefail

@@ -1,4 +1,6 @@
-"""A real HTTP model server on a loopback address, with the faults the fetcher must survive.
+"""The model server: a real HTTP server on a loopback address, with the faults the
+fetcher must survive. The fetcher's tests, the image tests (containers fetch from
+it over the host network) and the fetch benchmark all use this one.
 
 Serves files (bytes in memory, or a file on disk sent with sendfile) with
 Range support that can be switched off, and counts what it did: hits and
@@ -203,8 +205,9 @@ def manifest_entry(
 
 
 def main() -> None:
-    """`python model_server.py FILE...`: serve files by name in a process of their own
-    (the benchmark's fetcher and curl then share nothing with the server); prints the base URL."""
+    """`python -m tests.kit.model_server FILE...`: serve files by name in a process of their
+    own (the benchmark's fetcher and curl then share nothing with the server); prints the
+    base URL."""
     import sys
 
     with ModelServer() as server:

@@ -1,4 +1,4 @@
-"""A prompt's life on the WebSocket and in history, as comfyui-protocol.md describes it."""
+"""A prompt's life on the WebSocket and in history, as docs/comfyui-protocol.md describes it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import json
 
 import requests
 import websocket
-from comfy_double import workflows
-from comfy_double.client import Client, types
+
+from tests.comfy_double import workflows
+from tests.comfy_double.client import Client, types
 
 
 def test_connect_sends_status_with_the_client_id_as_sid(comfy_double):

@@ -1,4 +1,4 @@
-"""tests/comfy_double as a ComfyUI source folder: `python main.py` with ComfyUI's flags."""
+"""The double as a ComfyUI source folder: `python main.py` with ComfyUI's flags."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import requests
-from comfy_double import copy_comfyui, free_port, workflows
-from comfy_double.client import Client
-from comfy_double.launcher import RunningDouble
+
+from tests.comfy_double import workflows
+from tests.comfy_double.client import Client
+from tests.kit.double import RunningDouble, copy_comfyui, free_port
 
 
 @pytest.fixture
@@ -222,10 +223,10 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_server_side_imports_only_its_folder_the_stdlib_and_its_requirements():
-    from comfy_double.launcher import MAIN
+    from tests.kit.double import MAIN
 
     folder = MAIN.parent
-    test_side = {"__init__.py", "launcher.py", "client.py", "workflows.py"}
+    test_side = {"__init__.py", "client.py", "workflows.py"}
     local = {p.stem for p in folder.glob("*.py")}
     # psutil is optional (the handler's requirements bring it into images).
     allowed = set(sys.stdlib_module_names) | local | {"aiohttp", "yaml", "psutil"}

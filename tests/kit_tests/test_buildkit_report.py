@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
-from standin import progress
+from tests.kit.standin import progress
 
 
 def stream(*objects: dict) -> str:

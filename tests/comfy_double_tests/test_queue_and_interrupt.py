@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import requests
-from comfy_double import workflows
-from comfy_double.client import Client, types
+
+from tests.comfy_double import workflows
+from tests.comfy_double.client import Client, types
 
 
 def wait_for(client, frame_type):

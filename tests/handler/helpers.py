@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import struct
 
-from comfy_double import media  # the double's own PNG writer/reader
+from tests.comfy_double import media  # the double's own PNG writer/reader
 
 
 def png(width: int, height: int, rgb: int) -> bytes:

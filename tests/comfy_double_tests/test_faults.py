@@ -8,8 +8,10 @@ import time
 import pytest
 import requests
 import websocket
-from comfy_double import DoubleError, workflows
-from comfy_double.client import Client, types
+
+from tests.comfy_double import workflows
+from tests.comfy_double.client import Client, types
+from tests.kit.double import DoubleError
 
 
 def refused(url: str) -> bool:

@@ -1,10 +1,11 @@
-"""POST /prompt: the 200, the 400 bodies and the 500 quirks of comfyui-protocol.md."""
+"""POST /prompt: the 200, the 400 bodies and the 500 quirks of docs/comfyui-protocol.md."""
 
 from __future__ import annotations
 
 import requests
-from comfy_double import workflows
-from comfy_double.client import Client
+
+from tests.comfy_double import workflows
+from tests.comfy_double.client import Client
 
 
 def post(double, body=None, data=None):

@@ -1,4 +1,4 @@
-"""Start and stop the double as a subprocess, from tests (stdlib only).
+"""Start and stop the ComfyUI test double (tests/comfy_double) as a subprocess.
 
 double = start(tmp_path)                # waits until GET /system_stats answers 200
 double.url, double.host_port, double.dirs["output"]
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-MAIN = Path(__file__).resolve().parent / "main.py"
+from .servers import free_port
+
+MAIN = Path(__file__).resolve().parents[1] / "comfy_double" / "main.py"
 
 
 class DoubleError(RuntimeError):
@@ -37,12 +38,6 @@ def copy_comfyui(target: str | os.PathLike) -> Path:
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "input", "output", "temp", "user")
     shutil.copytree(MAIN.parent, target, ignore=skip)
     return Path(target)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class RunningDouble:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import struct
 
 import requests
-from comfy_double import media, workflows
-from comfy_double.client import Client
+
+from tests.comfy_double import media, workflows
+from tests.comfy_double.client import Client
 
 
 def boxes(data: bytes) -> list[bytes]:

@@ -6,7 +6,8 @@ import struct
 import zlib
 
 import pytest
-from comfy_double import media
+
+from tests.comfy_double import media
 
 FRAMES = [media.Image.filled(20, 10, c) for c in (0xFF0000, 0x00FF00, 0x0000FF)]
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import docker
 
-from standin import progress
+from . import progress
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 COMFY_DOUBLE = REPO / "tests" / "comfy_double"
 HANDLER = REPO / "handler"
 TEST_LABEL = "org.comfy-bakery.test"

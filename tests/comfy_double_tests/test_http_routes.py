@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import requests
-from comfy_double import media
+
+from tests.comfy_double import media
 
 PNG = media.png(media.Image.filled(4, 3, 0x102030))
 OTHER_PNG = media.png(media.Image.filled(4, 3, 0x405060))

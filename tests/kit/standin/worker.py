@@ -8,41 +8,15 @@ model server. Nothing else is addressed.
 
 from __future__ import annotations
 
-import random
-import socket
-import threading
 import time
-from contextlib import closing
 from dataclasses import dataclass
 
 import docker
 import requests
 
+from ..servers import free_port
+
 START = "/opt/bakery/handler/start.sh"
-
-
-# Below the kernel's ephemeral range (32768-60999): other tests on this machine
-# bind port 0 all the time, and one of them could take a port between our
-# check and the container's bind.
-PORTS = range(20000, 30000)
-_handed_out: set[int] = set()
-_ports_lock = threading.Lock()
-
-
-def free_port() -> int:
-    """A loopback port free now and never handed out before in this process."""
-    with _ports_lock:
-        while True:
-            port = random.choice(PORTS)
-            if port in _handed_out:
-                continue
-            with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            _handed_out.add(port)
-            return port
 
 
 @dataclass
