@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from tests.kit.engine import buildx_missing
 
 REPO = Path(__file__).resolve().parents[2]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from bakery.cli import main
+
 from tests.bakery.bakery_helpers import REPO, SMALL
 
 

@@ -6,6 +6,7 @@ import shutil
 
 import yaml
 from bakery.variants import load
+
 from tests.bakery.bakery_helpers import REPO, bake_print, needs_buildx
 
 pytestmark = needs_buildx

@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+
 from tests.bakery.bakery_helpers import needs_buildx
 
 FAKE_DOCKER = """\

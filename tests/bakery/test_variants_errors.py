@@ -7,6 +7,7 @@ line numbers the expected messages use) and asserts the whole message.
 from __future__ import annotations
 
 import pytest
+
 from tests.bakery.bakery_helpers import REPO, SMALL
 
 
