@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fetch"))
 
 from model_server import MiB, ModelServer, blob, manifest_entry, sparse_file  # noqa: E402
 
-from handler import fetch  # noqa: E402
-from handler.download import sha256_file  # noqa: E402
+from handler.models import fetch  # noqa: E402
+from handler.models.hashing import sha256_file  # noqa: E402
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "fetch" / "model_server.py"
 PACED_MIB_S = 64  # per connection, for the parallel figure

@@ -91,9 +91,9 @@ def _load_all() -> None:
 
     import handler
 
-    for info in pkgutil.iter_modules(handler.__path__):
-        if info.name not in ("__main__",):
-            importlib.import_module(f"handler.{info.name}")
+    for info in pkgutil.walk_packages(handler.__path__, "handler."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
 
 
 # --- Settings more than one module reads (declared once, here) ---------------

@@ -11,9 +11,9 @@ import time
 import pytest
 from model_server import MiB, blob, manifest_entry
 
-from handler import fetch
+from handler.models import fetch
 
-FETCH = [sys.executable, "-m", "handler.fetch"]
+FETCH = [sys.executable, "-m", "handler.models.fetch"]
 
 
 def start_fetch(box, **env: str) -> subprocess.Popen:

@@ -11,7 +11,7 @@ import time
 import pytest
 from comfy_double import free_port
 
-from handler import worker
+from handler.jobs import worker
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import time
 
 from handler_helpers import decoded, empty_image, first_pixel, leftovers, slow
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 
 
 def run(workflow, **fields):
-    return handler({"id": "fault-1", "input": {"workflow": workflow, **fields}})
+    return run_job({"id": "fault-1", "input": {"workflow": workflow, **fields}})
 
 
 def assert_serves_next_job(double):

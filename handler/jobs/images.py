@@ -23,8 +23,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from handler import http, settings
-from handler.errors import JobInputError
-from handler.job import MAX_IMAGE_BYTES, ImageInput
+from handler.jobs.errors import JobInputError
+from handler.jobs.input import MAX_IMAGE_BYTES, ImageInput
 
 URL_ALLOW = settings.setting(
     "BAKERY_URL_ALLOW",
