@@ -100,7 +100,7 @@ def _load_all() -> None:
 COMFY_HOST = setting(
     "COMFY_HOST",
     "127.0.0.1:8188",
-    "host:port where ComfyUI listens (the handler talks to it; start.sh starts it there).",
+    "host:port where ComfyUI listens (the worker talks to it; start.sh starts it there).",
 )
 COMFYUI_DIR = setting(
     "COMFYUI_DIR",

@@ -1,4 +1,4 @@
-"""`python -m handler.start [handler args]`: the container's start sequence (start.sh runs it).
+"""`python -m handler.start [worker args]`: the container's start sequence (start.sh runs it).
 
 1. Fetch the manifest's models (handler.models.fetch). A failure stops the container
    here, with one clear message: no half-working worker.
@@ -6,12 +6,12 @@
    (--extra-model-paths-config), with tcmalloc preloaded when the image has it.
 3. Wait, bounded, until it answers GET /system_stats. If it exits or never
    answers, print its last log lines and exit non-zero.
-4. Run the RunPod handler (`python -m handler`, with this command's arguments,
+4. Run the worker (`python -m handler`, with this command's arguments,
    so `--rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port N` work), with
    BAKERY_COMFY_PID set so a job fails fast if ComfyUI is gone.
 
 This process stays as the parent of both: SIGTERM and SIGINT are passed on to
-each child's process group; when the handler ends, ComfyUI is stopped too. As
+each child's process group; when the worker ends, ComfyUI is stopped too. As
 a container's PID 1 it also reaps orphaned processes, so no zombies pile up.
 """
 
@@ -264,7 +264,7 @@ def run(handler_args: list[str]) -> int:
         start_new_session=True,
     )
     children.append(worker)
-    if stopping:  # a signal that came while the handler was being started
+    if stopping:  # a signal that came while the worker was being started
         signal_group(worker, stopping[0])
     reported = False
     pid_one = os.getpid() == 1
@@ -285,7 +285,7 @@ def run(handler_args: list[str]) -> int:
         time.sleep(0.2)
     stop([comfy.proc])
     if worker.returncode and not stopping:
-        say(f"the handler exited with code {worker.returncode}")
+        say(f"the worker exited with code {worker.returncode}")
     return exit_code(worker.returncode)
 
 

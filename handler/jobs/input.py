@@ -81,7 +81,7 @@ def schema() -> dict:
 @dataclass
 class ImageInput:
     name: str
-    image: str | None = None  # base64 or data URI, decoded by handler.inputs
+    image: str | None = None  # base64 or data URI, decoded by handler.jobs.images
     url: str | None = None
 
 

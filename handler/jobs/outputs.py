@@ -115,7 +115,7 @@ def deliver(
         except OutputGone:
             if f.entry.get("type") != "temp":
                 raise
-            # Previews have no file-name input the handler can make unique, so an
+            # Previews have no file-name input the worker can make unique, so an
             # identical prompt is answered from ComfyUI's cache with a removed file.
             warnings.append(
                 f"preview {f.entry['filename']!r} left out: ComfyUI answered it from its cache "

@@ -136,7 +136,7 @@ class Job:
         return out
 
     def crashed(self, err: Exception) -> dict:
-        _log.exception("unexpected error in the handler")
+        _log.exception("unexpected error in the job function")
         self._finish(ok=False)
         return {
             "error": log.redact(f"the handler failed unexpectedly: {type(err).__name__}: {err}")
