@@ -195,7 +195,7 @@ class _Follower:
     def follow(self, ws: websocket.WebSocket, on_progress: Callable[[dict], None]) -> None:
         """Follow the prompt to its end; raise ExecutionFailed / JobTimeout / ComfyUnavailable."""
         prompt_id, result, deadline = self.prompt_id, self.record, self.deadline
-        tracker = _Progress(on_progress, self.prompt)
+        tracker = _NodeProgress(on_progress, self.prompt)
         idle_since = time.monotonic()
         try:
             while True:
@@ -312,7 +312,7 @@ def _remember(result: PromptRun, output: Any) -> None:
                 result.reported.append(item)
 
 
-class _Progress:
+class _NodeProgress:
     """Turns frames into "node k of n" and sampler-step updates for the job's progress."""
 
     def __init__(self, report: Callable[[dict], None], prompt: dict):

@@ -19,7 +19,7 @@ from handler.manifest import Model
 from handler.models import connections, progress, source, tokens
 from handler.models.connections import Connections
 from handler.models.errors import DigestMismatch, FetchError
-from handler.models.source import Client, RangeIgnored, Retrier, Retry
+from handler.models.source import RangeIgnored, Retrier, Retry, SourceClient
 from handler.models.tokens import public
 from handler.models.volume import Place
 
@@ -40,7 +40,7 @@ _log = log.get("fetch")
 class Download:
     """One model into its Place: resume, ranged connections, hash, verify, rename."""
 
-    def __init__(self, model: Model, place: Place, client: Client, env: dict | None = None):
+    def __init__(self, model: Model, place: Place, client: SourceClient, env: dict | None = None):
         self.model, self.place, self.client, self.env = model, place, client, env
         self.name = place.name
         self.retrier = Retrier(self.name, env)

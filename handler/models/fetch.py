@@ -25,7 +25,7 @@ from handler.models import download, volume
 from handler.models.download import Download
 from handler.models.errors import FetchError, NotEnoughSpace
 from handler.models.hashing import sha256_file
-from handler.models.source import Client
+from handler.models.source import SourceClient
 
 WORKERS = settings.setting(
     "BAKERY_FETCH_WORKERS",
@@ -82,7 +82,7 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
             missing.append((m, place))
     if missing:
         check_space(root, missing)
-        client = Client(env)
+        client = SourceClient(env)
         failures: list[str] = []
         # First the files no other worker is fetching, then wait for the others: two
         # workers starting together on one volume share the work instead of queueing.
@@ -134,7 +134,7 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
     return busy
 
 
-def fetch_one(model: Model, place: volume.Place, client: Client, wait: bool, env):
+def fetch_one(model: Model, place: volume.Place, client: SourceClient, wait: bool, env):
     """Bytes downloaded for `model`; None if it is in place already; volume.BUSY if another
     worker holds it and `wait` is false."""
 

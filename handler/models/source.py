@@ -84,7 +84,7 @@ def retry_after(resp: requests.Response) -> float | None:
     return None
 
 
-class Client:
+class SourceClient:
     """GET with manual redirects (per-hop auth) on the project's HTTP session."""
 
     def __init__(self, env: dict | None = None):

@@ -1,4 +1,4 @@
-"""The fetcher as processes: `python -m handler.fetch`, two workers on one volume, SIGKILL."""
+"""The fetcher as processes: `python -m handler.models.fetch`, two workers on a volume, SIGKILL."""
 
 from __future__ import annotations
 
