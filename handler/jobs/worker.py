@@ -55,10 +55,10 @@ def run_job(job: dict) -> dict:
     with log.job_context(job_id), log.hidden(key if isinstance(key, str) else ""):
         work = Job(job_id, client(), _progress_sender(job))
         try:
-            spec = parse(job.get("input"))  # 1. parse the input
-            prompt = work.prepare_inputs(spec)  # 2. prepare the inputs
-            run = work.run(prompt, spec)  # 3. run the prompt
-            return work.deliver_outputs(run, spec)  # 4. deliver the outputs
+            job_input = parse(job.get("input"))  # 1. parse the input
+            prompt = work.prepare_inputs(job_input)  # 2. prepare the inputs
+            run = work.run(prompt, job_input)  # 3. run the prompt
+            return work.deliver_outputs(run, job_input)  # 4. deliver the outputs
         except (JobError, settings.SettingError) as err:  # a misconfigured setting is said as such
             return work.failed(err)
         except Exception as err:  # a bug, not the user's mistake: say so, keep the worker
@@ -78,11 +78,11 @@ class Job:
         self.files = cleanup.JobFiles(f"bakery-{uuid.uuid4().hex[:12]}")
         self.prompt_run = PromptRun()
 
-    def prepare_inputs(self, spec: JobInput) -> dict:
+    def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), wait for ComfyUI,
         check resources, upload the images; return the prompt to send."""
         t = time.monotonic()
-        loaded = images.load(spec.images)
+        loaded = images.load(job_input.images)
         self.telemetry.add("input_fetch", time.monotonic() - t)
         stats = self.comfy.wait_ready()
         resources.check(stats, str(cleanup.folder("output")))
@@ -98,22 +98,22 @@ class Job:
                 self.files.add(entry)
             renames[img.name] = _stored_name(entry)
         self.telemetry.add("input_upload", time.monotonic() - t)
-        return _prompt(spec.workflow, renames, self.files.job_folder)
+        return _prompt(job_input.workflow, renames, self.files.job_folder)
 
-    def run(self, prompt: dict, spec: JobInput) -> PromptRun:
-        extra = {"api_key_comfy_org": spec.api_key} if spec.api_key else {}
+    def run(self, prompt: dict, job_input: JobInput) -> PromptRun:
+        extra = {"api_key_comfy_org": job_input.api_key} if job_input.api_key else {}
         run = self.prompt_run
         try:
             return self.comfy.run_prompt(
-                prompt, spec.timeout_s, run, extra_data=extra, on_progress=self.on_progress
+                prompt, job_input.timeout_s, run, extra_data=extra, on_progress=self.on_progress
             )
         finally:
             if run.prompt_id:  # it reached ComfyUI: note its times and the files it wrote
                 self._note(run)
 
-    def deliver_outputs(self, run: PromptRun, spec: JobInput) -> dict:
+    def deliver_outputs(self, run: PromptRun, job_input: JobInput) -> dict:
         t = time.monotonic()
-        found, texts, skipped = outputs.collect(run.outputs, spec.include_previews)
+        found, texts, skipped = outputs.collect(run.outputs, job_input.include_previews)
         if not found and not texts:
             raise outputs.nothing_produced(skipped)
         warnings = run.warnings
