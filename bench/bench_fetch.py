@@ -23,11 +23,12 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from handler import fetch
-from handler.download import sha256_file
+from handler.models import fetch
+from handler.models.hashing import sha256_file
 from tests.kit.model_server import MiB, ModelServer, blob, manifest_entry, sparse_file
 
 ROOT = Path(__file__).resolve().parents[1]
+
 PACED_MIB_S = 64  # per connection, for the parallel figure
 
 

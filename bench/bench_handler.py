@@ -1,7 +1,7 @@
 """Handler overhead: 200 small jobs through the handler vs the same jobs by a minimal client.
 
 Both talk to the same ComfyUI test double (tests/comfy_double) on loopback.
-The handler is called in-process (`handler.worker.handler(job)`), exactly as
+The handler is called in-process (`handler.jobs.worker.run_job(job)`), exactly as
 the runpod SDK calls it; the minimal client does only what any client must:
 open the WebSocket, POST /prompt, wait for this prompt's last frame, read
 /history and fetch each image with /view. Jobs alternate between the two so
@@ -94,7 +94,8 @@ def measure(double, jobs: int) -> list[dict]:
         COMFYUI_DIR=str(double.base),
         BAKERY_COMFY_PID=str(double.proc.pid),
     )
-    from handler import log, worker
+    from handler import log
+    from handler.jobs import worker
 
     # Log lines are formatted as in production but not written to the terminal.
     for h in log.get("bench").parent.handlers:
@@ -105,7 +106,7 @@ def measure(double, jobs: int) -> list[dict]:
 
     def via_handler(i: int) -> float:
         t = time.perf_counter()
-        result = worker.handler({"id": f"bench-{i}", "input": {"workflow": workflow(i)}})
+        result = worker.run_job({"id": f"bench-{i}", "input": {"workflow": workflow(i)}})
         elapsed = time.perf_counter() - t
         assert "images" in result, result
         return elapsed
@@ -166,11 +167,11 @@ def profile(via_handler, jobs: int) -> str:
     # Only what the minimal client does not do too (connect, submit and following the
     # prompt are the same work on both sides).
     interesting = {
-        "comfy.py:wait_ready": "readiness probe (GET /system_stats)",
+        "comfyui.py:wait_ready": "readiness probe (GET /system_stats)",
         "outputs.py:deliver": "outputs (/view, as the client does, + base64)",
         "cleanup.py:remove": "removing the job's files",
-        "comfy.py:forget": "deleting its history (POST /history)",
-        "job.py:parse": "input validation",
+        "comfyui.py:forget": "deleting its history (POST /history)",
+        "input.py:parse": "input validation",
         "resources.py:check": "resource check",
         "telemetry.py:finish": "telemetry",
         "telemetry.py:start_sampling": "telemetry",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
 
     if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
         RunPodLogger().level = "INFO"
-    runpod.serverless.start({"handler": handler})
+    runpod.serverless.start({"handler": run_job})
 
 
 if __name__ == "__main__":

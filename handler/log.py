@@ -22,7 +22,7 @@ from handler import settings
 LOG_LEVEL = settings.setting(
     "BAKERY_LOG_LEVEL",
     "INFO",
-    "Log level of the handler and fetcher (DEBUG, INFO, WARNING, ERROR).",
+    "Log level of the worker and the model fetch (DEBUG, INFO, WARNING, ERROR).",
 )
 
 LOG_URL = settings.setting(

@@ -1,7 +1,7 @@
 """The model manifest: the one contract between build time and run time.
 
 `bakery render` writes one `build/<variant>/models.json` per variant; the
-image carries it at /opt/bakery/models.json and `python -m handler.fetch`
+image carries it at /opt/bakery/models.json and `python -m handler.models.fetch`
 reads it at container start. Both sides use the typed `Manifest`/`Model`
 below, checked against MANIFEST_SCHEMA, so the model contract lives here, on
 the run-time side (tools/ may import handler.manifest; handler/ never imports

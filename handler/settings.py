@@ -91,16 +91,16 @@ def _load_all() -> None:
 
     import handler
 
-    for info in pkgutil.iter_modules(handler.__path__):
-        if info.name not in ("__main__",):
-            importlib.import_module(f"handler.{info.name}")
+    for info in pkgutil.walk_packages(handler.__path__, "handler."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
 
 
 # --- Settings more than one module reads (declared once, here) ---------------
 COMFY_HOST = setting(
     "COMFY_HOST",
     "127.0.0.1:8188",
-    "host:port where ComfyUI listens (the handler talks to it; start.sh starts it there).",
+    "host:port where ComfyUI listens (the worker talks to it; start.sh starts it there).",
 )
 COMFYUI_DIR = setting(
     "COMFYUI_DIR",

@@ -1,17 +1,17 @@
-"""`python -m handler.start [handler args]`: the container's start sequence (start.sh runs it).
+"""`python -m handler.start [worker args]`: the container's start sequence (start.sh runs it).
 
-1. Fetch the manifest's models (handler.fetch). A failure stops the container
+1. Fetch the manifest's models (handler.models.fetch). A failure stops the container
    here, with one clear message: no half-working worker.
 2. Start ComfyUI on 127.0.0.1 at COMFY_HOST's port, told where the models are
    (--extra-model-paths-config), with tcmalloc preloaded when the image has it.
 3. Wait, bounded, until it answers GET /system_stats. If it exits or never
    answers, print its last log lines and exit non-zero.
-4. Run the RunPod handler (`python -m handler`, with this command's arguments,
+4. Run the worker (`python -m handler`, with this command's arguments,
    so `--rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port N` work), with
    BAKERY_COMFY_PID set so a job fails fast if ComfyUI is gone.
 
 This process stays as the parent of both: SIGTERM and SIGINT are passed on to
-each child's process group; when the handler ends, ComfyUI is stopped too. As
+each child's process group; when the worker ends, ComfyUI is stopped too. As
 a container's PID 1 it also reaps orphaned processes, so no zombies pile up.
 """
 
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import requests
 
-from handler import fetch, settings
-from handler import log as logs
+from handler import log, settings
+from handler.models import fetch
 
 START_TIMEOUT = settings.setting(
     "BAKERY_COMFY_START_TIMEOUT_S",
@@ -53,7 +53,7 @@ COMFY_ARGS = settings.setting(
     "Extra ComfyUI command-line flags, e.g. `--lowvram --preview-method auto`.",
 )
 
-log = logs.get("start")
+_log = log.get("start")
 
 TAIL_LINES = 40  # of ComfyUI's output, printed when it fails to start
 STOP_GRACE_S = 8.0  # docker stop waits 10 s before SIGKILL: stop the children within it
@@ -110,7 +110,7 @@ def comfy_environment(env: dict | None = None, lib_dirs: tuple[str, ...] = LIB_D
     return out
 
 
-class Comfy:
+class ComfyProcess:
     """ComfyUI as a child: its output goes on to ours, and the last lines are kept."""
 
     def __init__(self, command: list[str], env: dict):
@@ -210,7 +210,7 @@ def exit_code(returncode: int) -> int:
 
 def say(message: str) -> None:
     """One message for a person reading the container's log (never a secret)."""
-    print(logs.redact(f"start: {message}"), file=sys.stderr, flush=True)
+    print(log.redact(f"start: {message}"), file=sys.stderr, flush=True)
 
 
 def stop_fetching(signum, _frame) -> None:
@@ -235,7 +235,7 @@ def run(handler_args: list[str]) -> int:
     except (StartError, settings.SettingError) as exc:
         say(str(exc))
         return 1
-    comfy = Comfy(command, comfy_environment())
+    comfy = ComfyProcess(command, comfy_environment())
     children = [comfy.proc]
     stopping: list[int] = []
 
@@ -255,7 +255,7 @@ def run(handler_args: list[str]) -> int:
         say(str(exc))
         stop(children)
         return 1
-    logs.event(log, "ComfyUI is ready", seconds=round(seconds, 2), pid=comfy.proc.pid)
+    log.event(_log, "ComfyUI is ready", seconds=round(seconds, 2), pid=comfy.proc.pid)
 
     handler_env = dict(os.environ, BAKERY_COMFY_PID=str(comfy.proc.pid))
     worker = subprocess.Popen(
@@ -264,7 +264,7 @@ def run(handler_args: list[str]) -> int:
         start_new_session=True,
     )
     children.append(worker)
-    if stopping:  # a signal that came while the handler was being started
+    if stopping:  # a signal that came while the worker was being started
         signal_group(worker, stopping[0])
     reported = False
     pid_one = os.getpid() == 1
@@ -275,8 +275,8 @@ def run(handler_args: list[str]) -> int:
             reported = True
             # The handler sees it too (BAKERY_COMFY_PID): it fails jobs at once and asks
             # RunPod for a new worker.
-            logs.event(
-                log,
+            log.event(
+                _log,
                 "ComfyUI exited",
                 logging.ERROR,
                 code=comfy.proc.returncode,
@@ -285,7 +285,7 @@ def run(handler_args: list[str]) -> int:
         time.sleep(0.2)
     stop([comfy.proc])
     if worker.returncode and not stopping:
-        say(f"the handler exited with code {worker.returncode}")
+        say(f"the worker exited with code {worker.returncode}")
     return exit_code(worker.returncode)
 
 

@@ -9,9 +9,9 @@ import subprocess
 
 import pytest
 
-from handler import fetch
-from handler.download import FetchError
 from handler.manifest import MODEL_FOLDERS
+from handler.models import fetch
+from handler.models.errors import FetchError
 from tests.kit.model_server import MiB, blob, manifest_entry
 
 
@@ -335,7 +335,7 @@ def test_a_refused_token_says_why_when_the_server_does(server, box, monkeypatch)
     ],
 )
 def test_which_hosts_receive_a_token(url, auth, sent):
-    from handler.download import auth_header
+    from handler.models.tokens import auth_header
 
     env = {
         "HF_TOKEN": "hf_tok",

@@ -1,4 +1,4 @@
-"""The fetcher as processes: `python -m handler.fetch`, two workers on one volume, SIGKILL."""
+"""The fetcher as processes: `python -m handler.models.fetch`, two workers on a volume, SIGKILL."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from handler import fetch
+from handler.models import fetch
 from tests.kit.model_server import MiB, blob, manifest_entry
 
-FETCH = [sys.executable, "-m", "handler.fetch"]
+FETCH = [sys.executable, "-m", "handler.models.fetch"]
 
 
 def start_fetch(box, **env: str) -> subprocess.Popen:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from handler import worker
+from handler.jobs import worker
 from tests.kit.servers import FileServer, Relay, S3Server, StubComfy, free_port
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 64).decode()
 GOOD = {"1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8}}}
@@ -169,14 +169,14 @@ CASES = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_gets_a_clear_error_and_never_reaches_comfyui(case, comfy_seen):
     bad_job, message = CASES[case]
-    assert handler(bad_job) == {"error": message}
+    assert run_job(bad_job) == {"error": message}
     assert comfy_seen() == 0
 
 
 def test_oversized_image_is_refused_before_decoding(handler_env, comfy_seen):
     handler_env.setenv("BAKERY_MAX_IMAGE_BYTES", "1000")
     big = base64.b64encode(b"x" * 2000).decode()
-    result = handler(job(images=[{"name": "big.png", "image": big}]))
+    result = run_job(job(images=[{"name": "big.png", "image": big}]))
     assert result == {
         "error": "images[0].image: image is larger than 1000 bytes (BAKERY_MAX_IMAGE_BYTES)"
     }
@@ -186,7 +186,7 @@ def test_oversized_image_is_refused_before_decoding(handler_env, comfy_seen):
 def test_url_to_loopback_is_refused_unless_allowed(handler_env, comfy_seen, file_server):
     handler_env.setenv("BAKERY_URL_ALLOW", "")
     file_server.files["/a.png"] = (200, b"png", {})
-    result = handler(job(images=[{"name": "a.png", "url": file_server.url("/a.png")}]))
+    result = run_job(job(images=[{"name": "a.png", "url": file_server.url("/a.png")}]))
     assert result == {
         "error": "images[0].url: 127.0.0.1 is not a public address (loopback, private, "
         "link-local and metadata addresses are refused; BAKERY_URL_ALLOW can allow some)"
@@ -196,7 +196,7 @@ def test_url_to_loopback_is_refused_unless_allowed(handler_env, comfy_seen, file
 
 def test_host_name_resolving_to_loopback_is_refused(handler_env, comfy_seen):
     handler_env.setenv("BAKERY_URL_ALLOW", "")
-    result = handler(job(images=[{"name": "a.png", "url": "http://localhost:9/a.png"}]))
+    result = run_job(job(images=[{"name": "a.png", "url": "http://localhost:9/a.png"}]))
     assert result["error"].startswith("images[0].url: localhost (")
     assert "is not a public address" in result["error"]
     assert comfy_seen() == 0
@@ -204,7 +204,7 @@ def test_host_name_resolving_to_loopback_is_refused(handler_env, comfy_seen):
 
 def test_redirect_to_a_refused_address_is_not_followed(handler_env, comfy_seen, file_server):
     file_server.files["/a.png"] = (302, b"", {"Location": "http://169.254.169.254/latest"})
-    result = handler(job(images=[{"name": "a.png", "url": file_server.url("/a.png")}]))
+    result = run_job(job(images=[{"name": "a.png", "url": file_server.url("/a.png")}]))
     assert result == {
         "error": "images[0].url: 169.254.169.254 is not a public address (loopback, private, "
         "link-local and metadata addresses are refused; BAKERY_URL_ALLOW can allow some)"
@@ -215,7 +215,7 @@ def test_redirect_to_a_refused_address_is_not_followed(handler_env, comfy_seen, 
 def test_url_image_larger_than_the_limit_is_refused(handler_env, comfy_seen, file_server):
     handler_env.setenv("BAKERY_MAX_IMAGE_BYTES", "1000")
     file_server.files["/big.png"] = (200, b"x" * 5000, {})
-    result = handler(job(images=[{"name": "a.png", "url": file_server.url("/big.png")}]))
+    result = run_job(job(images=[{"name": "a.png", "url": file_server.url("/big.png")}]))
     assert result == {
         "error": "images[0].url: image is larger than 1000 bytes (BAKERY_MAX_IMAGE_BYTES)"
     }
@@ -223,7 +223,7 @@ def test_url_image_larger_than_the_limit_is_refused(handler_env, comfy_seen, fil
 
 
 def test_url_that_answers_404_names_the_status(handler_env, comfy_seen, file_server):
-    result = handler(job(images=[{"name": "a.png", "url": file_server.url("/nope.png")}]))
+    result = run_job(job(images=[{"name": "a.png", "url": file_server.url("/nope.png")}]))
     assert result == {"error": "images[0].url: 127.0.0.1 answered HTTP 404"}
     assert comfy_seen() == 0
 
@@ -232,14 +232,14 @@ def test_url_download_is_bounded_in_time(handler_env, comfy_seen, file_server):
     handler_env.setenv("BAKERY_URL_TIMEOUT_S", "0.5")
     file_server.files["/slow.png"] = (200, b"x" * 10, {})
     file_server.delay_s = 2
-    result = handler(job(images=[{"name": "a.png", "url": file_server.url("/slow.png")}]))
+    result = run_job(job(images=[{"name": "a.png", "url": file_server.url("/slow.png")}]))
     assert result == {"error": "images[0].url: download from 127.0.0.1 failed (timed out)"}
     assert comfy_seen() == 0
 
 
 def test_a_misconfigured_setting_is_reported_by_name(handler_env, comfy_seen):
     handler_env.setenv("BAKERY_JOB_TIMEOUT_MAX_S", "an hour")
-    assert handler(job()) == {
+    assert run_job(job()) == {
         "error": "environment variable BAKERY_JOB_TIMEOUT_MAX_S='an hour' is not a valid float — "
         "unset it to use the default (3600.0)"
     }

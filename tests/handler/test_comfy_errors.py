@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 from tests.handler.helpers import empty_image, get_json, leftovers, node, slow
 
 
 def run(workflow, **fields):
-    return handler({"id": "err-1", "input": {"workflow": workflow, **fields}})
+    return run_job({"id": "err-1", "input": {"workflow": workflow, **fields}})
 
 
 def test_rejected_workflow_lists_one_line_per_failing_node(comfy):
@@ -114,9 +114,9 @@ def test_timeout_interrupts_the_prompt_and_the_worker_stays_usable(comfy):
 
 
 def test_a_prompt_that_ignores_the_interrupt_asks_for_a_new_worker(comfy, monkeypatch):
-    from handler import worker
+    from handler.jobs import prompt
 
-    monkeypatch.setattr(worker, "STOP_WAIT_S", 0.5)
+    monkeypatch.setattr(prompt, "STOP_WAIT_S", 0.5)
     # One 1.5-second step: the interrupt only takes effect at the next step.
     result = run(slow(steps=1, seconds_per_step=1.5), timeout_s=0.3)
     assert result == {
@@ -129,7 +129,7 @@ def test_a_prompt_that_ignores_the_interrupt_asks_for_a_new_worker(comfy, monkey
 
 
 def test_an_unexpected_handler_error_is_reported_and_cleaned_up(comfy, monkeypatch):
-    from handler import outputs
+    from handler.jobs import outputs
 
     def broken(*args):
         raise RuntimeError("collect broke")

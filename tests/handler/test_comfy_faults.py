@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import time
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 from tests.handler.helpers import decoded, empty_image, first_pixel, leftovers, slow
 
 
 def run(workflow, **fields):
-    return handler({"id": "fault-1", "input": {"workflow": workflow, **fields}})
+    return run_job({"id": "fault-1", "input": {"workflow": workflow, **fields}})
 
 
 def assert_serves_next_job(double):

@@ -1,11 +1,11 @@
-"""Jobs through the handler's public entry (`handler.worker.handler`) against the ComfyUI double."""
+"""Jobs through the worker's job function (`run_job`) against the ComfyUI double."""
 
 from __future__ import annotations
 
 import base64
 import re
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 from tests.handler.helpers import (
     decoded,
     empty_image,
@@ -22,7 +22,7 @@ from tests.handler.helpers import (
 
 
 def run(workflow, **fields):
-    return handler({"id": "job-1", "input": {"workflow": workflow, **fields}})
+    return run_job({"id": "job-1", "input": {"workflow": workflow, **fields}})
 
 
 def test_image_job_returns_the_saved_image_as_base64(comfy):
@@ -161,17 +161,17 @@ def test_a_preview_comfyui_answers_from_its_cache_is_reported_missing(comfy):
 
 
 def test_api_key_reaches_comfyui_as_extra_data(comfy, handler_env, monkeypatch):
-    from handler import comfy as comfy_client
+    from handler.jobs import comfyui as comfy_client
 
     sent = []
-    original = comfy_client.Comfy.submit
+    original = comfy_client.ComfyClient.submit
 
     def spy(self, prompt, client_id, extra):
         body = original(self, prompt, client_id, extra)
         sent.append(comfy.received(body["prompt_id"]))
         return body
 
-    monkeypatch.setattr(comfy_client.Comfy, "submit", spy)
+    monkeypatch.setattr(comfy_client.ComfyClient, "submit", spy)
     run(empty_image(), comfy_org_api_key="comfyui-key-from-job")
     handler_env.setenv("COMFY_ORG_API_KEY", "comfyui-key-from-env")
     run(empty_image())
@@ -183,7 +183,7 @@ def test_api_key_reaches_comfyui_as_extra_data(comfy, handler_env, monkeypatch):
 
 
 def test_progress_reports_nodes_and_sampler_steps(comfy, monkeypatch):
-    from handler import worker
+    from handler.jobs import worker
 
     updates = []
     monkeypatch.setattr(worker, "report_progress", lambda job, update: updates.append(update))
@@ -217,11 +217,11 @@ def test_progress_goes_through_the_sdk_on_runpod(comfy, handler_env, monkeypatch
     sent = []
     monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, u: sent.append((job, u)))
     job = {"id": "job-progress", "input": {"workflow": slow(steps=2, seconds_per_step=0.01)}}
-    handler(job)
+    run_job(job)
     assert sent == []  # not on RunPod (no result URL): progress is only logged
     handler_env.setenv("RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/job-done")
     job["input"]["workflow"] = slow(steps=3, seconds_per_step=0.01)
-    handler(job)
+    run_job(job)
     assert sent and all(j is job for j, _ in sent)
     # EmptyImage is unchanged, so ComfyUI answers it from its cache: 2 nodes left to run.
     assert sent[0][1]["message"] == "node 1 of 2 (DoubleSlowSampler)"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 from tests.handler.helpers import empty_image, get_json, leftovers
 
 
 def run(workflow, **fields):
-    return handler({"id": "res-1", "input": {"workflow": workflow, **fields}})
+    return run_job({"id": "res-1", "input": {"workflow": workflow, **fields}})
 
 
 def test_too_little_ram_fails_before_the_prompt_is_queued(comfy, handler_env):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from handler.worker import handler
+from handler.jobs.worker import run_job
 from tests.handler.helpers import empty_image, leftovers, node, png_size
 
 
@@ -16,7 +16,7 @@ def test_outputs_are_uploaded_with_their_content_types_and_returned_as_urls(comf
         "4": node("DoubleSineAudio", seconds=0.1, frequency=440.0, sample_rate=8000),
         "5": node("SaveAudio", audio=["4", 0], filename_prefix="tone"),
     }  # fmt: skip
-    result = handler({"id": "job-s3", "input": {"workflow": workflow}})
+    result = run_job({"id": "job-s3", "input": {"workflow": workflow}})
     entries = result["images"] + result["videos"] + result["audio"]
     assert [(e["filename"], e["type"], e["content_type"]) for e in entries] == [
         ("test_00001_.png", "s3_url", "image/png"),
@@ -40,7 +40,7 @@ def test_outputs_are_uploaded_with_their_content_types_and_returned_as_urls(comf
 
 def test_upload_failure_is_a_clear_error_without_credentials(comfy, s3_server, handler_env):
     handler_env.setenv("BAKERY_BUCKET_NAME", "no-such-bucket")
-    result = handler({"id": "job-s3", "input": {"workflow": empty_image()}})
+    result = run_job({"id": "job-s3", "input": {"workflow": empty_image()}})
     endpoint = s3_server.meta.endpoint_url
     assert result == {
         "error": f"outputs: uploading 'test_00001_.png' to bucket 'no-such-bucket' at {endpoint} "

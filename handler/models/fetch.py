@@ -1,8 +1,8 @@
-"""`python -m handler.fetch`: put every model of the image's manifest in place.
+"""`python -m handler.models.fetch`: put every model of the image's manifest in place.
 
 Run at container start (handler.start) before ComfyUI starts. Models already
 present and verified cost a stat each; missing ones are downloaded in parallel
-(handler.download), each by exactly one worker of the endpoint when several
+(handler.models.download), each by exactly one worker of the endpoint when several
 share a network volume. Exit status 0 when every model is in place, else 1
 with one line saying what failed and what to do.
 """
@@ -19,10 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handler import download, manifest, settings, volume
-from handler import log as logs
-from handler.download import Client, Download, FetchError, sha256_file
+from handler import log, manifest, settings
 from handler.manifest import Model
+from handler.models import download, volume
+from handler.models.download import Download
+from handler.models.errors import FetchError, NotEnoughSpace
+from handler.models.hashing import sha256_file
+from handler.models.source import SourceClient
 
 WORKERS = settings.setting(
     "BAKERY_FETCH_WORKERS",
@@ -31,12 +34,8 @@ WORKERS = settings.setting(
     kind="int",
 )
 
-log = logs.get("fetch")
+_log = log.get("fetch")
 SETTINGS = (WORKERS, volume.MODEL_PATHS, *download.SETTINGS)
-
-
-class NotEnoughSpace(FetchError):
-    """The missing models cannot fit on the volume (checked before any download)."""
 
 
 # What a fetch fails with when the fix is the user's: a message, never a traceback.
@@ -83,7 +82,7 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
             missing.append((m, place))
     if missing:
         check_space(root, missing)
-        client = Client(env)
+        client = SourceClient(env)
         failures: list[str] = []
         # First the files no other worker is fetching, then wait for the others: two
         # workers starting together on one volume share the work instead of queueing.
@@ -95,8 +94,8 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
                 + "\n  ".join(failures)
             )
     summary.seconds = time.monotonic() - t0
-    logs.event(
-        log,
+    log.event(
+        _log,
         "models ready",
         fetched=len(summary.fetched),
         bytes=summary.bytes,
@@ -123,7 +122,7 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
             # OSError: the volume itself (permissions, read-only, gone).
             except (FetchError, OSError) as exc:
                 failures.append(f"{place.name}: {exc}")
-                logs.event(log, "model failed", logging.ERROR, file=place.name, error=str(exc))
+                log.event(_log, "model failed", logging.ERROR, file=place.name, error=str(exc))
                 continue
             if got == volume.BUSY:
                 busy.append((m, place))
@@ -135,19 +134,19 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
     return busy
 
 
-def fetch_one(model: Model, place: volume.Place, client: Client, wait: bool, env):
+def fetch_one(model: Model, place: volume.Place, client: SourceClient, wait: bool, env):
     """Bytes downloaded for `model`; None if it is in place already; volume.BUSY if another
     worker holds it and `wait` is false."""
 
     def waiting() -> None:
-        logs.event(log, "another worker is fetching this file, waiting for it", file=place.name)
+        log.event(_log, "another worker is fetching this file, waiting for it", file=place.name)
 
     with volume.locked(place, on_wait=waiting, wait=wait) as lock:
         if lock == volume.BUSY:
             return volume.BUSY
         if lock == volume.UNLOCKED:
-            logs.event(
-                log,
+            log.event(
+                _log,
                 "this volume has no file locks: another worker may download this file too",
                 logging.WARNING,
                 file=place.name,
@@ -161,8 +160,8 @@ def fetch_one(model: Model, place: volume.Place, client: Client, wait: bool, env
         download = Download(model, place, client, env)
         digest = download.run()
         seconds = time.monotonic() - t0
-        logs.event(
-            log,
+        log.event(
+            _log,
             "downloaded",
             file=place.name,
             bytes=download.bytes_received,
@@ -186,7 +185,7 @@ def adopt(model: Model, place: volume.Place) -> bool:
         return False
     digest = sha256_file(place.target)
     if model.sha256 is not None and digest != model.sha256:
-        logs.event(log, "file in place does not match its sha256, replacing it", file=place.name)
+        log.event(_log, "file in place does not match its sha256, replacing it", file=place.name)
         return False
     place.remember(digest, model.url)
     return True
@@ -200,7 +199,7 @@ def check_space(root: Path, missing: list[tuple[Model, volume.Place]]) -> None:
     free = volume.free_bytes(root)
     unknown = len(missing) - len(sized)
     if unknown:
-        logs.event(log, "size unknown, not counted in the disk check", models=unknown)
+        log.event(_log, "size unknown, not counted in the disk check", models=unknown)
     if need - partial > free:
         raise NotEnoughSpace(
             f"not enough disk space in {root}: {len(sized)} missing models need "
@@ -211,13 +210,13 @@ def check_space(root: Path, missing: list[tuple[Model, volume.Place]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m handler.fetch", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m handler.models.fetch", description=__doc__)
     ap.add_argument("--manifest", help=f"manifest to fetch (default: ${settings.MANIFEST.name})")
     args = ap.parse_args(argv)
     try:
         fetch(args.manifest)
     except USER_ERRORS as exc:
-        print(logs.redact(f"fetch failed: {exc}"), file=sys.stderr, flush=True)
+        print(log.redact(f"fetch failed: {exc}"), file=sys.stderr, flush=True)
         return 1
     return 0
 

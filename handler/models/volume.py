@@ -50,7 +50,7 @@ def model_paths_yaml(root: Path) -> str:
     """ComfyUI's extra_model_paths.yaml mapping every folder it knows to `root`."""
     # Quoted so any path survives YAML; ComfyUI joins base_path with each entry.
     lines = [
-        "# Written by `python -m handler.fetch` at container start: the models of this",
+        "# Written by `python -m handler.models.fetch` at container start: the models of this",
         "# image live here. Do not edit; it is rewritten on every start.",
         "comfy_bakery:",
         f"  base_path: {json.dumps(str(root))}",

@@ -12,7 +12,7 @@ import shutil
 import psutil
 
 from handler import settings
-from handler.errors import NotEnoughResources
+from handler.jobs.errors import NotEnoughResources
 
 MIN_DISK_MB = settings.setting(
     "BAKERY_MIN_FREE_DISK_MB",

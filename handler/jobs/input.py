@@ -1,4 +1,4 @@
-"""A job's input: its JSON Schema and the checks that turn it into a `JobSpec`.
+"""A job's input: its JSON Schema and the checks that turn it into a `JobInput`.
 
 Compatible with runpod-workers/worker-comfyui (`workflow`, `images` by
 base64 / data URI, `comfy_org_api_key`) plus our additions: images by `url`,
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handler import schema_errors, settings
-from handler.errors import JobInputError
+from handler.jobs.errors import JobInputError
 
 TIMEOUT_DEFAULT = settings.setting(
     "BAKERY_JOB_TIMEOUT_S",
@@ -79,12 +79,12 @@ def schema() -> dict:
 @dataclass
 class ImageInput:
     name: str
-    image: str | None = None  # base64 or data URI, decoded by handler.inputs
+    image: str | None = None  # base64 or data URI, decoded by handler.jobs.images
     url: str | None = None
 
 
 @dataclass
-class JobSpec:
+class JobInput:
     workflow: dict[str, Any]
     images: list[ImageInput] = field(default_factory=list)
     api_key: str = ""
@@ -92,7 +92,7 @@ class JobSpec:
     include_previews: bool = False
 
 
-def parse(job_input: Any) -> JobSpec:
+def parse(job_input: Any) -> JobInput:
     """Validate a job's `input` and return what the worker needs, or raise JobInputError."""
     if not isinstance(job_input, dict):
         raise JobInputError(
@@ -110,7 +110,7 @@ def parse(job_input: Any) -> JobSpec:
         seen.add(img.name)
         if img.name in (".", "..") or img.name.endswith("."):
             raise JobInputError(f"images[{i}].name: {_NAME_RULE}")
-    return JobSpec(
+    return JobInput(
         workflow=workflow,
         images=images,
         api_key=job_input.get("comfy_org_api_key") or settings.COMFY_ORG_API_KEY.get(),

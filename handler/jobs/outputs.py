@@ -17,9 +17,9 @@ import mimetypes
 import posixpath
 from dataclasses import dataclass
 
-from handler import storage
-from handler.comfy import Comfy
-from handler.errors import OutputError, OutputGone
+from handler.jobs import storage
+from handler.jobs.comfyui import ComfyClient
+from handler.jobs.errors import OutputError, OutputGone
 
 # history key → result key (anything else that lists files goes under "files")
 FILE_KINDS = {
@@ -98,7 +98,7 @@ def collect(outputs: dict, include_previews: bool) -> tuple[list[OutputFile], li
 
 
 def deliver(
-    comfy: Comfy,
+    comfy: ComfyClient,
     job_id: str,
     files: list[OutputFile],
     texts: list[dict],
@@ -115,7 +115,7 @@ def deliver(
         except OutputGone:
             if f.entry.get("type") != "temp":
                 raise
-            # Previews have no file-name input the handler can make unique, so an
+            # Previews have no file-name input the worker can make unique, so an
             # identical prompt is answered from ComfyUI's cache with a removed file.
             warnings.append(
                 f"preview {f.entry['filename']!r} left out: ComfyUI answered it from its cache "

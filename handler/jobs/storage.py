@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from handler import settings
-from handler.errors import OutputError
+from handler.jobs.errors import OutputError
 
 BUCKET_NAME = settings.setting(
     "BAKERY_BUCKET_NAME",

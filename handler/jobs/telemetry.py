@@ -15,7 +15,7 @@ from collections.abc import Callable
 import psutil
 
 from handler import settings
-from handler.resources import MB, vram_used_mb
+from handler.jobs.resources import MB, vram_used_mb
 
 SAMPLE_S = settings.setting(
     "BAKERY_TELEMETRY_SAMPLE_S",

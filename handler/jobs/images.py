@@ -23,8 +23,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from handler import http, settings
-from handler.errors import JobInputError
-from handler.job import MAX_IMAGE_BYTES, ImageInput
+from handler.jobs.errors import JobInputError
+from handler.jobs.input import MAX_IMAGE_BYTES, ImageInput
 
 URL_ALLOW = settings.setting(
     "BAKERY_URL_ALLOW",
@@ -54,7 +54,7 @@ def load(images: list[ImageInput]) -> list[LoadedImage]:
     out = []
     for i, img in enumerate(images):
         if img.url is not None:
-            out.append(LoadedImage(img.name, download(img.url, f"images[{i}].url")))
+            out.append(LoadedImage(img.name, from_url(img.url, f"images[{i}].url")))
         else:
             out.append(LoadedImage(img.name, decode(img.image or "", f"images[{i}].image")))
     return out
@@ -98,7 +98,8 @@ def _http() -> requests.Session:
     return _session
 
 
-def download(url: str, field: str) -> bytes:
+def from_url(url: str, field: str) -> bytes:
+    """GET an input image from `url`: every hop's address checked, size and time bounded."""
     limit = MAX_IMAGE_BYTES.get()
     deadline = time.monotonic() + URL_TIMEOUT.get()
     for _hop in range(MAX_REDIRECTS + 1):

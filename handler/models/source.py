@@ -1,0 +1,188 @@
+"""Asking a model's source for bytes: GET with redirects followed hop by hop, and retries.
+
+Redirects are followed here, not by requests, so that each hop decides afresh
+whether it may receive the token (handler.models.tokens). Network errors, 429
+and 5xx become `Retry`; `Retrier` is the retry budget of one download
+(exponential backoff with jitter, a server's Retry-After honoured up to a cap).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.utils
+import logging
+import threading
+import time
+from http.client import HTTPException
+from urllib.parse import urljoin, urlsplit
+
+import requests
+import urllib3
+
+from handler import http, log, settings
+from handler.models.errors import FetchError
+from handler.models.tokens import TOKENS, auth_header, public
+
+RETRIES = settings.setting(
+    "BAKERY_FETCH_RETRIES",
+    6,
+    "Attempts per download on network errors, 429 and 5xx before the fetch fails "
+    "(exponential backoff with jitter; the count restarts whenever bytes arrive).",
+    kind="int",
+)
+RETRY_AFTER_MAX = settings.setting(
+    "BAKERY_FETCH_RETRY_AFTER_MAX_S",
+    120.0,
+    "Longest wait (seconds) a server's Retry-After may impose before one retry.",
+    kind="float",
+)
+TIMEOUT = settings.setting(
+    "BAKERY_FETCH_TIMEOUT_S",
+    60.0,
+    "Seconds without a byte from the server before a download is retried.",
+    kind="float",
+)
+
+SETTINGS = (RETRIES, RETRY_AFTER_MAX, TIMEOUT)
+_log = log.get("fetch")
+
+MAX_REDIRECTS = 10
+
+NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    urllib3.exceptions.HTTPError,
+    HTTPException,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+class Retry(Exception):
+    """A transient failure: wait (`after` seconds if the server said so) and try again."""
+
+    def __init__(self, reason: str, after: float | None = None):
+        super().__init__(reason)
+        self.after = after
+
+
+class RangeIgnored(Exception):
+    """A resume request came back whole (200): the .part cannot be continued."""
+
+
+def retry_after(resp: requests.Response) -> float | None:
+    """Seconds the server asked us to wait (Retry-After: seconds or an HTTP date)."""
+    value = resp.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    return None
+
+
+class SourceClient:
+    """GET with manual redirects (per-hop auth) on the project's HTTP session."""
+
+    def __init__(self, env: dict | None = None):
+        self.env = env
+        self.timeout = (10.0, TIMEOUT.get(env))
+        self._local = threading.local()
+
+    @property
+    def session(self):
+        # One per thread: a requests.Session is not promised to be thread-safe. Retries
+        # are done by hand (ranged resume, bounded Retry-After): none in the adapter.
+        if not hasattr(self._local, "session"):
+            self._local.session = http.session(total=0)
+        return self._local.session
+
+    def get(self, url: str, auth: str, first: int | None = None, last: int | None = None):
+        """Open `url` (bytes first..last when `first` is given); return the 200/206 response."""
+        headers = {"Accept-Encoding": "identity"}
+        if first is not None:
+            headers["Range"] = f"bytes={first}-{'' if last is None else last}"
+        for _hop in range(MAX_REDIRECTS + 1):
+            hop_headers = headers | auth_header(url, auth, self.env)
+            try:
+                resp = self.session.get(
+                    url,
+                    headers=hop_headers,
+                    stream=True,
+                    allow_redirects=False,
+                    timeout=self.timeout,
+                )
+            except NETWORK_ERRORS as exc:
+                raise Retry(f"{type(exc).__name__} from {public(url)}") from None
+            if resp.is_redirect:
+                url = urljoin(url, resp.headers["Location"])
+                resp.close()
+                log.event(_log, "redirected", logging.DEBUG, to=urlsplit(url).hostname)
+                continue
+            if resp.status_code in (200, 206):
+                return resp
+            resp.close()
+            if resp.status_code in http.RETRY_STATUSES:
+                raise Retry(f"HTTP {resp.status_code} from {public(url)}", retry_after(resp))
+            if resp.status_code == 416:
+                raise RangeIgnored()
+            raise FetchError(self._refused(resp, url, auth))
+        raise FetchError(f"more than {MAX_REDIRECTS} redirects from {public(url)}")
+
+    def _refused(self, resp: requests.Response, url: str, auth: str) -> str:
+        status = resp.status_code
+        msg = f"HTTP {status} from {public(url)}"
+        # Hugging Face explains a refusal (gated model, licence not accepted) in a header.
+        said = resp.headers.get("X-Error-Message")
+        if said:
+            msg += f" ({said.strip()})"
+        if status in (401, 403) and auth in TOKENS:
+            token_setting, hosts_setting = TOKENS[auth]
+            if not token_setting.get(self.env):
+                return f"{msg}: this model needs a token — set {token_setting.name}"
+            if not auth_header(url, auth, self.env):
+                return (
+                    f"{msg}: {token_setting.name} is only sent to {hosts_setting.get(self.env)} "
+                    f"over https (see {hosts_setting.name})"
+                )
+            return f"{msg}: the server refused {token_setting.name} — check it has access"
+        return msg
+
+
+class Retrier:
+    """The retry budget of one download: exponential backoff with jitter, bounded Retry-After.
+
+    Shared by the connections of one file; any byte that arrives restarts the count,
+    so a long download over a flaky link is not failed by errors spread over hours.
+    """
+
+    def __init__(self, name: str, env: dict | None = None):
+        self.name = name
+        self.limit = max(1, RETRIES.get(env))
+        self.cap = RETRY_AFTER_MAX.get(env)
+        self.failures = 0
+        self.lock = threading.Lock()
+
+    def progressed(self) -> None:
+        self.failures = 0
+
+    def wait(self, exc: Retry) -> None:
+        with self.lock:
+            self.failures += 1
+            failures = self.failures
+        if failures >= self.limit:
+            raise FetchError(f"gave up after {failures} attempts: {exc}")
+        delay = http.backoff(failures) if exc.after is None else min(exc.after, self.cap)
+        log.event(
+            _log,
+            "retrying",
+            logging.WARNING,
+            file=self.name,
+            reason=str(exc),
+            attempt=failures,
+            wait_s=round(delay, 2),
+        )
+        time.sleep(delay)
