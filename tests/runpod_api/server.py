@@ -277,5 +277,8 @@ def _reply(req, status: int, payload=None) -> None:
     if payload is not None:
         req.send_header("Content-Type", "application/json")
     req.send_header("Content-Length", str(len(data)))
-    req.end_headers()
-    req.wfile.write(data)
+    try:
+        req.end_headers()
+        req.wfile.write(data)
+    except ConnectionError:  # the worker went away (e.g. stopped) before it read the answer
+        req.close_connection = True

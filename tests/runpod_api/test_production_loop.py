@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
 from comfy_double import media, workflows
+
+from runpod_api import worker_env
+from runpod_api.loopback_only.sitecustomize import MARK
 
 SLOW_STEP_S = 0.1
 
@@ -97,7 +102,7 @@ def test_sigterm_mid_job_ends_it_cleanly_and_the_worker_exits(
     job_api.enqueue({"workflow": workflows.save_image()})  # for the next worker, or this one
     running(job_api, job_id)
     production_worker.terminate()
-    production_worker.wait(timeout=30)
+    assert production_worker.wait(timeout=30) == 0
     # Whatever the worker took got a result (finished or failed), nothing of it is left.
     for taken in job_api.taken:
         assert set(job_api.result(taken, timeout=1).body) & {"output", "error"}
@@ -156,3 +161,11 @@ def test_progress_never_arrives_after_the_result(job_api, production_worker):
     progress = job_api.posts(job_id, "progress")
     assert progress, "no progress posts at all"
     assert [round(p.at - result.at, 3) for p in progress if p.at > result.at] == []
+
+
+def test_nothing_in_the_worker_reaches_beyond_loopback(job_api, comfy_double, tmp_path):
+    env = worker_env(job_api, comfy_double, tmp_path / "home")
+    probe = "import socket; socket.create_connection(('8.8.8.8', 53), timeout=1)"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert out.returncode == 1
+    assert f"{MARK} ('8.8.8.8', 53)" in out.stderr
