@@ -1,4 +1,4 @@
-"""RunPod's production loop: `python -m handler` polling a loopback job API (tests/runpod_api).
+"""RunPod's production loop: `python -m handler` polling a loopback job API (tests/kit/runpod_api).
 
 Throughput: a burst of short jobs queued at once, taken, run and posted by the
 worker, in jobs per second from the enqueue to the last result post. Baseline:
@@ -18,20 +18,16 @@ handler never sees the stop, so today the figure is the rest of the prompt.
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from comfy_double import start, workflows  # noqa: E402
-from runpod_api import JobApi, start_worker  # noqa: E402
-
-from bench.bench_handler import DirectClient, workflow  # noqa: E402
+from bench.bench_handler import DirectClient, workflow
+from tests.comfy_double import workflows
+from tests.kit.double import start
+from tests.kit.runpod_api import JobApi, start_worker
 
 PROMPT_STEPS, STEP_S = 40, 0.1  # the prompt to cancel: 4 s, stopped about 0.5 s in
 
@@ -141,6 +137,7 @@ def stop_to_idle(api: JobApi, double, i: int) -> float:
 
 if __name__ == "__main__":
     import json
+    import sys
 
     for fig in run("--quick" in sys.argv):
         print(json.dumps(fig))

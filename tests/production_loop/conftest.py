@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from runpod_api import JobApi, start_worker
-from runpod_api.loopback_only.sitecustomize import MARK
+from tests.kit.runpod_api import JobApi, start_worker
+from tests.kit.runpod_api.loopback_only.sitecustomize import MARK
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import time
 
 import pytest
 import requests
-from comfy_double import media, workflows
 
-from runpod_api import worker_env
-from runpod_api.loopback_only.sitecustomize import MARK
+from tests.comfy_double import media, workflows
+from tests.kit.runpod_api import worker_env
+from tests.kit.runpod_api.loopback_only.sitecustomize import MARK
 
 SLOW_STEP_S = 0.1
 

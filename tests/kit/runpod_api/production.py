@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .server import JobApi
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GUARD = Path(__file__).resolve().parent / "loopback_only"  # sitecustomize: loopback only
 
 

@@ -9,7 +9,7 @@ import sys
 
 import requests
 
-from runpod_api import worker_env
+from tests.kit.runpod_api import worker_env
 
 # Run in a process of its own: the SDK reads its URLs from the environment at import.
 SDK_CALLS = """
