@@ -1,0 +1,126 @@
+"""Fixtures for the real-path tests: the real image (built once per session) and one
+worker container running it, ComfyUI started with --cpu, the runpod SDK's local API on
+127.0.0.1. Skips, with the reason, without an engine or without BAKERY_SOURCES."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+from engine import engine_problem
+from realpath import image as real
+from standin import bake as stand_in
+from standin import base, worker
+
+
+@pytest.fixture(scope="session")
+def real_image(tmp_path_factory) -> real.RealImage:
+    problem = engine_problem() or real.missing_sources()
+    if problem:
+        pytest.skip(problem)
+    run_id = f"real-{uuid.uuid4().hex[:10]}"
+    work = tmp_path_factory.mktemp("realpath")
+    try:
+        built = real.build(work, base.ensure(), run_id)
+        (work / "figures.json").write_text(json.dumps({"bake_s": built.seconds}))
+        yield built
+    finally:
+        stand_in.remove_images(run_id)
+        subprocess_rmi(f"bakery-test/realpath-{real.TARGET}:{run_id}")
+
+
+def subprocess_rmi(tag: str) -> None:
+    import subprocess
+
+    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+
+
+@dataclass
+class Worker:
+    """A running container of the real image: its local API, ComfyUI, and timings."""
+
+    container: object
+    api: str
+    comfy: str
+    ready_s: float  # docker run -> ComfyUI answers /system_stats
+    first_job_s: float = 0.0
+    jobs: list[float] = field(default_factory=list)
+
+    def job(self, payload: dict, timeout: float = 180) -> dict:
+        t0 = time.monotonic()
+        answer = requests.post(f"{self.api}/runsync", json={"input": payload}, timeout=timeout)
+        self.jobs.append(time.monotonic() - t0)
+        answer.raise_for_status()
+        return answer.json()
+
+    def exec(self, *cmd: str) -> tuple[int, str]:
+        code, out = self.container.exec_run(list(cmd))
+        return code, out.decode(errors="replace")
+
+    def logs(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def real_worker(real_image, tmp_path_factory):
+    client = docker.from_env()
+    api_port, comfy_port = worker.free_port(), worker.free_port()
+    t0 = time.monotonic()
+    container = client.containers.run(
+        real_image.tag,
+        [
+            worker.START,
+            "--rp_serve_api",
+            "--rp_api_host",
+            "127.0.0.1",
+            "--rp_api_port",
+            str(api_port),
+        ],  # fmt: skip
+        detach=True,
+        network_mode="host",
+        labels={stand_in.TEST_LABEL: "realpath"},
+        environment={
+            "COMFY_HOST": f"127.0.0.1:{comfy_port}",
+            "BAKERY_COMFY_ARGS": "--cpu",
+            "BAKERY_MIN_FREE_DISK_MB": "0",
+        },
+    )
+    comfy = f"http://127.0.0.1:{comfy_port}"
+    try:
+        ready = None
+        while time.monotonic() - t0 < 240:
+            try:
+                if requests.get(comfy + "/system_stats", timeout=2).ok:
+                    ready = time.monotonic() - t0
+                    break
+            except requests.ConnectionError:
+                pass
+            container.reload()
+            if container.status not in ("created", "running"):
+                break
+            time.sleep(0.25)
+        if ready is None:
+            pytest.fail("real ComfyUI never answered:\n" + container.logs().decode()[-5000:])
+        api = f"http://127.0.0.1:{api_port}"
+        while True:
+            try:
+                requests.get(api + "/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() - t0 > 240:
+                    pytest.fail("the local API never answered:\n" + container.logs().decode())
+                time.sleep(0.25)
+        yield Worker(container, api, comfy, ready)
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def figures_path(tmp_path_factory) -> Path:
+    return tmp_path_factory.getbasetemp() / "realpath-figures.json"
