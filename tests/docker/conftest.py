@@ -8,8 +8,8 @@ Every container runs with `--network host` and talks to 127.0.0.1 only.
 from __future__ import annotations
 
 import hashlib
-import shutil
 import http.server
+import shutil
 import threading
 import uuid
 from dataclasses import dataclass
