@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
         "and each custom node in a folder named like its repository. Then run `bakery render`.",
     )
     k.add_argument("--sources", type=Path, default=None, metavar="DIR")
+    k.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing: exit 4 when a fresh lock would differ from the committed one",
+    )
     b = command(
         "build",
         "render, then docker buildx bake (extra arguments pass through)",
@@ -154,6 +159,12 @@ def run(argv: list[str]) -> int:
         return EXIT_OK
     if args.command == "matrix":
         sys.stdout.write(ci_matrix.dumps(ci_matrix.matrix(config, args.image, args.version)))
+        return EXIT_OK
+    if args.command == "lock" and args.check:
+        problems = locks.differences(config, REPO, args.sources)
+        if problems:
+            raise StaleError("\n".join(problems))
+        print(f"lock/ matches a fresh lock of {display_name(file)}")
         return EXIT_OK
     if args.command == "lock":
         written = locks.generate(config, REPO, args.sources)
