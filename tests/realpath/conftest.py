@@ -4,41 +4,16 @@ worker container running it, ComfyUI started with --cpu, the runpod SDK's local 
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import docker
 import pytest
 import requests
-from engine import engine_problem
-from realpath import image as real
 from standin import bake as stand_in
-from standin import base, worker
+from standin import worker
 
-
-@pytest.fixture(scope="session")
-def real_image(tmp_path_factory) -> real.RealImage:
-    problem = engine_problem() or real.missing_sources()
-    if problem:
-        pytest.skip(problem)
-    run_id = f"real-{uuid.uuid4().hex[:10]}"
-    work = tmp_path_factory.mktemp("realpath")
-    try:
-        built = real.build(work, base.ensure(), run_id)
-        (work / "figures.json").write_text(json.dumps({"bake_s": built.seconds}))
-        yield built
-    finally:
-        stand_in.remove_images(run_id)
-        subprocess_rmi(f"bakery-test/realpath-{real.TARGET}:{run_id}")
-
-
-def subprocess_rmi(tag: str) -> None:
-    import subprocess
-
-    subprocess.run(["docker", "image", "rm", "-f", tag], capture_output=True)
+from realpath.fixtures import real_image  # noqa: F401  (a session fixture)
 
 
 @dataclass
@@ -68,7 +43,7 @@ class Worker:
 
 
 @pytest.fixture(scope="session")
-def real_worker(real_image, tmp_path_factory):
+def real_worker(real_image, tmp_path_factory):  # noqa: F811
     client = docker.from_env()
     api_port, comfy_port = worker.free_port(), worker.free_port()
     t0 = time.monotonic()
@@ -119,8 +94,3 @@ def real_worker(real_image, tmp_path_factory):
         yield Worker(container, api, comfy, ready)
     finally:
         container.remove(force=True)
-
-
-@pytest.fixture(scope="session")
-def figures_path(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "realpath-figures.json"
