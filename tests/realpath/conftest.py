@@ -13,6 +13,7 @@ import requests
 from standin import bake as stand_in
 from standin import worker
 
+from realpath import fixtures
 from realpath.fixtures import real_image  # noqa: F401  (a session fixture)
 
 
@@ -46,7 +47,6 @@ class Worker:
 def real_worker(real_image, tmp_path_factory):  # noqa: F811
     client = docker.from_env()
     api_port, comfy_port = worker.free_port(), worker.free_port()
-    t0 = time.monotonic()
     container = client.containers.run(
         real_image.tag,
         [
@@ -67,30 +67,12 @@ def real_worker(real_image, tmp_path_factory):  # noqa: F811
         },
     )
     comfy = f"http://127.0.0.1:{comfy_port}"
+    api = f"http://127.0.0.1:{api_port}"
     try:
-        ready = None
-        while time.monotonic() - t0 < 240:
-            try:
-                if requests.get(comfy + "/system_stats", timeout=2).ok:
-                    ready = time.monotonic() - t0
-                    break
-            except requests.ConnectionError:
-                pass
-            container.reload()
-            if container.status not in ("created", "running"):
-                break
-            time.sleep(0.25)
-        if ready is None:
-            pytest.fail("real ComfyUI never answered:\n" + container.logs().decode()[-5000:])
-        api = f"http://127.0.0.1:{api_port}"
-        while True:
-            try:
-                requests.get(api + "/health", timeout=2)
-                break
-            except requests.ConnectionError:
-                if time.monotonic() - t0 > 240:
-                    pytest.fail("the local API never answered:\n" + container.logs().decode())
-                time.sleep(0.25)
+        # Measured from `docker run`: ComfyUI's first answer, then the local API's.
+        ready = fixtures.wait_answer(container, comfy + "/system_stats")
+        if ready is None or fixtures.wait_answer(container, api + "/health") is None:
+            pytest.fail("the worker never answered:\n" + container.logs().decode()[-5000:])
         yield Worker(container, api, comfy, ready)
     finally:
         container.remove(force=True)

@@ -136,20 +136,28 @@ def start_real_comfyui(image: str, base_dir: Path) -> RealComfyUI:
         volumes={str(base_dir): {"bind": str(base_dir), "mode": "rw"}},
     )
     comfy = RealComfyUI(container, port, base_dir)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
+    if wait_answer(container, comfy.url + "/system_stats") is None:
+        logs = comfy.logs()
+        container.remove(force=True)
+        pytest.fail(f"the real ComfyUI never answered:\n{logs[-5000:]}")
+    return comfy
+
+
+def wait_answer(container, url: str, seconds: float = 240) -> float | None:
+    """Seconds until `url` answers (any status), or None when the container stopped or
+    the time ran out first."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
         try:
-            if requests.get(comfy.url + "/system_stats", timeout=2).ok:
-                return comfy
+            requests.get(url, timeout=2)
+            return time.monotonic() - t0
         except requests.ConnectionError:
             pass
         container.reload()
         if container.status not in ("created", "running"):
-            break
+            return None
         time.sleep(0.25)
-    logs = comfy.logs()
-    container.remove(force=True)
-    pytest.fail(f"the real ComfyUI never answered:\n{logs[-5000:]}")
+    return None
 
 
 @pytest.fixture(scope="session")
