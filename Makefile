@@ -6,7 +6,7 @@ BAKERY = $(PY) -m bakery
 # with its own Python (CI on GitHub: `make test PY=python`) skips it.
 NEEDS_PY := $(if $(filter $(VENV_PY),$(PY)),$(VENV_PY))
 
-.PHONY: build render check validate test lint smoke bench venv lock
+.PHONY: build render check validate test lint smoke bench venv lock lock-handler
 
 ## build: validate variants.yaml, render, and `docker buildx bake` the default group
 build: $(NEEDS_PY)
@@ -46,8 +46,14 @@ $(VENV_PY):
 	python3 -m venv .venv
 	.venv/bin/pip install -q -e '.[dev]' -c handler/constraints.txt
 
-## lock: re-pin every package the handler's dependencies pull in (handler/constraints.txt)
-lock:
+## lock: re-pin every package the handler's dependencies pull in (handler/constraints.txt),
+## then every package of each CUDA line's images (lock/<cuda>.txt, from the local source
+## trees in BAKERY_SOURCES: ComfyUI/ at the pinned version, one folder per custom node)
+lock: lock-handler $(NEEDS_PY)
+	$(BAKERY) lock
+	$(BAKERY) render
+
+lock-handler:
 	rm -rf .cache/lock && python3 -m venv .cache/lock
 	.cache/lock/bin/pip install -q -r handler/requirements.txt
 	{ sed -n '/^#/p' handler/constraints.txt; \

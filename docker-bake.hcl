@@ -89,8 +89,8 @@ target "base" {
   inherits = ["_common"]
   matrix = {
     line = [
-      { cuda = "cu126", base_image = "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04", torch = "torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0", torch_index = "https://download.pytorch.org/whl/cu126" },
-      { cuda = "cu128", base_image = "nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04", torch = "torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0", torch_index = "https://download.pytorch.org/whl/cu128" },
+      { cuda = "cu126", base_image = "ubuntu:24.04", torch = "torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0", torch_index = "https://download.pytorch.org/whl/cu126" },
+      { cuda = "cu128", base_image = "ubuntu:24.04", torch = "torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0", torch_index = "https://download.pytorch.org/whl/cu128" },
     ]
   }
   context    = "build/base-${line.cuda}"

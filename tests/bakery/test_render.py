@@ -183,14 +183,17 @@ def test_the_base_defaults_to_the_lines_real_cuda_image_and_torch(bakery, projec
     for line in load(project / "variants.yaml").cuda.values():
         steps = dockerfile_steps(project / "build" / f"base-{line.name}" / "Dockerfile")
         assert steps[0] == f"ARG BASE_IMAGE={line.base_image}"
-        assert steps[1] == "FROM ${BASE_IMAGE}"
+        assert steps[1] == "FROM ${BASE_IMAGE} AS python"
         assert f'ARG TORCH_PACKAGES="{" ".join(line.torch)}"' in steps
         assert f"ARG TORCH_INDEX_URL={line.torch_index}" in steps
         apt = next(s for s in steps if "apt-get install" in s)
         assert "--no-install-recommends" in apt and "rm -rf /var/lib/apt/lists/*" in apt
         assert "COPY --from=comfyui . /opt/comfyui" in steps
-        pips = [s for s in steps if "pip install" in s]
-        assert len(pips) == 3 and all("--no-cache-dir" in s for s in pips)
+        # uv installs, its cache a BuildKit cache mount; every install is locked and checked.
+        installs = [s for s in steps if "uv pip install" in s]
+        assert len(installs) == 2 and all("type=cache" in s for s in installs)
+        assert all("--constraint /opt/bakery/lock/" in s for s in installs)
+        assert "verify_lock.py /opt/bakery/lock/requirements.lock" in installs[-1]
 
 
 def test_tokens_reach_a_build_only_as_secrets(bakery, project):

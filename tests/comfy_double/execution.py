@@ -516,8 +516,11 @@ class PromptExecutor:
             for node_id, state in states.items()
             if state["state"] != "pending"
         }
-        # ComfyUI's WebUIProgressHandler sends these with no sid: to every socket.
-        self.server.send_sync("progress_state", {"prompt_id": prompt_id, "nodes": nodes_state})
+        # ComfyUI's WebUIProgressHandler sends these to the prompt's client only (to every
+        # socket when the prompt came without a client id), as in comfy_execution/progress.py.
+        self.server.send_sync(
+            "progress_state", {"prompt_id": prompt_id, "nodes": nodes_state}, self.server.client_id
+        )
 
     def _send_executed(self, prompt_id, node_id, ui):
         data = {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id}

@@ -429,6 +429,7 @@ def mp4(frames: list[Image], fps: float) -> bytes:
     timescale, delta = 1000, max(1, round(1000 / max(fps, 0.001)))
     duration = delta * len(frames)
     ftyp = _box(b"ftyp", b"isom", struct.pack(">I", 512), b"isomiso2avc1mp41")
+    free = _box(b"free")  # as ComfyUI's PyAV (libavformat's mov muxer) writes one
     mdat = _box(b"mdat", *samples)
     avcc = _box(
         b"avcC",
@@ -448,7 +449,7 @@ def mp4(frames: list[Image], fps: float) -> bytes:
         _full_box(b"stsc", 0, 0, struct.pack(">IIII", 1, 1, len(frames), 1)),
         _full_box(b"stsz", 0, 0, struct.pack(">II", 0, len(frames)),
                   b"".join(struct.pack(">I", len(s)) for s in samples)),
-        _full_box(b"stco", 0, 0, struct.pack(">II", 1, len(ftyp) + 8)),
+        _full_box(b"stco", 0, 0, struct.pack(">II", 1, len(ftyp) + len(free) + 8)),
     )  # fmt: skip
     minf = _box(
         b"minf",
@@ -472,7 +473,7 @@ def mp4(frames: list[Image], fps: float) -> bytes:
         struct.pack(">IIIIIH", 0, 0, timescale, duration, 0x10000, 0x100), b"\x00" * 10,
         _MATRIX, b"\x00" * 24, struct.pack(">I", 2),
     )  # fmt: skip
-    return ftyp + mdat + _box(b"moov", mvhd, _box(b"trak", tkhd, mdia))
+    return ftyp + free + mdat + _box(b"moov", mvhd, _box(b"trak", tkhd, mdia))
 
 
 class _LsbBits:

@@ -534,7 +534,14 @@ class CheckpointLoaderSimple:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"ckpt_name": (folder_paths.get_filename_list("checkpoints"),)}}
+        return {
+            "required": {
+                "ckpt_name": (
+                    folder_paths.get_filename_list("checkpoints"),
+                    {"tooltip": "The name of the checkpoint (model) to load."},
+                )
+            }
+        }
 
     def load_checkpoint(self, ckpt_name):
         path = folder_paths.get_full_path_or_raise("checkpoints", ckpt_name)

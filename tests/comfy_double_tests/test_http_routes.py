@@ -67,7 +67,8 @@ def test_load_image_lists_uploaded_files_and_loader_lists_models(comfy_double):
     assert load["input"]["required"]["image"] == [["a.png"], {"image_upload": True}]
     ckpt = requests.get(comfy_double.url + "/object_info/CheckpointLoaderSimple").json()
     assert ckpt["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"] == [
-        ["sub/m.safetensors"]
+        ["sub/m.safetensors"],
+        {"tooltip": "The name of the checkpoint (model) to load."},
     ]
 
 

@@ -51,7 +51,7 @@ def test_every_output_kind_is_listed_in_history_and_fetchable(comfy_double):
         assert (gif["subfolder"], gif["type"]) == ("", "output")
         video = client.view(gif)
         assert video.headers["Content-Type"] == "video/mp4"
-        assert boxes(video.content) == [b"ftyp", b"mdat", b"moov"]
+        assert boxes(video.content) == [b"ftyp", b"free", b"mdat", b"moov"]
 
         animated = outputs["42"]
         assert animated["animated"] == [True]
@@ -88,7 +88,7 @@ def test_core_video_saver_lists_an_mp4_under_images_as_animated(comfy_double):
         assert out["animated"] == [True]
         entry = out["images"][0]
         assert entry == {"filename": "ComfyUI_00001_.mp4", "subfolder": "video", "type": "output"}
-        assert boxes(client.view(entry).content) == [b"ftyp", b"mdat", b"moov"]
+        assert boxes(client.view(entry).content) == [b"ftyp", b"free", b"mdat", b"moov"]
 
 
 def test_animated_png_saver(comfy_double):

@@ -96,21 +96,25 @@ def test_per_node_errors_for_missing_too_small_too_big_and_unconvertible_inputs(
     node = body["node_errors"]["1"]
     assert node["class_type"] == "EmptyImage"
     assert node["dependent_outputs"] == ["2"]
-    assert [e["type"] for e in node["errors"]] == [
-        "value_smaller_than_min",
-        "value_bigger_than_max",
-        "required_input_missing",
+    # ComfyUI checks a node's inputs in the order of a Python set: the order of its errors
+    # differs between processes, so a client must not rely on it.
+    errors = {e["type"]: e for e in node["errors"]}
+    assert sorted(errors) == [
         "invalid_input_type",
+        "required_input_missing",
+        "value_bigger_than_max",
+        "value_smaller_than_min",
     ]
-    assert node["errors"][2] == {
+    assert errors["required_input_missing"] == {
         "type": "required_input_missing",
         "message": "Required input is missing",
         "details": "batch_size",
         "extra_info": {"input_name": "batch_size"},
     }
-    assert node["errors"][0]["extra_info"]["received_value"] == 0
+    assert errors["value_smaller_than_min"]["extra_info"]["received_value"] == 0
     assert (
-        node["errors"][3]["details"] == "color, red, invalid literal for int() with base 10: 'red'"
+        errors["invalid_input_type"]["details"]
+        == "color, red, invalid literal for int() with base 10: 'red'"
     )
     # The output node itself has no errors of its own, so it is not listed.
     assert "2" not in body["node_errors"]
@@ -150,7 +154,10 @@ def test_missing_model_file_is_value_not_in_list_naming_what_is_there(comfy_doub
             "details": "ckpt_name: 'missing.safetensors' not in ['there.safetensors']",
             "extra_info": {
                 "input_name": "ckpt_name",
-                "input_config": [["there.safetensors"], {}],
+                "input_config": [
+                    ["there.safetensors"],
+                    {"tooltip": "The name of the checkpoint (model) to load."},
+                ],
                 "received_value": "missing.safetensors",
             },
         }

@@ -8,6 +8,7 @@ Every container runs with `--network host` and talks to 127.0.0.1 only.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,9 @@ class Bakes:
 def bakes(given, work, model_server) -> Bakes:
     variants_file = work / "test-variants.yaml"
     variants_file.write_text(yaml.safe_dump(variants_for_tests(model_server), sort_keys=False))
+    # The repository's lock pins every package the stand-in images get (the double's and
+    # the handler's): the test file's lines share its names (bakery render reads lock/).
+    shutil.copytree(REPO / "lock", work / "lock")
     rendered, baked = {}, {}
     for name, source in (("default", REPO / "variants.yaml"), ("test", variants_file)):
         out = work / f"render-{name}"

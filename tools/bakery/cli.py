@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bakery import build as docker_build
+from bakery import lock as locks
 from bakery import matrix as ci_matrix
 from bakery import render as renderer
 from bakery.config import Config
@@ -92,6 +93,22 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--version", default=ci_matrix.DEFAULT_VERSION, help="version part of the pinned tags"
     )
+    k = command(
+        "lock",
+        "pin every package an image's venv gets (lock/<cuda>.txt)",
+        "Resolve, with uv, everything each CUDA line's images install — ComfyUI's and every "
+        "custom node's requirements, node pip extras, the handler's requirements, torch's own "
+        "dependencies — and write lock/<cuda>.txt next to the variants file (torch and the CUDA "
+        f"wheels it pins come from the line's index). Requirements are read from local source "
+        f"trees: --sources DIR or ${locks.SOURCES_ENV}, holding ComfyUI/ at the pinned version "
+        "and each custom node in a folder named like its repository. Then run `bakery render`.",
+    )
+    k.add_argument("--sources", type=Path, default=None, metavar="DIR")
+    k.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing: exit 4 when a fresh lock would differ from the committed one",
+    )
     b = command(
         "build",
         "render, then docker buildx bake (extra arguments pass through)",
@@ -144,9 +161,21 @@ def run(argv: list[str]) -> int:
     if args.command == "matrix":
         sys.stdout.write(ci_matrix.dumps(ci_matrix.matrix(config, args.image, args.version)))
         return EXIT_OK
+    if args.command == "lock" and args.check:
+        problems = locks.differences(config, REPO, args.sources)
+        if problems:
+            raise StaleError("\n".join(problems))
+        print(f"lock/ matches a fresh lock of {display_name(file)}")
+        return EXIT_OK
+    if args.command == "lock":
+        written = locks.generate(config, REPO, args.sources)
+        for path in written:
+            print(f"wrote {display_name(path)}")
+        print("now run `bakery render` and commit lock/ and build/")
+        return EXIT_OK
     files = renderer.render(config)
     if args.command == "check" or (args.command == "build" and args.check):
-        problems = renderer.stale(files, out)
+        problems = renderer.stale(files, out) + locks.stale(config, REPO)
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
@@ -160,6 +189,8 @@ def run(argv: list[str]) -> int:
         )
         for rel in changed:
             print(f"  {rel}")
+        for problem in locks.stale(config, REPO):
+            print(f"note: {problem}", file=sys.stderr)
         if args.command == "render":
             return EXIT_OK
     print("$ " + " ".join(docker_build.bake_command(out, extra)), flush=True)

@@ -1,0 +1,78 @@
+"""Fixtures for the real-path tests: the real image (built once per session) and one
+worker container running it, ComfyUI started with --cpu, the runpod SDK's local API on
+127.0.0.1. Skips, with the reason, without an engine or without BAKERY_SOURCES."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import docker
+import pytest
+import requests
+
+from tests.kit.standin import bake as stand_in
+from tests.kit.standin import worker
+from tests.realpath import fixtures
+from tests.realpath.fixtures import real_image  # noqa: F401  (a session fixture)
+
+
+@dataclass
+class Worker:
+    """A running container of the real image: its local API, ComfyUI, and timings."""
+
+    container: object
+    api: str
+    comfy: str
+    ready_s: float  # docker run -> ComfyUI answers /system_stats
+    first_job_s: float = 0.0
+    jobs: list[float] = field(default_factory=list)
+
+    def job(self, payload: dict, timeout: float = 180) -> dict:
+        t0 = time.monotonic()
+        answer = requests.post(f"{self.api}/runsync", json={"input": payload}, timeout=timeout)
+        self.jobs.append(time.monotonic() - t0)
+        answer.raise_for_status()
+        return answer.json()
+
+    def exec(self, *cmd: str) -> tuple[int, str]:
+        code, out = self.container.exec_run(list(cmd))
+        return code, out.decode(errors="replace")
+
+    def logs(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def real_worker(real_image, tmp_path_factory):  # noqa: F811
+    client = docker.from_env()
+    api_port, comfy_port = worker.free_port(), worker.free_port()
+    container = client.containers.run(
+        real_image.tag,
+        [
+            worker.START,
+            "--rp_serve_api",
+            "--rp_api_host",
+            "127.0.0.1",
+            "--rp_api_port",
+            str(api_port),
+        ],  # fmt: skip
+        detach=True,
+        network_mode="host",
+        labels={stand_in.TEST_LABEL: "realpath"},
+        environment={
+            "COMFY_HOST": f"127.0.0.1:{comfy_port}",
+            "BAKERY_COMFY_ARGS": "--cpu",
+            "BAKERY_MIN_FREE_DISK_MB": "0",
+        },
+    )
+    comfy = f"http://127.0.0.1:{comfy_port}"
+    api = f"http://127.0.0.1:{api_port}"
+    try:
+        # Measured from `docker run`: ComfyUI's first answer, then the local API's.
+        ready = fixtures.wait_answer(container, comfy + "/system_stats")
+        if ready is None or fixtures.wait_answer(container, api + "/health") is None:
+            pytest.fail("the worker never answered:\n" + container.logs().decode()[-5000:])
+        yield Worker(container, api, comfy, ready)
+    finally:
+        container.remove(force=True)
