@@ -16,6 +16,8 @@ from pathlib import Path
 
 import jinja2
 
+from bakery import hub
+from bakery import runpod as runpod_settings
 from bakery.errors import BakeryError
 from bakery.variants import Config, Variant, base_target
 from handler import manifest
@@ -101,6 +103,9 @@ def render(config: Config) -> dict[str, str]:
         **common,
     )
     files[f"{BUILD_DIR}/variants.md"] = table(config)
+    # RunPod settings, fitness facts, standalone Dockerfiles and the Hub listing (#13).
+    files.update(runpod_settings.files(config, source))
+    files.update(hub.files(config, files, source))
     return files
 
 
@@ -196,6 +201,7 @@ def table(config: Config) -> str:
                 "models": models.replace("|", "\\|"),
                 "download": download,
                 "vram": f"{ms.vram_gb} GB" if ms.vram_gb else "depends on your models",
+                "runpod": runpod_settings.table_columns(config, v),
             }
         )
     header_text = (
@@ -241,6 +247,7 @@ def write(files: dict[str, str], out: Path) -> list[str]:
         shutil.rmtree(old, ignore_errors=True)
         for rel, text in files.items():
             if not rel.startswith(BUILD_DIR + "/"):
+                (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 _replace(out / rel, text)
         readme = out / README
         if readme.exists():
@@ -271,7 +278,8 @@ def _on_disk(out: Path) -> dict[str, str]:
             if path.is_file():
                 text = path.read_text(encoding="utf-8", errors="replace")
                 found[path.relative_to(out).as_posix()] = text
-    for rel in (BAKE_FILE, README):
+    hub_files = sorted(p.relative_to(out).as_posix() for p in (out / hub.HUB_DIR).glob("*"))
+    for rel in (BAKE_FILE, README, *hub_files):
         if (out / rel).is_file():
             found[rel] = (out / rel).read_text(encoding="utf-8", errors="replace")
     return found
