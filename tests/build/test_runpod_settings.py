@@ -215,3 +215,18 @@ def test_a_node_context_becomes_a_pinned_git_add_a_test_can_replace(tmp_path):
     ) in text
     # Only variants without node sets go on the Hub: none here, so no listing.
     assert not any(p.startswith(".runpod/") for p in files)
+
+
+def test_the_readme_deploy_steps_quote_the_generated_values(by_name):
+    """The worked example in README's "Deploy on RunPod" is flux-dev-cu128's row."""
+    readme = (REPO / "README.md").read_text()
+    steps = readme.split("## Deploy on RunPod", 1)[1].split("\n## ", 1)[0]
+    s = by_name["flux-dev-cu128"]
+    flat = " ".join(steps.split())
+    assert ", ".join(f"`{p}`" for p in s.gpu_ids) in flat
+    assert f"{s.container_disk_gb} GB with a network volume" in flat
+    assert f"({s.container_disk_gb_without_volume} GB) without one" in flat
+    assert f"RUNPOD_INIT_TIMEOUT={s.init_timeout['seconds']}" in flat
+    assert f"Example: {', '.join(s.allowed_cuda_versions)}." in flat
+    assert f"{s.network_volume_gb} GB: the models plus room" in flat
+    assert f"`{s.cached_model}`" in flat

@@ -211,7 +211,12 @@ def table(config: Config) -> str:
     return (
         _environment()
         .get_template("variants.md.j2")
-        .render(rows=rows, image=config.image, header_text=header_text)
+        .render(
+            rows=rows,
+            image=config.image,
+            header_text=header_text,
+            pools=runpod_settings.pool_legend(),
+        )
     )
 
 

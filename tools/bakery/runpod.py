@@ -252,3 +252,12 @@ def table_columns(config: Config, variant: Variant) -> dict[str, str]:
         "timeout": timeout,
         "cached_model": f"`{s.cached_model}`" if s.cached_model else "—",
     }
+
+
+def pool_legend(known: Facts | None = None) -> str:
+    """`AMPERE_16` (16 GB: RTX A4000, ...), ...: how the console's GPU cards map to pool ids."""
+    known = known or facts()
+    return "; ".join(
+        f"`{pool}` ({known.pool_memory_gb(pool)} GB: {', '.join(members)})"
+        for pool, members in known.pools.items()
+    )
