@@ -11,40 +11,27 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import json
 import shutil
 import subprocess
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
 import yaml
+from bakery import hub
 from comfy_double import media
 from conftest import variants_for_tests
 from standin import bake as stand_in
-from standin import worker
+from standin import job_api, worker
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
 TARGET = "one-cu128"
 GPUS = stand_in.REPO / "tests" / "fitness" / "gpus"
-JOB = {
-    "input": {
-        "workflow": {
-            "1": {
-                "class_type": "EmptyImage",
-                "inputs": {"width": 8, "height": 4, "batch_size": 1, "color": 0x336699},
-            },
-            "2": {
-                "class_type": "SaveImage",
-                "inputs": {"images": ["1", 0], "filename_prefix": "s"},
-            },
-        }
-    }
-}
+# The Hub's model-free job (64x64, #336699): any image answers it without models.
+JOB = {"input": hub.MODEL_FREE_JOB}
 
 
 @dataclass
@@ -107,9 +94,11 @@ def built(given, work, model_server, run_id) -> Built:
         given,
         run_id,
     )
-    hub = plain_build(context, ".runpod/Dockerfile", f"bakery-test/hub:{run_id}", given, run_id)
+    hub_image = plain_build(
+        context, ".runpod/Dockerfile", f"bakery-test/hub:{run_id}", given, run_id
+    )
     baked = stand_in.bake(out, [TARGET], given, work=work / "bake-runpod-ready").images[TARGET]
-    return Built(context, out, standalone, hub, baked)
+    return Built(context, out, standalone, hub_image, baked)
 
 
 def picture(outcome) -> media.Image:
@@ -124,7 +113,7 @@ def test_plain_docker_build_and_bake_answer_the_same_job(built, run_id):
     labels = {stand_in.TEST_LABEL: run_id}
     plain = worker.run_job(built.standalone, JOB, labels=labels)
     baked = worker.run_job(built.baked, JOB, labels=labels)
-    assert picture(plain) == picture(baked) == media.Image.filled(8, 4, 0x336699)
+    assert picture(plain) == picture(baked) == media.Image.filled(64, 64, 0x336699)
     # The same handler, manifest and fitness facts in both.
     client = docker.from_env()
     for path in ("/opt/bakery/models.json", "/opt/bakery/fitness.json"):
@@ -151,48 +140,27 @@ def test_the_hub_image_passes_its_own_tests_json(built, run_id):
         assert picture(outcome).width == test["input"]["workflow"]["1"]["inputs"]["width"]
 
 
-class JobApi(http.server.BaseHTTPRequestHandler):
-    seen: list[str] = []
-
-    def do_GET(self):
-        JobApi.seen.append(self.path)
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def test_an_unfit_gpu_stops_the_worker_before_its_first_job(built, run_id):
-    JobApi.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    api = f"http://127.0.0.1:{server.server_address[1]}"
     client = docker.from_env()
-    container = client.containers.run(
-        built.standalone,
-        detach=True,
-        network_mode="host",
-        labels={stand_in.TEST_LABEL: run_id},
-        environment={
-            "COMFY_HOST": f"127.0.0.1:{worker.free_port()}",
-            "BAKERY_GPU_RECORD": "/records/rtx5090.json",
-            # As on RunPod: the SDK's production loop, not the local test API.
-            "RUNPOD_WEBHOOK_GET_JOB": f"{api}/job-take/$ID?gpu=x",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{api}/job-done/$RUNPOD_POD_ID/$ID?gpu=x",
-            "RUNPOD_POD_ID": "fitness-e2e",
-            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-            "RUNPOD_SKIP_GPU_CHECK": "true",
-        },
-        volumes={str(GPUS): {"bind": "/records", "mode": "ro"}},
-    )
-    try:
-        code = container.wait(timeout=120)["StatusCode"]
-        logs = container.logs().decode(errors="replace")
-    finally:
-        container.remove(force=True)
-        server.shutdown()
-        server.server_close()
+    with job_api.serve() as api:
+        container = client.containers.run(
+            built.standalone,
+            detach=True,
+            network_mode="host",
+            labels={stand_in.TEST_LABEL: run_id},
+            environment={
+                # As on RunPod: the SDK's production loop, not the local test API.
+                **api.env("fitness-e2e"),
+                "COMFY_HOST": f"127.0.0.1:{worker.free_port()}",
+                "BAKERY_GPU_RECORD": "/records/rtx5090.json",
+            },
+            volumes={str(GPUS): {"bind": "/records", "mode": "ro"}},
+        )
+        try:
+            code = container.wait(timeout=120)["StatusCode"]
+            logs = container.logs().decode(errors="replace")
+        finally:
+            container.remove(force=True)
     assert code != 0, logs
     lines = [line for line in logs.splitlines() if "fitness check failed" in line]
     assert lines == [
@@ -201,4 +169,4 @@ def test_an_unfit_gpu_stops_the_worker_before_its_first_job(built, run_id):
         "sm_120, or leave this GPU out of the endpoint's GPU pools"
     ], logs
     assert "models ready" not in logs  # stopped before fetching anything
-    assert JobApi.seen == []  # and never asked for a job
+    assert api.seen == []  # and never asked for a job

@@ -4,16 +4,15 @@ in the SDK's production loop that exits before taking a job (no GPU anywhere).""
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
+from standin import job_api
 
 from handler import fitness
 
@@ -194,44 +193,19 @@ def test_the_checks_are_registered_with_the_runpod_sdk(roomy):
         rp_fitness.clear_fitness_checks()
 
 
-class JobApi(http.server.BaseHTTPRequestHandler):
-    """A loopback stand-in of RunPod's job API that records every request."""
-
-    seen: list[str] = []
-
-    def do_GET(self):
-        JobApi.seen.append(self.path)
-        self.send_response(204)
-        self.end_headers()
-
-    do_POST = do_GET
-
-    def log_message(self, *args):
-        pass
-
-
 def test_an_unfit_worker_exits_before_taking_a_job_in_the_sdk_production_loop(roomy):
     """`python -m handler` as RunPod runs it (RUNPOD_WEBHOOK_GET_JOB set, not --rp_serve_api):
     the SDK runs our checks first and the worker exits 1 without asking for a job."""
     shutil.copy(
         REPO / "build" / "sdxl-cu126" / "fitness.json", Path(roomy["BAKERY_MANIFEST"]).parent
     )
-    JobApi.seen = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), JobApi)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with job_api.serve() as api:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BAKERY_"))},
             **roomy,
+            **api.env("fitness-test"),
             "PYTHONPATH": str(REPO),
             "BAKERY_GPU_RECORD": str(GPUS / "rtx5090.json"),
-            "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=x",
-            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=x",
-            "RUNPOD_POD_ID": "fitness-test",
-            # The SDK's own checks (nvidia-smi, a TCP connect to 8.8.8.8) stay off: loopback only.
-            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-            "RUNPOD_SKIP_GPU_CHECK": "true",
         }
         done = subprocess.run(
             [sys.executable, "-m", "handler"],
@@ -241,10 +215,7 @@ def test_an_unfit_worker_exits_before_taking_a_job_in_the_sdk_production_loop(ro
             timeout=60,
             cwd=REPO,
         )
-    finally:
-        server.shutdown()
-        server.server_close()
     out = done.stdout + done.stderr
     assert done.returncode == 1, out
     assert "Fitness check failed: bakery_gpu_arch | Unfit: NVIDIA GeForce RTX 5090 (sm_120)" in out
-    assert not [p for p in JobApi.seen if "job-take" in p], JobApi.seen
+    assert api.job_takes() == [], api.seen
