@@ -87,6 +87,7 @@ def built(given, work, model_server, run_id) -> Built:
     shutil.copytree(out / ".runpod", context / ".runpod")
     shutil.copytree(given.handler, context / "handler")
     shutil.copytree(given.comfyui, context / "comfyui-source")
+    shutil.copy(stand_in.REPO / ".dockerignore", context / ".dockerignore")
     standalone = plain_build(
         context,
         f"build/{TARGET}/standalone.Dockerfile",
