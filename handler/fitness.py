@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -320,7 +321,7 @@ def decide(found: Probe, need: Needs | None, env: dict | None = None) -> list[Ve
 
 def skipped(argv: list[str], env: dict | None = None) -> str | None:
     """Why the checks do not run now, or None when they do."""
-    env = __import__("os").environ if env is None else env
+    env = os.environ if env is None else env
     if not CHECKS.get(env):
         return "turned off (BAKERY_FITNESS_CHECKS=false)"
     if any(a.split("=", 1)[0] in LOCAL_FLAGS for a in argv):
