@@ -219,3 +219,38 @@ def test_an_unfit_worker_exits_before_taking_a_job_in_the_sdk_production_loop(ro
     assert done.returncode == 1, out
     assert "Fitness check failed: bakery_gpu_arch | Unfit: NVIDIA GeForce RTX 5090 (sm_120)" in out
     assert api.job_takes() == [], api.seen
+
+
+def test_nvml_is_really_called_and_a_machine_without_a_driver_says_so():
+    """The real nvidia-ml-py on this GPU-less machine: the no-GPU record is its answer."""
+    found = fitness.read_nvml()
+    assert found.gpus == ()
+    assert found.problem == "NVML: " + json.loads((GPUS / "none.json").read_text())["error"]
+    assert not fitness.gpu_present(found).ok
+
+
+def test_nvml_answers_become_the_same_probe_as_the_record(monkeypatch):
+    """NVML's calls answered from the RTX 5090 record (as bytes, as older drivers do)."""
+    import types
+
+    import pynvml
+
+    data = json.loads((GPUS / "rtx5090.json").read_text())
+    gpu = data["gpus"][0]
+    mib = 1024 * 1024
+    fake = types.SimpleNamespace(
+        NVMLError=pynvml.NVMLError,
+        nvmlInit=lambda: None,
+        nvmlShutdown=lambda: None,
+        nvmlSystemGetDriverVersion=lambda: data["driver"].encode(),
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda i: i,
+        nvmlDeviceGetName=lambda h: gpu["name"].encode(),
+        nvmlDeviceGetCudaComputeCapability=lambda h: (12, 0),
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(
+            total=gpu["memory_total_mib"] * mib, free=gpu["memory_free_mib"] * mib
+        ),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    found = fitness.read_nvml()
+    assert found == fitness.Probe("nvml", record("rtx5090").gpus, data["driver"])
