@@ -19,10 +19,8 @@ from pathlib import Path
 
 import docker
 import pytest
-import yaml
 from bakery import hub
 from comfy_double import media
-from conftest import variants_for_tests
 from standin import bake as stand_in
 from standin import job_api, worker
 
@@ -73,12 +71,10 @@ def plain_build(context: Path, dockerfile: str, tag: str, given, run_id: str) ->
 
 
 @pytest.fixture(scope="module")
-def built(given, work, model_server, run_id) -> Built:
-    variants = work / "runpod-ready-variants.yaml"
-    variants.write_text(yaml.safe_dump(variants_for_tests(model_server), sort_keys=False))
-    out = work / "render-runpod-ready"
-    out.mkdir()
-    stand_in.render(variants, out)
+def built(bakes, given, work, run_id) -> Built:
+    # The session's bake of the test variants comes first (and is what a plain build is
+    # compared with); plain builds after it only read BuildKit's cache.
+    out = bakes.rendered["test"].out
     # The repository root as a plain build sees it: build/, .runpod/, handler/, and the
     # ComfyUI double in place of the git URL.
     context = work / "plain-context"
@@ -98,8 +94,7 @@ def built(given, work, model_server, run_id) -> Built:
     hub_image = plain_build(
         context, ".runpod/Dockerfile", f"bakery-test/hub:{run_id}", given, run_id
     )
-    baked = stand_in.bake(out, [TARGET], given, work=work / "bake-runpod-ready").images[TARGET]
-    return Built(context, out, standalone, hub_image, baked)
+    return Built(context, out, standalone, hub_image, bakes.baked["test"].images[TARGET])
 
 
 def picture(outcome) -> media.Image:
