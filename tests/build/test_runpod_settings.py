@@ -230,3 +230,17 @@ def test_the_readme_deploy_steps_quote_the_generated_values(by_name):
     assert f"Example: {', '.join(s.allowed_cuda_versions)}." in flat
     assert f"{s.network_volume_gb} GB: the models plus room" in flat
     assert f"`{s.cached_model}`" in flat
+
+
+def test_a_line_listing_a_gpu_it_has_no_kernels_for_is_refused(bakery, project):
+    variants = project / "variants.yaml"
+    text = variants.read_text()
+    variants.write_text(text.replace("gpus: [A100, A40,", "gpus: [RTX 5090, A100, A40,", 1))
+    result = bakery("render", "--out", project)
+    assert result.code == 3
+    line = text.splitlines().index(next(t for t in text.splitlines() if "gpus: [A100, A40," in t))
+    assert result.err == (
+        f"{variants}:{line + 1}:12: cuda.cu126.gpus.0: RTX 5090 is sm_120, which gpu_archs "
+        "(sm_80, sm_86, sm_89, sm_90) does not include — remove it, or add sm_120 to gpu_archs "
+        "with a torch build that has its kernels (Blackwell needs CUDA 12.8 or newer)\n"
+    )

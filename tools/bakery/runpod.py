@@ -19,8 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from bakery.errors import BakeryError
-from bakery.variants import Config, CudaLine, ModelSet, Variant
+from bakery.errors import BakeryError, Problem, VariantsError
+from bakery.marked_yaml import load as load_marked
+from bakery.variants import Config, CudaLine, ModelSet, Variant, display_name
 
 FACTS_FILE = Path(__file__).with_name("runpod_facts.yaml")
 GB = 1e9  # sizes are shown in GB (10^9 bytes), as the README's download column
@@ -218,8 +219,35 @@ def dumps(data: dict) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
+def check(config: Config, known: Facts | None = None) -> None:
+    """A CUDA line must not show users a GPU it has no kernels for (an RTX 5090 listed
+    on a cu126 line is the bug class of Blackwell workers on pre-Blackwell images)."""
+    known = known or facts()
+    marks = None
+    problems = []
+    for line in config.cuda.values():
+        for i, gpu in enumerate(line.gpus):
+            arch = known.gpus.get(gpu, {}).get("arch")
+            if arch and arch not in line.gpu_archs:
+                if marks is None:
+                    marks = load_marked(config.path.read_text(encoding="utf-8"))
+                problems.append(
+                    Problem(
+                        *marks.at(("cuda", line.name, "gpus", i)),
+                        f"cuda.{line.name}.gpus.{i}",
+                        f"{gpu} is {arch}, which gpu_archs ({', '.join(line.gpu_archs)}) "
+                        "does not include",
+                        f"remove it, or add {arch} to gpu_archs with a torch build that has "
+                        "its kernels (Blackwell needs CUDA 12.8 or newer)",
+                    )
+                )
+    if problems:
+        raise VariantsError(display_name(config.path), problems)
+
+
 def files(config: Config, source: str) -> dict[str, str]:
     """build/<variant>/runpod.json and fitness.json for every variant."""
+    check(config)
     out = {}
     for variant in config.variants:
         s = settings(config, variant)
