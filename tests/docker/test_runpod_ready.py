@@ -23,6 +23,7 @@ from bakery import hub
 from comfy_double import media
 from standin import bake as stand_in
 from standin import job_api, worker
+from test_variant_images import expect_models_in_place
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
@@ -134,6 +135,24 @@ def test_the_hub_image_passes_its_own_tests_json(built, run_id):
             timeout_s=test["timeout"] / 1000,
         )
         assert picture(outcome).width == test["input"]["workflow"]["1"]["inputs"]["width"]
+
+
+def test_a_hub_preset_picks_its_model_set(built, model_server, run_id):
+    listing = json.loads((built.out / ".runpod" / "hub.json").read_text())
+    presets = {p["name"]: p["defaults"] for p in listing["config"]["presets"]}
+    assert set(presets) == {"empty", "one", "pair"}  # the test file's sets on cu128
+    env = {k: str(v) for k, v in presets["pair"].items()}
+    models = json.loads((built.out / "build" / "pair-cu128" / "models.json").read_text())
+    outcome = worker.run_job(
+        built.hub,
+        JOB,
+        labels={stand_in.TEST_LABEL: run_id},
+        env=env,
+        check=expect_models_in_place(models["models"]),
+    )
+    picture(outcome)
+    for m in models["models"]:
+        assert f"/{m['url'].rsplit('/', 1)[-1]}" in model_server.fetched
 
 
 def test_an_unfit_gpu_stops_the_worker_before_its_first_job(built, run_id):
