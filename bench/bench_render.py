@@ -4,6 +4,7 @@
   same text (the parsing floor; the rest is line marks, the schema and the checks);
 - render + write those 200 variants vs writing the very same bytes with no
   templating (the I/O floor);
+- rendering those 200 variants with the RunPod files (#13) vs without them;
 - a newcomer's `python -m bakery render` on the default variants.yaml, as a process,
   vs starting the same interpreter to do nothing (aim: under a second in all).
 Each value is the median of a few runs; baselines are measured in the same run.
@@ -157,6 +158,25 @@ def run(quick: bool) -> list[dict]:
                 written,
                 "≤ 1000 ms absolute",
                 f"{len(files)} files",
+            )
+        )
+
+        # #13 adds per-variant RunPod settings, fitness facts, a standalone Dockerfile
+        # and the Hub listing to every render: what do they cost?
+        def without_runpod():
+            hooks = renderer.runpod_settings.files, renderer.hub.files
+            renderer.runpod_settings.files = renderer.hub.files = lambda *a: {}
+            try:
+                renderer.render(config)
+            finally:
+                renderer.runpod_settings.files, renderer.hub.files = hooks
+
+        figures.append(
+            figure(
+                "render 200 variants with the RunPod files vs without",
+                *paired_ms(lambda: renderer.render(config), without_runpod, repeat),
+                "≤ 2x",
+                "settings, fitness.json, standalone Dockerfile, Hub listing",
             )
         )
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import requests
 
-from handler import log, settings
+from handler import fitness, log, settings
 from handler.models import fetch
 
 START_TIMEOUT = settings.setting(
@@ -221,6 +221,9 @@ def stop_fetching(signum, _frame) -> None:
 
 
 def run(handler_args: list[str]) -> int:
+    unfit = fitness.preflight(handler_args)  # before any model is fetched (#13)
+    if unfit is not None:
+        return unfit
     signal.signal(signal.SIGTERM, stop_fetching)
     signal.signal(signal.SIGINT, stop_fetching)
     try:

@@ -22,7 +22,12 @@ def test_an_edit_without_rendering_fails_check_naming_the_fix(bakery, project):
     result = bakery("check", "--out", project)
     assert result.code == 4
     assert result.out == ""
+    # vram_gb decides the GPU pools and what a worker checks at start (#13).
     assert result.err == (
+        "build/sdxl-cu126/fitness.json: out of date\n"
+        "build/sdxl-cu126/runpod.json: out of date\n"
+        "build/sdxl-cu128/fitness.json: out of date\n"
+        "build/sdxl-cu128/runpod.json: out of date\n"
         "build/variants.md: out of date\n"
         "README.md: the variant table is out of date\n"
         "generated files are stale — run `bakery render` (they must match "

@@ -26,7 +26,8 @@ def hadolint(*paths) -> subprocess.CompletedProcess:
 
 
 def test_every_rendered_dockerfile_passes_hadolint():
-    dockerfiles = tracked("build/*/Dockerfile")
+    # Bake's, the flattened standalone ones and the Hub's (#13).
+    dockerfiles = tracked("build/*/*Dockerfile", ".runpod/Dockerfile")
     if not dockerfiles:
         pytest.skip("no rendered Dockerfiles committed yet (bakery render)")
     done = hadolint(*dockerfiles)

@@ -25,7 +25,8 @@ def test_the_notes_carry_the_rendered_table_and_every_pushed_tag(release_notes):
         "## Images in 1.2.0\n\n"
         f"{TABLE}\n\n"
         "### Tags pushed\n\n"
-        "- **sdxl-cu128**: `ghcr.io/a/b:1.2.0-sdxl-cu128`, `ghcr.io/a/b:sdxl-cu128`\n"
+        "- **sdxl-cu128**: `ghcr.io/a/b:1.2.0-sdxl-cu128`, `ghcr.io/a/b:sdxl-cu128`\n\n"
+        + release_notes.HUB
     )
 
 

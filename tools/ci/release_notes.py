@@ -37,6 +37,20 @@ def variant_table(readme: str) -> str:
     return table
 
 
+# How a release reaches the RunPod Hub (#13): the Hub indexes GitHub releases, builds
+# .runpod/Dockerfile with a plain docker build and runs .runpod/tests.json.
+HUB = """\
+### On the RunPod Hub
+
+`.runpod/hub.json`, `.runpod/tests.json` and `.runpod/Dockerfile` in this release are
+generated from variants.yaml (`bakery render`; `bakery check` keeps them current). The
+Hub indexes GitHub releases, not commits: with the repository connected once (RunPod
+console → Hub → publish a repository), this release is built from `.runpod/Dockerfile`
+and tested with `.runpod/tests.json` (a model-free workflow, seconds on any GPU); the
+listing offers one preset per model set.
+"""
+
+
 def notes(version: str, table: str, variants: list[dict]) -> str:
     lines = [f"## Images in {version}", "", table, "", "### Tags pushed", ""]
     if not variants:
@@ -44,7 +58,7 @@ def notes(version: str, table: str, variants: list[dict]) -> str:
     for entry in variants:
         tags = ", ".join(f"`{tag}`" for tag in entry["tags"])
         lines.append(f"- **{entry['target']}**: {tags}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + HUB
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,9 +60,6 @@ def worker_env(api: JobApi, double, home: Path, extra: dict | None = None) -> di
         PYTHONPATH=os.pathsep.join([str(GUARD), str(REPO)]),
         # ~/.runpod/config.toml would replace RUNPOD_AI_API_KEY (http_client.get_auth_header).
         HOME=str(home),
-        # No automatic fitness checks: one of them connects to 8.8.8.8:53.
-        RUNPOD_SKIP_AUTO_SYSTEM_CHECKS="true",
-        RUNPOD_SKIP_GPU_CHECK="true",
         # In ms, floored to whole seconds by the SDK (0 would ping in a tight loop).
         RUNPOD_PING_INTERVAL="1000",
         COMFY_HOST=double.host_port,

@@ -126,7 +126,16 @@ class JobApi:
             "RUNPOD_WEBHOOK_PING": f"{self.base}/ping/$RUNPOD_POD_ID",
             "RUNPOD_POD_ID": self.pod_id,
             "RUNPOD_AI_API_KEY": self.api_key,
+            # No automatic system checks: one of them connects to 8.8.8.8:53 (loopback only).
+            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+            "RUNPOD_SKIP_GPU_CHECK": "true",
         }
+
+    def __enter__(self) -> JobApi:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def enqueue(self, job_input, job_id: str | None = None) -> str:
         job_id = job_id or f"job-{next(self._ids)}"

@@ -1,0 +1,413 @@
+"""Fitness checks: a worker that cannot serve fails before its first job, with one line.
+
+Checked at worker start, in this order: a GPU is present; its compute capability is
+one the image's CUDA line was built for (an RTX 5090, sm_120, on a cu126 image has no
+kernels); the host driver is at least the line's minimum; GPU 0 has the model set's
+`vram_gb` free (a warning when it cannot be read); the disk holds the models still to
+fetch. What the line and the set need comes from `fitness.json`, rendered by
+`bakery render` beside the manifest (tools/bakery/runpod.py).
+
+The GPU is read through NVML (nvidia-ml-py), or torch where NVML cannot be loaded,
+behind one seam: `BAKERY_GPU_RECORD` names a recorded answer (JSON) read instead, so
+tests decide on real GPUs' answers without one (tests/fitness/gpus/).
+
+Two callers: handler.start runs `preflight()` before fetching any model (an unfit
+worker should not download 30 GB first), and `python -m handler` registers every check
+with the runpod SDK (`register()`), which runs them before taking a job and exits 1 on
+a failure. Like the SDK, neither runs them in local testing (`--rp_serve_api`,
+`--test_input`, or no RUNPOD_WEBHOOK_GET_JOB); BAKERY_FITNESS_CHECKS=false turns them off.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from handler import log, manifest, settings
+from handler.models import volume
+
+CHECKS = settings.setting(
+    "BAKERY_FITNESS_CHECKS",
+    True,
+    "Check at worker start, before the first job: a GPU, its architecture, the host driver, "
+    "free VRAM and free disk; a worker that fails stops with one line saying why.",
+    kind="bool",
+)
+GPU_RECORD = settings.setting(
+    "BAKERY_GPU_RECORD",
+    "",
+    "A recorded GPU answer (JSON, as in tests/fitness/gpus/) the fitness checks read instead "
+    "of NVML — for testing the checks without that GPU.",
+)
+
+FITNESS_FILE = "fitness.json"  # beside the manifest (/opt/bakery/fitness.json)
+LOCAL_FLAGS = ("--rp_serve_api", "--test_input")
+GB = 1e9
+
+_log = log.get("fitness")
+
+
+class Unfit(RuntimeError):
+    """This worker cannot serve; the message is the one line that says why."""
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    capability: tuple[int, int]
+    memory_total: int | None = None  # bytes
+    memory_free: int | None = None
+
+    @property
+    def arch(self) -> str:
+        return f"sm_{self.capability[0]}{self.capability[1]}"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the machine said about its GPUs, and through which library."""
+
+    source: str
+    gpus: tuple[Gpu, ...] = ()
+    driver: str | None = None
+    problem: str | None = None  # why no GPU could be read
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the image's CUDA line and model set need (fitness.json)."""
+
+    variant: str
+    cuda_version: str
+    gpu_archs: tuple[str, ...]
+    min_driver: str
+    vram_gb: float | None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    check: str
+    ok: bool
+    line: str = ""
+    warning: bool = False
+
+
+# --- reading the GPU ------------------------------------------------------------------
+
+
+def from_record(data: dict, source: str = "record") -> Probe:
+    """A recorded answer: {"driver", "gpus": [{"name", "compute_capability": "8.9",
+    "memory_total_mib", "memory_free_mib"}]} or {"error": "..."} for no GPU."""
+    if data.get("error"):
+        return Probe(source, problem=str(data["error"]))
+    gpus = []
+    for g in data.get("gpus") or []:
+        major, minor = (int(p) for p in str(g["compute_capability"]).split("."))
+        mib = 1024 * 1024
+        total, free = g.get("memory_total_mib"), g.get("memory_free_mib")
+        gpus.append(
+            Gpu(
+                name=g["name"],
+                capability=(major, minor),
+                memory_total=None if total is None else int(total * mib),
+                memory_free=None if free is None else int(free * mib),
+            )
+        )
+    return Probe(source, tuple(gpus), data.get("driver"))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_nvml() -> Probe:
+    try:
+        import pynvml
+    except ImportError as exc:
+        return Probe("nvml", problem=f"nvidia-ml-py is not installed ({exc})")
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return Probe("nvml", problem=f"NVML: {exc}")
+    try:
+        driver = _text(pynvml.nvmlSystemGetDriverVersion())
+        gpus = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
+            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
+            try:
+                mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+                total, free = int(mem.total), int(mem.free)
+            except pynvml.NVMLError:  # some virtualised GPUs do not say
+                total = free = None
+            gpus.append(Gpu(_text(pynvml.nvmlDeviceGetName(handle)), (major, minor), total, free))
+        return Probe("nvml", tuple(gpus), driver)
+    except pynvml.NVMLError as exc:
+        return Probe("nvml", problem=f"NVML: {exc}")
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
+def read_torch() -> Probe:
+    """torch where it is in the image: no driver version (that check then warns)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return Probe("torch", problem="torch.cuda.is_available() is False")
+    gpus = []
+    for i in range(torch.cuda.device_count()):
+        free, total = torch.cuda.mem_get_info(i)
+        gpus.append(
+            Gpu(torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i), total, free)
+        )
+    return Probe("torch", tuple(gpus))
+
+
+def probe(env: dict | None = None) -> Probe:
+    record = GPU_RECORD.get(env)
+    if record:
+        try:
+            return from_record(json.loads(Path(record).read_text()), f"record {record}")
+        except (OSError, ValueError, KeyError) as exc:
+            return Probe(f"record {record}", problem=f"cannot read the GPU record: {exc}")
+    found = read_nvml()
+    if found.problem and importlib.util.find_spec("torch") is not None:
+        by_torch = read_torch()
+        if not by_torch.problem:
+            return by_torch
+    return found
+
+
+# --- what the image needs ---------------------------------------------------------------
+
+
+def needs_path(env: dict | None = None) -> Path:
+    return Path(settings.MANIFEST.get(env)).with_name(FITNESS_FILE)
+
+
+def needs(env: dict | None = None) -> Needs | None:
+    """The rendered facts beside the manifest, or None (an image from before #13)."""
+    path = needs_path(env)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise Unfit(f"cannot read {path}: {exc}") from None
+    return Needs(
+        variant=data["variant"],
+        cuda_version=data["cuda_version"],
+        gpu_archs=tuple(data["gpu_archs"]),
+        min_driver=data["min_driver"],
+        vram_gb=data.get("vram_gb"),
+    )
+
+
+# --- the decisions ----------------------------------------------------------------------
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.strip().split(".") if p.isdigit())
+
+
+def gpu_present(found: Probe) -> Verdict:
+    if found.gpus:
+        return Verdict("gpu_present", True)
+    why = found.problem or "no GPU listed"
+    return Verdict(
+        "gpu_present",
+        False,
+        f"no GPU found ({found.source}: {why}) — this image needs an NVIDIA GPU; "
+        "check the endpoint's GPU selection",
+    )
+
+
+def gpu_arch(found: Probe, need: Needs) -> Verdict:
+    for gpu in found.gpus:
+        if gpu.arch not in need.gpu_archs:
+            return Verdict(
+                "gpu_arch",
+                False,
+                f"{gpu.name} ({gpu.arch}) is not supported by this image (CUDA {need.cuda_version},"
+                f" built for {', '.join(need.gpu_archs)}) — use an image of a CUDA line built for "
+                f"{gpu.arch}, or leave this GPU out of the endpoint's GPU pools",
+            )
+    return Verdict("gpu_arch", True)
+
+
+def driver(found: Probe, need: Needs) -> Verdict:
+    if not found.driver:
+        return Verdict(
+            "driver",
+            True,
+            f"host driver version unknown ({found.source}); not checked against {need.min_driver}",
+            warning=True,
+        )
+    if _version(found.driver) < _version(need.min_driver):
+        return Verdict(
+            "driver",
+            False,
+            f"host driver {found.driver} is older than {need.min_driver}, which CUDA "
+            f"{need.cuda_version} needs — allow only CUDA {need.cuda_version} and newer in the "
+            "endpoint's allowed CUDA versions",
+        )
+    return Verdict("driver", True)
+
+
+def vram(found: Probe, need: Needs) -> Verdict:
+    if not need.vram_gb:
+        return Verdict("vram", True)
+    gpu = found.gpus[0]
+    if gpu.memory_free is None:
+        return Verdict(
+            "vram",
+            True,
+            f"free VRAM of {gpu.name} unknown; not checked against {need.vram_gb:g} GB",
+            warning=True,
+        )
+    if gpu.memory_free < need.vram_gb * GB:
+        return Verdict(
+            "vram",
+            False,
+            f"{gpu.name} has {gpu.memory_free / GB:.1f} GB of VRAM free but this model set "
+            f"needs {need.vram_gb:g} GB (vram_gb) — choose GPU pools with more memory",
+        )
+    return Verdict("vram", True)
+
+
+def disk(env: dict | None = None) -> Verdict:
+    """Room for the manifest's models not yet in place (the fetcher's own rule)."""
+    from handler.models import fetch  # the same check the fetcher makes before downloading
+
+    data = manifest.load(settings.MANIFEST.get(env))
+    root = volume.models_root(env)
+    missing = []
+    for m in data.models:
+        place = volume.Place(root, m.dir, m.file)
+        if not place.verified(m.sha256, m.size):
+            missing.append((m, place))
+    try:
+        fetch.check_space(root, missing)
+    except fetch.NotEnoughSpace as exc:
+        return Verdict("disk", False, str(exc))
+    return Verdict("disk", True)
+
+
+def decide(found: Probe, need: Needs | None, env: dict | None = None) -> list[Verdict]:
+    """Every check's verdict, in order, stopping at the first that fails."""
+    steps: list[Callable[[], Verdict]] = [lambda: gpu_present(found)]
+    if need is not None:
+        steps += [lambda: gpu_arch(found, need), lambda: driver(found, need)]
+        steps += [lambda: vram(found, need)]
+    steps.append(lambda: disk(env))
+    out = []
+    for step in steps:
+        out.append(step())
+        if not out[-1].ok:
+            break
+    return out
+
+
+# --- running them -----------------------------------------------------------------------
+
+
+def skipped(argv: list[str], env: dict | None = None) -> str | None:
+    """Why the checks do not run now, or None when they do."""
+    env = os.environ if env is None else env
+    if not CHECKS.get(env):
+        return "turned off (BAKERY_FITNESS_CHECKS=false)"
+    if any(a.split("=", 1)[0] in LOCAL_FLAGS for a in argv):
+        return "local testing (--rp_serve_api / --test_input), as the runpod SDK does"
+    if env.get("RUNPOD_WEBHOOK_GET_JOB") is None:
+        return "local testing (no RUNPOD_WEBHOOK_GET_JOB), as the runpod SDK does"
+    return None
+
+
+def _warn(verdict: Verdict) -> None:
+    if verdict.warning:
+        log.event(_log, "fitness check warning", check=verdict.check, warning=verdict.line)
+
+
+def preflight(argv: list[str], env: dict | None = None) -> int | None:
+    """Run every check once (handler.start, before the models): 1 after printing the
+    failing check's line, None when the worker may go on."""
+    why = skipped(argv, env)
+    if why:
+        log.event(_log, "fitness checks skipped", reason=why)
+        return None
+    try:
+        verdicts = decide(probe(env), needs(env), env)
+    except (Unfit, manifest.ManifestError, settings.SettingError) as exc:
+        verdicts = [Verdict("fitness", False, str(exc))]
+    for v in verdicts:
+        _warn(v)
+        if not v.ok:
+            print(f"fitness check failed ({v.check}): {v.line}", file=sys.stderr, flush=True)
+            return 1
+    log.event(_log, "fitness checks passed", checks=[v.check for v in verdicts])
+    return None
+
+
+@dataclass
+class _Registered:
+    env: dict | None = None
+    cache: dict = field(default_factory=dict)
+
+    def probe(self) -> Probe:
+        if "probe" not in self.cache:
+            self.cache["probe"] = probe(self.env)
+        return self.cache["probe"]
+
+    def needs(self) -> Needs | None:
+        if "needs" not in self.cache:
+            self.cache["needs"] = needs(self.env)
+        return self.cache["needs"]
+
+
+def sdk_checks(env: dict | None = None) -> list[Callable[[], None]]:
+    """One function per check for runpod.serverless.register_fitness_check: each raises
+    Unfit with its one line (the SDK logs it and exits 1)."""
+    state = _Registered(env)
+
+    def make(name: str, decide_one: Callable[[], Verdict | None]) -> Callable[[], None]:
+        def check() -> None:
+            verdict = decide_one()
+            if verdict is None:
+                return
+            _warn(verdict)
+            if not verdict.ok:
+                raise Unfit(verdict.line)
+
+        check.__name__ = check.__qualname__ = f"bakery_{name}"
+        return check
+
+    def with_needs(fn):
+        return lambda: None if state.needs() is None else fn(state.probe(), state.needs())
+
+    return [
+        make("gpu_present", lambda: gpu_present(state.probe())),
+        make("gpu_arch", with_needs(gpu_arch)),
+        make("driver", with_needs(driver)),
+        make("vram", with_needs(vram)),
+        make("disk", lambda: disk(env)),
+    ]
+
+
+def register(env: dict | None = None) -> int:
+    """Register the checks with the runpod SDK (≥ 1.9); returns how many."""
+    import runpod
+
+    if not CHECKS.get(env):
+        return 0
+    checks = sdk_checks(env)
+    for check in checks:
+        runpod.serverless.register_fitness_check(check)
+    return len(checks)
