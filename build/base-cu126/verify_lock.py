@@ -63,6 +63,9 @@ def problems(
         if name in TORCH_TOP and name in torch_packages:
             if public(version) != public(torch_packages[name]):
                 out.append(f"{name}=={version}: TORCH_PACKAGES pins {torch_packages[name]}")
+        elif name in locked:  # the lock's own pins first (nvidia-ml-py is the handler's)
+            if version not in locked[name]:
+                out.append(f"{name}=={version}: the lock pins {' or '.join(sorted(locked[name]))}")
         elif name.startswith("nvidia-") or name in {"triton", "pytorch-triton"}:
             if required_by_torch.get(name) != version:
                 want = required_by_torch.get(name)
@@ -70,10 +73,8 @@ def problems(
                     f"{name}=={version}: "
                     + (f"torch pins {want}" if want else "no installed torch package pins it")
                 )
-        elif name not in locked:
+        else:
             out.append(f"{name}=={version}: not in the lock (an unpinned package)")
-        elif version not in locked[name]:
-            out.append(f"{name}=={version}: the lock pins {' or '.join(sorted(locked[name]))}")
     return out
 
 

@@ -202,7 +202,8 @@ def test_flattened_dockerfiles_need_no_bake(config):
 
 def test_a_node_context_becomes_a_pinned_git_add_a_test_can_replace(tmp_path):
     from bakery import render
-    from build_helpers import SMALL
+
+    from tests.bakery.bakery_helpers import SMALL
 
     path = tmp_path / "variants.yaml"
     path.write_text(
@@ -210,7 +211,7 @@ def test_a_node_context_becomes_a_pinned_git_add_a_test_can_replace(tmp_path):
     )
     files = render.render(load(path))
     text = files["build/sdxl-cu128-video/standalone.Dockerfile"]
-    assert "--from=" not in text
+    assert "--from=node" not in text
     assert (
         "ARG NODE_VHS_SOURCE=https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite.git"
         "#0123456789abcdef0123456789abcdef01234567\n"

@@ -46,7 +46,10 @@ PYTHON_FLOOR = "3.11"
 UV_VERSION = "0.13.9"
 PYPI = "https://pypi.org/simple"
 # Installed from the CUDA line's index and pinned by torch itself: never in the lock.
-TORCH_FAMILY = re.compile(r"^(torch|torchvision|torchaudio|triton|pytorch-triton|nvidia-.*)$")
+# torch's CUDA wheels (nvidia-cublas-cu12, ...), not NVML's Python binding (the handler's).
+TORCH_FAMILY = re.compile(
+    r"^(torch|torchvision|torchaudio|triton|pytorch-triton|nvidia-(?!ml-py$).*)$"
+)
 HANDLER_FILES = ("handler/requirements.txt", "handler/constraints.txt")
 
 

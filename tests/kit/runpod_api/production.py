@@ -66,6 +66,8 @@ def worker_env(api: JobApi, double, home: Path, extra: dict | None = None) -> di
         COMFYUI_DIR=str(double.base),
         BAKERY_COMFY_PID=str(double.proc.pid),
         PYTHONUNBUFFERED="1",
+        # No GPU here: the fitness checks (tests/fitness) would stop the worker at start.
+        BAKERY_FITNESS_CHECKS="false",
     )
     env.update(extra or {})
     return env
