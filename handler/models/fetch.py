@@ -56,9 +56,11 @@ def size_text(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> Summary:
-    """Fetch every model of the manifest; raise FetchError (or ManifestError) on failure."""
-    t0 = time.monotonic()
+def prepare(
+    manifest_path: str | Path | None = None, env: dict | None = None
+) -> tuple[manifest.Manifest, Path, Path]:
+    """Check the settings, read the manifest, tell ComfyUI where the models live; return
+    (manifest, models folder, extra_model_paths.yaml). Raises one of USER_ERRORS."""
     for setting in SETTINGS:  # a bad value fails now, not halfway through the downloads
         setting.get(env)
     data = manifest.load(manifest_path or settings.MANIFEST.get(env))
@@ -71,6 +73,13 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
             f"cannot write {yaml_path}: {exc.strerror} — set {volume.MODEL_PATHS.name} "
             "to a path this user can write"
         ) from None
+    return data, root, yaml_path
+
+
+def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> Summary:
+    """Fetch every model of the manifest; raise FetchError (or ManifestError) on failure."""
+    t0 = time.monotonic()
+    data, root, yaml_path = prepare(manifest_path, env)
     summary = Summary(root, yaml_path)
     models = list(data.models)
     pairs = [(m, volume.Place(root, m.dir, m.file)) for m in models]
@@ -89,10 +98,7 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
         busy = fetch_all(missing, client, summary, failures, wait=False, env=env)
         fetch_all(busy, client, summary, failures, wait=True, env=env)
         if failures:
-            raise FetchError(
-                f"{len(failures)} of {len(pairs)} models could not be fetched:\n  "
-                + "\n  ".join(failures)
-            )
+            raise could_not_fetch(failures, len(pairs))
     summary.seconds = time.monotonic() - t0
     log.event(
         _log,
@@ -104,6 +110,13 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
         folder=str(root),
     )
     return summary
+
+
+def could_not_fetch(failures: list[str], total: int) -> FetchError:
+    """The one error for models that failed ("<dir>/<file>: <reason>" each) out of `total`."""
+    return FetchError(
+        f"{len(failures)} of {total} models could not be fetched:\n  " + "\n  ".join(failures)
+    )
 
 
 def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, env) -> list:
@@ -134,9 +147,11 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
     return busy
 
 
-def fetch_one(model: Model, place: volume.Place, client: SourceClient, wait: bool, env):
+def fetch_one(
+    model: Model, place: volume.Place, client: SourceClient, wait: bool, env, observer=None
+):
     """Bytes downloaded for `model`; None if it is in place already; volume.BUSY if another
-    worker holds it and `wait` is false."""
+    worker holds it and `wait` is false. `observer(have, total)` follows the bytes."""
 
     def waiting() -> None:
         log.event(_log, "another worker is fetching this file, waiting for it", file=place.name)
@@ -157,7 +172,7 @@ def fetch_one(model: Model, place: volume.Place, client: SourceClient, wait: boo
         if adopt(model, place):
             return None
         t0 = time.monotonic()
-        download = Download(model, place, client, env)
+        download = Download(model, place, client, env, observer)
         digest = download.run()
         seconds = time.monotonic() - t0
         log.event(

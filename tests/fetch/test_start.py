@@ -124,10 +124,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_a_fetch_failure_stops_the_container_before_comfyui_starts(server, container):
+def test_models_before_start_a_fetch_failure_stops_the_container_before_comfyui(server, container):
     url = server.url("gone.safetensors")
     container.write_manifest(manifest_entry(url, b"x"))
-    proc = container.run()
+    proc = container.run(BAKERY_MODELS_BEFORE_START="1")
     out, err = proc.output()
     assert proc.returncode == 1
     assert err.splitlines()[-3:] == [
@@ -235,12 +235,14 @@ def test_comfyui_dying_later_is_reported_and_jobs_fail_fast(container):
     assert any("To see the GUI go to" in line for line in exited[0]["last_lines"])
 
 
-def test_sigterm_while_fetching_stops_at_once_and_keeps_the_partial(server, container):
+def test_models_before_start_sigterm_while_fetching_stops_at_once_and_keeps_the_partial(
+    server, container
+):
     data = blob(4 << 20)
     server.rate = 1 << 20
     container.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
     part = container.models / ".bakery" / "checkpoints" / "m.safetensors.part"
-    proc = container.run()
+    proc = container.run(BAKERY_MODELS_BEFORE_START="1")
     deadline = time.monotonic() + 30
     while not (part.exists() and part.stat().st_size > 0):
         assert proc.poll() is None and time.monotonic() < deadline, proc.output()
