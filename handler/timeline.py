@@ -11,6 +11,7 @@ and the first job's telemetry carries the whole timeline (`timeline`).
 
 from __future__ import annotations
 
+import os
 import time
 
 import psutil
@@ -33,7 +34,24 @@ _first_job = {"started": False, "done": False}
 
 def started_at(env: dict | None = None) -> float:
     """The container's start (Unix time): given by the start sequence, else this process's."""
-    return CONTAINER_START.get(env) or psutil.Process().create_time()
+    return CONTAINER_START.get(env) or process_start()
+
+
+def process_start() -> float:
+    """When this process started (Unix time), to the kernel's tick.
+
+    psutil's create_time adds the boot time, which Linux gives in whole seconds:
+    up to a second off. Here the process's age (uptime less its start tick) is
+    taken from now instead.
+    """
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime = float(f.read().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return psutil.Process().create_time()
 
 
 def mark(step: str, **fields) -> dict:
