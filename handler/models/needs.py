@@ -44,7 +44,7 @@ LOADER_INPUTS: dict[str, dict[str, str]] = {
     "LatentUpscaleModelLoader": {"model_name": "latent_upscale_models"},
 }
 
-EMBEDDING = re.compile(r"embedding:([^\s,()]+)", re.IGNORECASE)
+EMBEDDING = re.compile(r"embedding:([^\s,():]+)", re.IGNORECASE)  # "(embedding:x:1.2)"
 
 
 def folder_of(name: str) -> str:

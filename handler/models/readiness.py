@@ -75,8 +75,9 @@ class Waiter:
         if self.needed is None and "models" in board:
             pairs = [tuple(name.split("/", 1)) for name in models]
             self.needed = ["/".join(p) for p in needs.named(self.workflow, pairs)]
-            if self.needed:
-                status.want(self.folder, self.needed)
+            missing = [n for n in self.needed if models[n].get("state") != status.READY]
+            if missing:
+                status.want(self.folder, missing)
         needed = self.needed if self.needed is not None else []
         entries = {name: models.get(name, {}) for name in needed}
         self._fail_if_failed(entries)
