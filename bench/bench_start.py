@@ -51,6 +51,7 @@ def first_job_seconds(tmp: Path, server: ModelServer, models: list[dict], **env:
         "COMFY_HOST": f"127.0.0.1:{comfy_port}",
         "BAKERY_COMFY_ARGS": "--cpu",
         "BAKERY_FETCH_WORKERS": "1",
+        "BAKERY_FETCH_CONNECTIONS": "1",  # the pace is the link's, not per connection
         **env,
     }
     job = {"input": {"workflow": workflows.txt2img(ckpt_name="small.safetensors")}}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from handler import log, manifest, settings
 from handler.manifest import Model
-from handler.models import download, volume
+from handler.models import download, hf_cache, volume
 from handler.models.download import Download
 from handler.models.errors import FetchError, NotEnoughSpace
 from handler.models.hashing import sha256_file
@@ -35,7 +35,7 @@ WORKERS = settings.setting(
 )
 
 _log = log.get("fetch")
-SETTINGS = (WORKERS, volume.MODEL_PATHS, *download.SETTINGS)
+SETTINGS = (WORKERS, volume.MODEL_PATHS, hf_cache.CACHE_DIR, *download.SETTINGS)
 
 
 # What a fetch fails with when the fix is the user's: a message, never a traceback.
@@ -139,7 +139,7 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
                 continue
             if got == volume.BUSY:
                 busy.append((m, place))
-            elif got is None:
+            elif got is None or got == hf_cache.LINKED:
                 summary.present.append(place.name)
             else:
                 summary.fetched.append(place.name)
@@ -150,8 +150,9 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
 def fetch_one(
     model: Model, place: volume.Place, client: SourceClient, wait: bool, env, observer=None
 ):
-    """Bytes downloaded for `model`; None if it is in place already; volume.BUSY if another
-    worker holds it and `wait` is false. `observer(have, total)` follows the bytes."""
+    """Bytes downloaded for `model`; None if it is in place already; hf_cache.LINKED if it was
+    linked from RunPod's model cache; volume.BUSY if another worker holds it and `wait` is
+    false. `observer(have, total)` follows the bytes."""
 
     def waiting() -> None:
         log.event(_log, "another worker is fetching this file, waiting for it", file=place.name)
@@ -171,6 +172,8 @@ def fetch_one(
             return None  # another worker finished it while we waited
         if adopt(model, place):
             return None
+        if hf_cache.link(model, place, env):
+            return hf_cache.LINKED
         t0 = time.monotonic()
         download = Download(model, place, client, env, observer)
         digest = download.run()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from handler import log, timeline
 from handler.manifest import Manifest, Model
-from handler.models import fetch, status, volume
+from handler.models import fetch, hf_cache, status, volume
 from handler.models.errors import FetchError, GaveUp, NotEnoughSpace
 from handler.models.source import SourceClient
 
@@ -205,7 +205,8 @@ class Lazy:
             self._failed(name, exc)
         else:
             size = place.target.stat().st_size
-            self._ready(name, size, time.monotonic() - t0, "volume" if got is None else "download")
+            source = {None: "volume", hf_cache.LINKED: "cache"}.get(got, "download")
+            self._ready(name, size, time.monotonic() - t0, source)
         finally:
             with self.lock:
                 self.active.pop(name, None)

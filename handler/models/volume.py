@@ -39,9 +39,12 @@ BOOKKEEPING = ".bakery"
 
 
 def models_root(env: dict | None = None) -> Path:
-    """The folder holding `<folder>/<file>` for every model of the manifest."""
+    """The folder holding `<folder>/<file>` for every model of the manifest: on the network
+    volume when one is mounted (and writable), else in ComfyUI's folder."""
     volume = Path(settings.VOLUME_DIR.get(env))
-    if volume.is_dir():
+    # Writable: RunPod may show /runpod-volume only for its read-only model cache
+    # (handler.models.hf_cache), with no network volume behind it.
+    if volume.is_dir() and os.access(volume, os.W_OK):
         return volume / "models"
     return Path(settings.COMFYUI_DIR.get(env)) / "models"
 
