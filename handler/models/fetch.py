@@ -35,7 +35,13 @@ WORKERS = settings.setting(
 )
 
 _log = log.get("fetch")
-SETTINGS = (WORKERS, volume.MODEL_PATHS, hf_cache.CACHE_DIR, *download.SETTINGS)
+SETTINGS = (
+    WORKERS,
+    volume.MODEL_PATHS,
+    volume.IMAGE_MODELS,
+    hf_cache.CACHE_DIR,
+    *download.SETTINGS,
+)
 
 
 # What a fetch fails with when the fix is the user's: a message, never a traceback.
@@ -67,7 +73,7 @@ def prepare(
     root = volume.models_root(env)
     yaml_path = Path(volume.MODEL_PATHS.get(env))
     try:
-        volume.write_model_paths(root, yaml_path)
+        volume.write_model_paths(root, yaml_path, volume.image_root(env))
     except OSError as exc:
         raise FetchError(
             f"cannot write {yaml_path}: {exc.strerror} — set {volume.MODEL_PATHS.name} "

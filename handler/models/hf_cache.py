@@ -24,11 +24,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
-from handler import log, settings
+from handler import log, manifest, settings
+from handler.manifest import HfFile, hf_file
 from handler.models import tokens
 from handler.models.hashing import sha256_file
 
@@ -45,36 +44,19 @@ LINKED = "linked from the Hugging Face cache"  # what fetch_one returns for a li
 _log = log.get("fetch")
 
 
-@dataclass(frozen=True)
-class HfFile:
-    """A file of a Hugging Face model repository at a revision."""
-
-    repo: str  # org/name
-    revision: str  # a branch, a tag or a commit
-    path: str  # inside the repository
-
-    @property
-    def cache_folder(self) -> str:
-        return "models--" + self.repo.replace("/", "--")
-
-
 def parse(url: str, env: dict | None = None) -> HfFile | None:
-    """The repository file a `resolve` URL of a Hugging Face host (BAKERY_HF_HOSTS, which
-    names mirrors too) names, or None for any other URL."""
-    parts = urlsplit(url)
-    hosts = tokens.HF_HOSTS.get(env).lower().split()
-    if parts.scheme not in ("http", "https") or (parts.hostname or "").lower() not in hosts:
-        return None
-    segments = [unquote(s) for s in parts.path.split("/")]
-    # ["", org, name, "resolve", revision, *path]
-    if len(segments) < 6 or segments[0] or segments[3] != "resolve" or not all(segments[1:]):
-        return None
-    return HfFile(f"{segments[1]}/{segments[2]}", segments[4], "/".join(segments[5:]))
+    """The repository file a `resolve` URL of a Hugging Face host names (BAKERY_HF_HOSTS,
+    which names mirrors too), or None for any other URL."""
+    return hf_file(url, tokens.HF_HOSTS.get(env).lower().split())
+
+
+def cache_folder(file: HfFile) -> str:
+    return "models--" + file.repo.replace("/", "--")
 
 
 def cached_path(file: HfFile, root: Path) -> Path | None:
     """The file in the cache at `root` at its revision, if it is there."""
-    repo = root / file.cache_folder
+    repo = root / cache_folder(file)
     commit = file.revision
     if not COMMIT.fullmatch(commit):
         try:
@@ -116,17 +98,5 @@ def link(model, place, env: dict | None = None) -> bool:
 
 
 def best_cached_repo(models, env: dict | None = None) -> dict | None:
-    """The Hugging Face repository whose cached copy saves the most bytes for `models`
-    (Model objects or manifest entries): {"repo", "bytes", "files"}, or None when no model
-    comes from Hugging Face. Models of unknown size count as 0 bytes; ties go to the repository
-    named first."""
-    totals: dict[str, dict] = {}
-    for m in models:
-        url, size = (m["url"], m.get("size")) if isinstance(m, dict) else (m.url, m.size)
-        file = parse(url, env)
-        if file is None:
-            continue
-        entry = totals.setdefault(file.repo, {"repo": file.repo, "bytes": 0, "files": 0})
-        entry["bytes"] += size or 0
-        entry["files"] += 1
-    return max(totals.values(), key=lambda e: e["bytes"], default=None)
+    """handler.manifest.best_cached_repo with this worker's Hugging Face hosts."""
+    return manifest.best_cached_repo(models, tokens.HF_HOSTS.get(env).lower().split())

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from handler.models import fetch, lazy
 from tests.kit.double import copy_comfyui
 from tests.kit.model_server import ModelServer
 from tests.kit.servers import free_port
@@ -140,3 +141,16 @@ def container(box):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def lazy_start(box) -> lazy.Board:
+    """The start sequence's background fetch of box's manifest, in-process, run to its end;
+    returns its status board (written)."""
+    data, root, _yaml = fetch.prepare()
+    board = lazy.Board(box.tmp / "board")
+    board.folder.mkdir()
+    models = lazy.Lazy(data, root, board)
+    models.check()
+    models.start().join(timeout=30)
+    board.write()
+    return board

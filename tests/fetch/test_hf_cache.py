@@ -9,7 +9,8 @@ import os
 import pytest
 
 from handler.manifest import Model
-from handler.models import fetch, hf_cache, lazy
+from handler.models import fetch, hf_cache
+from tests.fetch.conftest import lazy_start
 from tests.kit.model_server import blob, manifest_entry
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -89,12 +90,7 @@ def test_a_linked_model_is_ready_from_the_cache_on_the_timeline(server, box, cac
     data = blob(5000)
     fake_cache(cache, data)
     box.write_manifest(manifest_entry(server.add(PATH, data), data, "diffusion_models", "f.sft"))
-    data_manifest, root, _yaml = fetch.prepare()
-    board = lazy.Board(box.tmp / "board")
-    board.folder.mkdir()
-    models = lazy.Lazy(data_manifest, root, board)
-    models.check()
-    models.start().join(timeout=30)
+    board = lazy_start(box)
     assert board.models["diffusion_models/f.sft"]["source"] == "cache"
     assert server.hits == {}
 

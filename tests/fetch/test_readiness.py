@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 
-from handler.manifest import Manifest
-from handler.models import lazy, needs, readiness, status
+from handler.models import needs, readiness, status
+from tests.fetch.conftest import lazy_start
 from tests.kit.model_server import blob, manifest_entry
 
 MODELS = [
@@ -98,25 +99,14 @@ def test_without_the_start_sequence_nothing_is_waited_for(monkeypatch):
     assert readiness.wait_for_models(checkpoint_job("x.safetensors"), time.monotonic()) == 0.0
 
 
-def run_lazy(box, *entries) -> tuple[lazy.Lazy, lazy.Board]:
-    data = Manifest.from_json({"schema_version": 1, "variant": "t", "model_set": "t",
-                               "cuda": "cu128", "models": list(entries)})  # fmt: skip
-    board = lazy.Board(box.tmp / "board")
-    board.folder.mkdir()
-    models = lazy.Lazy(data, box.models, board)
-    models.check()
-    models.start().join(timeout=30)
-    board.write()
-    return models, board
-
-
 def test_a_source_that_keeps_failing_fails_its_jobs_and_asks_for_a_new_worker(
     server, box, monkeypatch
 ):
     monkeypatch.setenv("BAKERY_FETCH_RETRIES", "1")
     url = server.url("flaky.safetensors")
     server.fault("flaky.safetensors", ("status", 503, {}))
-    _models, board = run_lazy(box, manifest_entry(url, b"x", file="flaky.safetensors"))
+    box.write_manifest(manifest_entry(url, b"x", file="flaky.safetensors"))
+    board = lazy_start(box)
     monkeypatch.setenv("BAKERY_MODELS_STATUS_DIR", str(board.folder))
     with pytest.raises(readiness.ModelFailed) as err:
         readiness.wait_for_models(checkpoint_job("flaky.safetensors"), time.monotonic() + 5)
@@ -131,7 +121,8 @@ def test_a_wrong_sha256_fails_its_jobs_and_keeps_the_worker(server, box, monkeyp
     url = server.add("m.safetensors", data)
     good = manifest_entry(server.add("ok.safetensors", data), data, file="ok.safetensors")
     bad = manifest_entry(url, data, sha256="0" * 64)
-    _models, board = run_lazy(box, bad, good)
+    box.write_manifest(bad, good)
+    board = lazy_start(box)
     monkeypatch.setenv("BAKERY_MODELS_STATUS_DIR", str(board.folder))
     with pytest.raises(readiness.ModelFailed) as err:
         readiness.wait_for_models(checkpoint_job("m.safetensors"), time.monotonic() + 5)
@@ -142,3 +133,20 @@ def test_a_wrong_sha256_fails_its_jobs_and_keeps_the_worker(server, box, monkeyp
     )
     assert not err.value.refresh_worker  # a new worker would get the same bytes
     assert readiness.wait_for_models(checkpoint_job("ok.safetensors"), time.monotonic() + 5) < 1
+
+
+def test_models_baked_into_the_image_are_ready_at_once_and_comfyui_is_told_where(
+    server, box, monkeypatch
+):
+    data = blob(2000)
+    image = box.tmp / "image-models"
+    (image / "checkpoints").mkdir(parents=True)
+    (image / "checkpoints" / "m.safetensors").write_bytes(data)
+    monkeypatch.setenv("BAKERY_IMAGE_MODELS", str(image))
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    board = lazy_start(box)
+    assert board.models["checkpoints/m.safetensors"]["source"] == "image"
+    assert server.hits == {}  # zero downloads
+    config = yaml.safe_load(box.model_paths.read_text())
+    assert config["comfy_bakery_image"]["base_path"] == str(image)
+    assert config["comfy_bakery_image"]["checkpoints"] == "checkpoints/"
