@@ -1,12 +1,14 @@
 """How models arrive, inside a stand-in image (--network host, everything on 127.0.0.1):
-downloaded while the worker already serves jobs."""
+downloaded while the worker already serves jobs, or baked into the image at build time."""
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from handler import manifest as manifests
 from tests.comfy_double import workflows
+from tests.docker.conftest import variants_for_tests
 from tests.kit.model_server import MiB, blob, manifest_entry
 from tests.kit.standin import bake as stand_in
 from tests.kit.standin import worker
@@ -53,3 +55,30 @@ def test_an_image_serves_a_small_model_job_while_the_large_one_downloads(
     )
     assert "- checkpoints/lazy-large.safetensors was not ready: " in error
     assert model_server.bytes_sent["/lazy-large.safetensors"] < len(large)
+
+
+def test_a_baked_model_set_is_in_the_image_and_starts_with_zero_downloads(
+    given, model_server, work, run_id
+):
+    data = blob(300_000, 21)
+    entry = manifest_entry(model_server.add("baked.safetensors", data), data,
+                           file="baked.safetensors")  # fmt: skip
+    variants = variants_for_tests(model_server)
+    variants["model_sets"] = {"baked": {"vram_gb": 4, "delivery": "image", "models": [entry]}}
+    variants["variants"] = [{"model_sets": ["baked"], "cuda": ["cu128"]}]
+    variants_file = work / "baked-variants.yaml"
+    variants_file.write_text(yaml.safe_dump(variants, sort_keys=False))
+    out = work / "render-baked"
+    out.mkdir()
+    stand_in.render(variants_file, out)
+    base = stand_in.bake(out, ["base-cu128"], given, work=work / "bake-baked").images["base-cu128"]
+    image = stand_in.build_on_host_network(out, "baked-cu128", given, base, work)
+    assert model_server.hits["/baked.safetensors"] == 1  # at build time
+
+    job = {"input": {"workflow": workflows.txt2img(ckpt_name="baked.safetensors")}}
+    outcome = worker.run_job(image, job, labels={stand_in.TEST_LABEL: run_id})
+    assert outcome.body and outcome.body.get("status") == "COMPLETED", outcome.describe()
+    assert model_server.hits["/baked.safetensors"] == 1  # none at start
+    ready = [s for s in outcome.body["output"]["telemetry"]["timeline"]
+             if s["step"] == "model ready"]  # fmt: skip
+    assert [(s["file"], s["source"]) for s in ready] == [("checkpoints/baked.safetensors", "image")]
