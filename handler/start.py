@@ -261,6 +261,7 @@ def run(handler_args: list[str]) -> int:
     try:
         return _run(handler_args, board)
     finally:
+        board.close()
         shutil.rmtree(board.folder, ignore_errors=True)
 
 

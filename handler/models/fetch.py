@@ -1,10 +1,12 @@
 """`python -m handler.models.fetch`: put every model of the image's manifest in place.
 
-Run at container start (handler.start) before ComfyUI starts. Models already
-present and verified cost a stat each; missing ones are downloaded in parallel
-(handler.models.download), each by exactly one worker of the endpoint when several
-share a network volume. Exit status 0 when every model is in place, else 1
-with one line saying what failed and what to do.
+Run by hand (to fill a network volume) and at build time (a model set with
+`delivery: image`); the container's start fetches in the background instead
+(handler.models.lazy), one model at a time through `fetch_one` here. Models
+already present and verified cost a stat each; missing ones are downloaded in
+parallel (handler.models.download), each by exactly one worker of the endpoint
+when several share a network volume. Exit status 0 when every model is in
+place, else 1 with one line saying what failed and what to do.
 """
 
 from __future__ import annotations

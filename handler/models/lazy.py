@@ -50,6 +50,7 @@ class Board:
         self.timeline: list[dict] = []
         self._since: dict[str, tuple[float, int]] = {}  # when bytes started to arrive, and how many
         self.version = self.written = 0
+        self.closed = False
         self.changed = threading.Event()
 
     def set(self, name: str, **fields) -> None:
@@ -78,9 +79,14 @@ class Board:
             self.version += 1
         self.changed.set()
 
+    def close(self) -> None:
+        """No more writes (the start process is ending and removes the folder)."""
+        with self.lock:
+            self.closed = True
+
     def write(self) -> None:
         with self.lock:
-            if self.written == self.version and self.written:
+            if self.closed or (self.written == self.version and self.written):
                 return
             data = {"models": self.models, "timeline": self.timeline}
             status.write(self.folder, data)

@@ -150,3 +150,36 @@ def test_models_baked_into_the_image_are_ready_at_once_and_comfyui_is_told_where
     config = yaml.safe_load(box.model_paths.read_text())
     assert config["comfy_bakery_image"]["base_path"] == str(image)
     assert config["comfy_bakery_image"]["checkpoints"] == "checkpoints/"
+
+
+def test_the_async_wait_ends_when_its_model_is_ready_and_stops_when_cancelled(
+    tmp_path, monkeypatch
+):
+    import asyncio
+
+    entry = {"state": "downloading", "bytes": 1, "total": 10}
+    monkeypatch.setenv("BAKERY_MODELS_STATUS_DIR", board(tmp_path, {"checkpoints/a.sft": entry}))
+    job = checkpoint_job("a.sft")
+
+    async def ready_later() -> float:
+        waiting = asyncio.ensure_future(readiness.wait_for_models_async(job, time.monotonic() + 9))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        board(tmp_path, {"checkpoints/a.sft": {"state": "ready", "bytes": 10}})
+        return await asyncio.wait_for(waiting, 2)
+
+    assert 0.3 <= asyncio.run(ready_later()) < 2
+
+    board(tmp_path, {"checkpoints/a.sft": entry})
+
+    async def cancelled() -> bool:
+        waiting = asyncio.ensure_future(readiness.wait_for_models_async(job, time.monotonic() + 9))
+        await asyncio.sleep(0.3)
+        waiting.cancel()
+        try:
+            await waiting
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(cancelled())
