@@ -11,6 +11,7 @@ import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from handler import fitness
+from handler import timeline
 from handler.jobs.worker import run_job
 
 
@@ -22,6 +23,7 @@ def main() -> None:
     if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
         RunPodLogger().level = "INFO"
     fitness.register()  # run by the SDK before the first job, on RunPod only (#13)
+    timeline.mark("handler ready")
     runpod.serverless.start({"handler": run_job})
 
 

@@ -1,14 +1,20 @@
 """`python -m handler.start [worker args]`: the container's start sequence (start.sh runs it).
 
-1. Fetch the manifest's models (handler.models.fetch). A failure stops the container
-   here, with one clear message: no half-working worker.
-2. Start ComfyUI on 127.0.0.1 at COMFY_HOST's port, told where the models are
+1. Read the manifest and tell ComfyUI where the models live; a stat per model
+   says which are in place. A broken manifest or setting stops the container
+   here, with one clear message.
+2. The missing models download in the background (handler.models.lazy) while
+   ComfyUI and the worker start: each job waits only for the models its
+   workflow names (handler.models.readiness). With BAKERY_MODELS_BEFORE_START=1
+   every model is fetched first instead, and a failure stops the container.
+3. Start ComfyUI on 127.0.0.1 at COMFY_HOST's port, told where the models are
    (--extra-model-paths-config), with tcmalloc preloaded when the image has it.
-3. Wait, bounded, until it answers GET /system_stats. If it exits or never
+4. Wait, bounded, until it answers GET /system_stats. If it exits or never
    answers, print its last log lines and exit non-zero.
-4. Run the worker (`python -m handler`, with this command's arguments,
+5. Run the worker (`python -m handler`, with this command's arguments,
    so `--rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port N` work), with
-   BAKERY_COMFY_PID set so a job fails fast if ComfyUI is gone.
+   BAKERY_COMFY_PID set so a job fails fast if ComfyUI is gone, and the model
+   status board and the container's start time (handler.timeline) passed on.
 
 This process stays as the parent of both: SIGTERM and SIGINT are passed on to
 each child's process group; when the worker ends, ComfyUI is stopped too. As
@@ -22,17 +28,19 @@ import glob
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import requests
 
-from handler import fitness, log, settings
-from handler.models import fetch
+from handler import fitness, log, settings, timeline
+from handler.models import fetch, lazy, status
 
 START_TIMEOUT = settings.setting(
     "BAKERY_COMFY_START_TIMEOUT_S",
@@ -46,6 +54,14 @@ COMFY_LOG_LEVEL = settings.setting(
     "",
     "ComfyUI's log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), passed as --verbose; unset: "
     "ComfyUI's default (INFO). Same name as in runpod-workers/worker-comfyui.",
+)
+MODELS_BEFORE_START = settings.setting(
+    "BAKERY_MODELS_BEFORE_START",
+    False,
+    "1: fetch every model before ComfyUI and the worker start, and stop the container if one "
+    "fails (the behaviour before lazy start). Default: serve at once while models download; "
+    "each job waits only for the models its workflow names.",
+    kind="bool",
 )
 COMFY_ARGS = settings.setting(
     "BAKERY_COMFY_ARGS",
@@ -220,20 +236,50 @@ def stop_fetching(signum, _frame) -> None:
     os._exit(128 + signum)
 
 
+def start_models(board: lazy.Board, eager: bool) -> tuple[lazy.Lazy, Path]:
+    """Read the manifest, mark what is in place, start the downloads (and, `eager`, wait for
+    them); return the downloads and ComfyUI's extra_model_paths.yaml. Raises USER_ERRORS."""
+    data, root, yaml_path = fetch.prepare()
+    timeline.mark("manifest read", models=len(data.models), folder=str(root))
+    models = lazy.Lazy(data, root, board)
+    models.check(strict=eager)
+    board.write()  # the worker finds the board in place from its first job on
+    thread = models.start()
+    if eager:
+        thread.join()
+        error = models.error()
+        if error:
+            raise error
+    return models, yaml_path
+
+
 def run(handler_args: list[str]) -> int:
     unfit = fitness.preflight(handler_args)  # before any model is fetched (#13)
     if unfit is not None:
         return unfit
+    board = lazy.Board(Path(tempfile.mkdtemp(prefix="bakery-models-")))
+    timeline.on_mark(board.add_mark)
+    timeline.mark("container start")
+    board.run()
+    try:
+        return _run(handler_args, board)
+    finally:
+        board.close()
+        shutil.rmtree(board.folder, ignore_errors=True)
+
+
+def _run(handler_args: list[str], board: lazy.Board) -> int:
     signal.signal(signal.SIGTERM, stop_fetching)
     signal.signal(signal.SIGINT, stop_fetching)
     try:
-        summary = fetch.fetch()
+        eager = MODELS_BEFORE_START.get()
+        _models, model_paths = start_models(board, eager)
     except fetch.USER_ERRORS as exc:
         say(f"models could not be fetched, so this worker stops.\n{exc}")
         return 1
 
     try:
-        command = comfy_command(summary.model_paths)
+        command = comfy_command(model_paths)
         timeout = START_TIMEOUT.get()
     except (StartError, settings.SettingError) as exc:
         say(str(exc))
@@ -259,8 +305,16 @@ def run(handler_args: list[str]) -> int:
         stop(children)
         return 1
     log.event(_log, "ComfyUI is ready", seconds=round(seconds, 2), pid=comfy.proc.pid)
+    timeline.mark("ComfyUI ready", seconds=round(seconds, 2))
 
-    handler_env = dict(os.environ, BAKERY_COMFY_PID=str(comfy.proc.pid))
+    handler_env = dict(
+        os.environ,
+        BAKERY_COMFY_PID=str(comfy.proc.pid),
+        **{
+            status.STATUS_DIR.name: str(board.folder),
+            timeline.CONTAINER_START.name: repr(timeline.started_at()),
+        },
+    )
     worker = subprocess.Popen(
         [sys.executable, "-m", "handler", *handler_args],
         env=handler_env,

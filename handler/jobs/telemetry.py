@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import psutil
 
-from handler import settings
+from handler import settings, timeline
 from handler.jobs.resources import MB, vram_used_mb
 
 SAMPLE_S = settings.setting(
@@ -28,6 +28,7 @@ SAMPLE_S = settings.setting(
 class JobTelemetry:
     def __init__(self, comfy_pid: int = 0, stats: Callable[[], dict | None] | None = None):
         self.started = time.monotonic()
+        timeline.job_started()
         self.ms: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.pid = comfy_pid
@@ -82,4 +83,5 @@ class JobTelemetry:
         out["peak_ram_mb"] = self.peak_ram_mb
         out["ram_of"] = "comfyui" if self.pid else "machine"
         out["peak_vram_mb"] = self.peak_vram_mb
+        out.update(timeline.job_done())  # the first job's: the start-up timeline
         return out

@@ -23,6 +23,7 @@ from handler.jobs.errors import JobError
 from handler.jobs.input import JobInput, parse
 from handler.jobs.prompt import PromptRun
 from handler.jobs.telemetry import JobTelemetry
+from handler.models import readiness
 
 PROGRESS_EVERY_S = 0.5  # at most this often per node, so a 1000-step sampler stays quiet
 
@@ -56,6 +57,10 @@ def run_job(job: dict) -> dict:
         work = Job(job_id, client(), _progress_sender(job))
         try:
             job_input = parse(job.get("input"))  # 1. parse the input
+            deadline = time.monotonic() + job_input.timeout_s  # its models ready (or not)
+            readiness.wait_for_models(
+                job_input.workflow, deadline, lambda update: report_progress(job, update)
+            )
             prompt = work.prepare_inputs(job_input)  # 2. prepare the inputs
             run = work.run(prompt, job_input)  # 3. run the prompt
             return work.deliver_outputs(run, job_input)  # 4. deliver the outputs

@@ -1,6 +1,11 @@
-"""Getting models ready: every model of the manifest in place before ComfyUI starts.
+"""Getting models ready: in the background while the worker serves jobs, or all before it.
 
-fetch.py        `python -m handler.models.fetch`: all models of the manifest (start.py runs it)
+lazy.py         the start process's background queue (a job's models first), its status board
+status.py       the status board's files, shared with the worker
+readiness.py    a job waits for the models its workflow names (needs.py), and only for those
+needs.py        which manifest models a workflow names
+hf_cache.py     RunPod's cached Hugging Face models, linked into place
+fetch.py        `python -m handler.models.fetch`: all models of the manifest; one model (fetch_one)
 volume.py       where models live, the warm-start records, the per-file lock
 download.py     one model: resume, verify, rename into place
 connections.py  one pass of a download: its ranged connections and their segments

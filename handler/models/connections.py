@@ -94,7 +94,7 @@ class Connections:
         self.split_at: float | None = None  # when the leading stream decides on splitting
         self.segments, self.total = self._resume_state()
         have = sum(s.done - s.start for s in self.segments)
-        self.progress = Progress(download.name, self.total, have, download.env)
+        self.progress = Progress(download.name, self.total, have, download.env, download.observer)
 
     # --- what the .part holds ---------------------------------------------------
 

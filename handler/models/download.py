@@ -40,8 +40,16 @@ _log = log.get("fetch")
 class Download:
     """One model into its Place: resume, ranged connections, hash, verify, rename."""
 
-    def __init__(self, model: Model, place: Place, client: SourceClient, env: dict | None = None):
+    def __init__(
+        self,
+        model: Model,
+        place: Place,
+        client: SourceClient,
+        env: dict | None = None,
+        observer=None,
+    ):
         self.model, self.place, self.client, self.env = model, place, client, env
+        self.observer = observer  # observer(have, total) as bytes arrive (handler.models.lazy)
         self.name = place.name
         self.retrier = Retrier(self.name, env)
         self.lock = threading.Lock()

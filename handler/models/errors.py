@@ -21,3 +21,8 @@ class DigestMismatch(FetchError):
 
 class NotEnoughSpace(FetchError):
     """The missing models cannot fit on the volume (checked before any download)."""
+
+
+class GaveUp(FetchError):
+    """The source kept failing (network errors, 429, 5xx) until the retry budget ran out:
+    another worker, on another host, may well succeed."""

@@ -1,10 +1,12 @@
 """`python -m handler.models.fetch`: put every model of the image's manifest in place.
 
-Run at container start (handler.start) before ComfyUI starts. Models already
-present and verified cost a stat each; missing ones are downloaded in parallel
-(handler.models.download), each by exactly one worker of the endpoint when several
-share a network volume. Exit status 0 when every model is in place, else 1
-with one line saying what failed and what to do.
+Run by hand (to fill a network volume) and at build time (a model set with
+`delivery: image`); the container's start fetches in the background instead
+(handler.models.lazy), one model at a time through `fetch_one` here. Models
+already present and verified cost a stat each; missing ones are downloaded in
+parallel (handler.models.download), each by exactly one worker of the endpoint
+when several share a network volume. Exit status 0 when every model is in
+place, else 1 with one line saying what failed and what to do.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from handler import log, manifest, settings
 from handler.manifest import Model
-from handler.models import download, volume
+from handler.models import download, hf_cache, volume
 from handler.models.download import Download
 from handler.models.errors import FetchError, NotEnoughSpace
 from handler.models.hashing import sha256_file
@@ -35,7 +37,13 @@ WORKERS = settings.setting(
 )
 
 _log = log.get("fetch")
-SETTINGS = (WORKERS, volume.MODEL_PATHS, *download.SETTINGS)
+SETTINGS = (
+    WORKERS,
+    volume.MODEL_PATHS,
+    volume.IMAGE_MODELS,
+    hf_cache.CACHE_DIR,
+    *download.SETTINGS,
+)
 
 
 # What a fetch fails with when the fix is the user's: a message, never a traceback.
@@ -56,21 +64,30 @@ def size_text(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
-def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> Summary:
-    """Fetch every model of the manifest; raise FetchError (or ManifestError) on failure."""
-    t0 = time.monotonic()
+def prepare(
+    manifest_path: str | Path | None = None, env: dict | None = None
+) -> tuple[manifest.Manifest, Path, Path]:
+    """Check the settings, read the manifest, tell ComfyUI where the models live; return
+    (manifest, models folder, extra_model_paths.yaml). Raises one of USER_ERRORS."""
     for setting in SETTINGS:  # a bad value fails now, not halfway through the downloads
         setting.get(env)
     data = manifest.load(manifest_path or settings.MANIFEST.get(env))
     root = volume.models_root(env)
     yaml_path = Path(volume.MODEL_PATHS.get(env))
     try:
-        volume.write_model_paths(root, yaml_path)
+        volume.write_model_paths(root, yaml_path, volume.image_root(env))
     except OSError as exc:
         raise FetchError(
             f"cannot write {yaml_path}: {exc.strerror} — set {volume.MODEL_PATHS.name} "
             "to a path this user can write"
         ) from None
+    return data, root, yaml_path
+
+
+def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> Summary:
+    """Fetch every model of the manifest; raise FetchError (or ManifestError) on failure."""
+    t0 = time.monotonic()
+    data, root, yaml_path = prepare(manifest_path, env)
     summary = Summary(root, yaml_path)
     models = list(data.models)
     pairs = [(m, volume.Place(root, m.dir, m.file)) for m in models]
@@ -89,10 +106,7 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
         busy = fetch_all(missing, client, summary, failures, wait=False, env=env)
         fetch_all(busy, client, summary, failures, wait=True, env=env)
         if failures:
-            raise FetchError(
-                f"{len(failures)} of {len(pairs)} models could not be fetched:\n  "
-                + "\n  ".join(failures)
-            )
+            raise could_not_fetch(failures, len(pairs))
     summary.seconds = time.monotonic() - t0
     log.event(
         _log,
@@ -104,6 +118,13 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
         folder=str(root),
     )
     return summary
+
+
+def could_not_fetch(failures: list[str], total: int) -> FetchError:
+    """The one error for models that failed ("<dir>/<file>: <reason>" each) out of `total`."""
+    return FetchError(
+        f"{len(failures)} of {total} models could not be fetched:\n  " + "\n  ".join(failures)
+    )
 
 
 def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, env) -> list:
@@ -126,7 +147,7 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
                 continue
             if got == volume.BUSY:
                 busy.append((m, place))
-            elif got is None:
+            elif got is None or got == hf_cache.LINKED:
                 summary.present.append(place.name)
             else:
                 summary.fetched.append(place.name)
@@ -134,9 +155,12 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
     return busy
 
 
-def fetch_one(model: Model, place: volume.Place, client: SourceClient, wait: bool, env):
-    """Bytes downloaded for `model`; None if it is in place already; volume.BUSY if another
-    worker holds it and `wait` is false."""
+def fetch_one(
+    model: Model, place: volume.Place, client: SourceClient, wait: bool, env, observer=None
+):
+    """Bytes downloaded for `model`; None if it is in place already; hf_cache.LINKED if it was
+    linked from RunPod's model cache; volume.BUSY if another worker holds it and `wait` is
+    false. `observer(have, total)` follows the bytes."""
 
     def waiting() -> None:
         log.event(_log, "another worker is fetching this file, waiting for it", file=place.name)
@@ -156,8 +180,10 @@ def fetch_one(model: Model, place: volume.Place, client: SourceClient, wait: boo
             return None  # another worker finished it while we waited
         if adopt(model, place):
             return None
+        if hf_cache.link(model, place, env):
+            return hf_cache.LINKED
         t0 = time.monotonic()
-        download = Download(model, place, client, env)
+        download = Download(model, place, client, env, observer)
         digest = download.run()
         seconds = time.monotonic() - t0
         log.event(

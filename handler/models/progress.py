@@ -20,8 +20,12 @@ _log = log.get("fetch")
 class Progress:
     """Bytes of one file so far; logs a line every BAKERY_FETCH_PROGRESS_S."""
 
-    def __init__(self, name: str, total: int | None, have: int, env: dict | None = None):
+    def __init__(
+        self, name: str, total: int | None, have: int, env: dict | None = None, observer=None
+    ):
         self.name, self.total, self.have = name, total, have
+        # observer(have, total) after every write: the start sequence's model status board.
+        self.observer = observer
         self.every = PROGRESS_SECONDS.get(env)
         self.lock = threading.Lock()
         self.start = time.monotonic()
@@ -31,6 +35,8 @@ class Progress:
     def add(self, n: int) -> None:
         with self.lock:
             self.have += n
+            if self.observer is not None:
+                self.observer(self.have, self.total)
             now = time.monotonic()
             if now - self.last < self.every:
                 return

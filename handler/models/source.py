@@ -20,7 +20,7 @@ import requests
 import urllib3
 
 from handler import http, log, settings
-from handler.models.errors import FetchError
+from handler.models.errors import FetchError, GaveUp
 from handler.models.tokens import TOKENS, auth_header, public
 
 RETRIES = settings.setting(
@@ -174,7 +174,7 @@ class Retrier:
             self.failures += 1
             failures = self.failures
         if failures >= self.limit:
-            raise FetchError(f"gave up after {failures} attempts: {exc}")
+            raise GaveUp(f"gave up after {failures} attempts: {exc}")
         delay = http.backoff(failures) if exc.after is None else min(exc.after, self.cap)
         log.event(
             _log,

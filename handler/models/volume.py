@@ -35,33 +35,53 @@ MODEL_PATHS = settings.setting(
     "to ComfyUI with --extra-model-paths-config).",
 )
 
+IMAGE_MODELS = settings.setting(
+    "BAKERY_IMAGE_MODELS",
+    "",
+    "Set by an image whose model set has `delivery: image`: the folder of the models baked "
+    "into it (verified at build time); they are used in place, never downloaded.",
+)
+
 BOOKKEEPING = ".bakery"
 
 
 def models_root(env: dict | None = None) -> Path:
-    """The folder holding `<folder>/<file>` for every model of the manifest."""
+    """The folder holding `<folder>/<file>` for every model of the manifest: on the network
+    volume when one is mounted (and writable), else in ComfyUI's folder."""
     volume = Path(settings.VOLUME_DIR.get(env))
-    if volume.is_dir():
+    # Writable: RunPod may show /runpod-volume only for its read-only model cache
+    # (handler.models.hf_cache), with no network volume behind it.
+    if volume.is_dir() and os.access(volume, os.W_OK):
         return volume / "models"
     return Path(settings.COMFYUI_DIR.get(env)) / "models"
 
 
-def model_paths_yaml(root: Path) -> str:
-    """ComfyUI's extra_model_paths.yaml mapping every folder it knows to `root`."""
-    # Quoted so any path survives YAML; ComfyUI joins base_path with each entry.
+def model_paths_yaml(root: Path, image_root: Path | None = None) -> str:
+    """ComfyUI's extra_model_paths.yaml mapping every folder it knows to `root` (and to
+    `image_root`, the models baked into the image, when there are some)."""
     lines = [
         "# Written by `python -m handler.models.fetch` at container start: the models of this",
         "# image live here. Do not edit; it is rewritten on every start.",
-        "comfy_bakery:",
-        f"  base_path: {json.dumps(str(root))}",
     ]
-    lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
+    sections = [("comfy_bakery", root)] + (
+        [("comfy_bakery_image", image_root)] if image_root else []
+    )
+    for section, base in sections:
+        # Quoted so any path survives YAML; ComfyUI joins base_path with each entry.
+        lines += [f"{section}:", f"  base_path: {json.dumps(str(base))}"]
+        lines += [f"  {folder}: {folder}/" for folder in MODEL_FOLDERS]
     return "\n".join(lines) + "\n"
 
 
-def write_model_paths(root: Path, path: Path) -> Path:
+def image_root(env: dict | None = None) -> Path | None:
+    """The folder of the models baked into this image, if it has any."""
+    folder = IMAGE_MODELS.get(env)
+    return Path(folder) if folder and Path(folder).is_dir() else None
+
+
+def write_model_paths(root: Path, path: Path, image: Path | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, model_paths_yaml(root))
+    write_atomic(path, model_paths_yaml(root, image))
     return path
 
 

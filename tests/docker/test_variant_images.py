@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,9 +76,15 @@ def expect_models_in_place(models: list[dict]):
     )
 
     def check(container):
-        code, out = container.exec_run(["python3", "-c", script, json.dumps(wanted)])
-        assert code == 0, out.decode()
-        found = json.loads(out.decode().strip().splitlines()[-1])
+        # Models download while the worker already serves jobs: give them a moment.
+        deadline = time.monotonic() + 30
+        while True:
+            code, out = container.exec_run(["python3", "-c", script, json.dumps(wanted)])
+            assert code == 0, out.decode()
+            found = json.loads(out.decode().strip().splitlines()[-1])
+            if found == wanted or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert found == wanted, f"models in the container: {found}, expected {wanted}"
 
     return check

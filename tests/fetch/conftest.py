@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from handler.models import fetch, lazy
+from tests.kit.double import copy_comfyui
 from tests.kit.model_server import ModelServer
+from tests.kit.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
+START_SH = REPO / "handler" / "start.sh"
 PYTHON = sys.executable
 
 
@@ -90,3 +97,60 @@ class Box:
 def fetch_log(project_log):
     """The fetcher's JSON log lines, as written (after redaction)."""
     return project_log
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.fixture
+def container(box):
+    """start.sh's environment in an image: ComfyUI (the double) copied into COMFYUI_DIR."""
+    copy_comfyui(box.comfyui)
+    box.comfy_port = free_port()
+    box.api_port = free_port()
+    box.start_env = box.subprocess_env(
+        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        COMFY_HOST=f"127.0.0.1:{box.comfy_port}",
+        BAKERY_COMFY_ARGS="--cpu",
+        BAKERY_COMFY_START_TIMEOUT_S="30",
+        PYTHONUNBUFFERED="1",
+    )
+    procs: list[subprocess.Popen] = []
+
+    def run(*args: str, **env: str) -> subprocess.Popen:
+        # Files, not pipes: a pipe nobody reads while the container runs would fill and block it.
+        n = len(procs)
+        out, err = box.tmp / f"start{n}.out", box.tmp / f"start{n}.err"
+        with open(out, "w") as out_f, open(err, "w") as err_f:
+            proc = subprocess.Popen(
+                [str(START_SH), *args],
+                env={**box.start_env, **env},
+                stdout=out_f,
+                stderr=err_f,
+                start_new_session=True,
+            )
+        proc.output = lambda timeout=60: (proc.wait(timeout), out.read_text(), err.read_text())[1:]
+        procs.append(proc)
+        return proc
+
+    box.run = run
+    yield box
+    for proc in procs:  # whatever a failed test left running
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def lazy_start(box) -> lazy.Board:
+    """The start sequence's background fetch of box's manifest, in-process, run to its end;
+    returns its status board (written)."""
+    data, root, _yaml = fetch.prepare()
+    board = lazy.Board(box.tmp / "board")
+    board.folder.mkdir()
+    models = lazy.Lazy(data, root, board)
+    models.check()
+    models.start().join(timeout=30)
+    board.write()
+    return board

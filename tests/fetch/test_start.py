@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,56 +13,8 @@ import requests
 
 from handler import start
 from tests.comfy_double import workflows
-from tests.kit.double import copy_comfyui
+from tests.fetch.conftest import START_SH, listening
 from tests.kit.model_server import blob, manifest_entry
-from tests.kit.servers import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-START_SH = REPO / "handler" / "start.sh"
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture
-def container(box):
-    """start.sh's environment in an image: ComfyUI (the double) copied into COMFYUI_DIR."""
-    copy_comfyui(box.comfyui)
-    box.comfy_port = free_port()
-    box.api_port = free_port()
-    box.start_env = box.subprocess_env(
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        COMFY_HOST=f"127.0.0.1:{box.comfy_port}",
-        BAKERY_COMFY_ARGS="--cpu",
-        BAKERY_COMFY_START_TIMEOUT_S="30",
-        PYTHONUNBUFFERED="1",
-    )
-    procs: list[subprocess.Popen] = []
-
-    def run(*args: str, **env: str) -> subprocess.Popen:
-        # Files, not pipes: a pipe nobody reads while the container runs would fill and block it.
-        n = len(procs)
-        out, err = box.tmp / f"start{n}.out", box.tmp / f"start{n}.err"
-        with open(out, "w") as out_f, open(err, "w") as err_f:
-            proc = subprocess.Popen(
-                [str(START_SH), *args],
-                env={**box.start_env, **env},
-                stdout=out_f,
-                stderr=err_f,
-                start_new_session=True,
-            )
-        proc.output = lambda timeout=60: (proc.wait(timeout), out.read_text(), err.read_text())[1:]
-        procs.append(proc)
-        return proc
-
-    box.run = run
-    yield box
-    for proc in procs:  # whatever a failed test left running
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def test_start_sh_is_an_executable_thin_shell_script():
@@ -124,10 +73,10 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_a_fetch_failure_stops_the_container_before_comfyui_starts(server, container):
+def test_models_before_start_a_fetch_failure_stops_the_container_before_comfyui(server, container):
     url = server.url("gone.safetensors")
     container.write_manifest(manifest_entry(url, b"x"))
-    proc = container.run()
+    proc = container.run(BAKERY_MODELS_BEFORE_START="1")
     out, err = proc.output()
     assert proc.returncode == 1
     assert err.splitlines()[-3:] == [
@@ -235,12 +184,14 @@ def test_comfyui_dying_later_is_reported_and_jobs_fail_fast(container):
     assert any("To see the GUI go to" in line for line in exited[0]["last_lines"])
 
 
-def test_sigterm_while_fetching_stops_at_once_and_keeps_the_partial(server, container):
+def test_models_before_start_sigterm_while_fetching_stops_at_once_and_keeps_the_partial(
+    server, container
+):
     data = blob(4 << 20)
     server.rate = 1 << 20
     container.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
     part = container.models / ".bakery" / "checkpoints" / "m.safetensors.part"
-    proc = container.run()
+    proc = container.run(BAKERY_MODELS_BEFORE_START="1")
     deadline = time.monotonic() + 30
     while not (part.exists() and part.stat().st_size > 0):
         assert proc.poll() is None and time.monotonic() < deadline, proc.output()

@@ -11,7 +11,7 @@ Faults are queued per path and used up one request at a time:
   ("corrupt",)                 send the file with its first byte changed
   ("redirect", url)            302 to url
 `redirects[path] = url` redirects every request (the way Hugging Face sends
-downloads to its CDN); `rate` (bytes/s) slows every answer down.
+downloads to its CDN); `rate` (bytes/s) slows every answer down, `rates[path]` one file's.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class ModelServer:
         self.redirects: dict[str, str] = {}
         self.ranges = True
         self.rate: float | None = None
+        self.rates: dict[str, float] = {}  # per path, over `rate`
         self.hits: Counter[str] = Counter()
         self.bytes_sent: Counter[str] = Counter()
         self.requests: list[Request] = []
@@ -137,13 +138,14 @@ def _handler(server: ModelServer):
                 self.connection.shutdown(socket.SHUT_RDWR)
 
         def _send_bytes(self, path: str, body: bytes) -> None:
-            step = 1 << 16 if server.rate else 1 << 20
+            rate = server.rates.get(path, server.rate)
+            step = 1 << 16 if rate else 1 << 20
             for i in range(0, len(body), step):
                 piece = body[i : i + step]
                 self.wfile.write(piece)
                 self._count(path, len(piece))
-                if server.rate:
-                    time.sleep(len(piece) / server.rate)
+                if rate:
+                    time.sleep(len(piece) / rate)
 
         def _send_file(self, path: str, file: Path, first: int, count: int) -> None:
             self.wfile.flush()

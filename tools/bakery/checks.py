@@ -73,10 +73,27 @@ def comfyui_problems(marked: Marked) -> list[Problem]:
 
 
 def model_problems(marked: Marked) -> list[Problem]:
-    """Two models of one set landing on the same folder/file would overwrite each other."""
+    """Two models of one set landing on the same folder/file would overwrite each other; a
+    model baked into an image must have a sha256 (it is verified once, at build time, and
+    then shipped to every worker)."""
     out = []
     for set_name, model_set in items_of(marked.data.get("model_sets")):
         models = model_set.get("models") if isinstance(model_set, dict) else None
+        baked = isinstance(model_set, dict) and model_set.get("delivery") == "image"
+        if baked and isinstance(models, list):
+            for i, model in enumerate(models):
+                if isinstance(model, dict) and "sha256" in model and model["sha256"] is None:
+                    path = ("model_sets", set_name, "models", i, "sha256")
+                    out.append(
+                        Problem(
+                            *marked.at(path),
+                            dotted(path),
+                            "a model baked into the image (delivery: image) needs its sha256: "
+                            "the build is the only time its bytes are checked",
+                            "write the file's sha256 (Hugging Face shows it on the file's "
+                            "page), or leave this model set's delivery at download",
+                        )
+                    )
         for i, first in manifest.clashes(models if isinstance(models, list) else []):
             model = models[i]
             path = ("model_sets", set_name, "models", i, "file")

@@ -21,6 +21,7 @@ class ModelSet:
     description: str
     vram_gb: int | None
     models: tuple[Model, ...]
+    delivery: str = "download"  # or "image": baked in at build time (templates/variant...)
 
     @property
     def download_size(self) -> int | None:
@@ -120,6 +121,7 @@ def build_config(data: dict, path: Path, made: list[tuple[str, str, str | None]]
             description=ms.get("description", ""),
             vram_gb=ms["vram_gb"],
             models=tuple(Model.from_json(m) for m in ms["models"]),
+            delivery=ms.get("delivery", "download"),
         )
         for name, ms in data["model_sets"].items()
     }

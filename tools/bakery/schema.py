@@ -71,6 +71,13 @@ MODEL_SET = {
             "x-example": "vram_gb: 12",
         },
         "models": {"type": "array", "items": MODEL, "x-example": "models: []"},
+        "delivery": {
+            "enum": ["download", "image"],
+            "x-what": "{value} is not a way for models to arrive",
+            "x-fix": "write download (fetched when a worker starts, the default) or image "
+            "(downloaded at build time, baked into the image)",
+            "x-example": "delivery: image",
+        },
     },
 }
 

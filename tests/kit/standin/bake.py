@@ -209,3 +209,29 @@ def remove_images(run_id: str) -> None:
         ).stdout.split()
         if ids:
             subprocess.run(["docker", kind, "rm", "-f", *sorted(set(ids))], capture_output=True)
+
+
+def build_on_host_network(out: Path, target: str, given: Inputs, base: str, work: Path) -> str:
+    """Build one variant of the bake file rendered in `out` with `docker buildx build
+    --network host`, FROM the already baked `base` image: for a build that fetches from a
+    loopback server (baked models). buildx 0.13's bake cannot set a target's network.
+
+    Returns the image id; the image is tagged `bakery-test/<target>:<run_id>`."""
+    tag = f"bakery-test/{target}-base:{given.run_id}"
+    subprocess.run(["docker", "tag", base, tag], check=True, capture_output=True)
+    log = work / f"{target}.log"
+    cmd = [
+        "docker", "buildx", "build", "--network=host", "--load", "--progress=plain",
+        f"--build-context=base=docker-image://{tag}",
+        f"--build-context=handler={given.handler}",
+        "--secret=id=hf_token,env=HF_TOKEN", "--secret=id=civitai_token,env=CIVITAI_TOKEN",
+        f"--label={TEST_LABEL}={given.run_id}",
+        f"--tag=bakery-test/{target}:{given.run_id}",
+        str(out / "build" / target),
+    ]  # fmt: skip
+    with log.open("w") as log_file:
+        done = subprocess.run(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                              env={**os.environ, **FAKE_TOKENS})  # fmt: skip
+    if done.returncode != 0:
+        raise BakeError(f"docker buildx build failed (log: {log}):\n{log.read_text()[-3000:]}")
+    return docker.from_env().images.get(f"bakery-test/{target}:{given.run_id}").id

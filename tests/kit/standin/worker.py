@@ -52,6 +52,22 @@ def run_job(
     to look at fetched files); its return value is ignored, its exceptions are
     recorded. The container is removed by id, whatever happens.
     """
+    return run_jobs(image, [job], labels=labels, env=env, volumes=volumes, check=check,
+                    timeout_s=timeout_s)[0]  # fmt: skip
+
+
+def run_jobs(
+    image: str,
+    jobs: list[dict],
+    *,
+    labels: dict[str, str],
+    env: dict[str, str] | None = None,
+    volumes: dict | None = None,
+    check=None,
+    timeout_s: float = 120,
+) -> list[Outcome]:
+    """run_job for several jobs, one after the other in one container: one Outcome each
+    (`seconds`: since the container was started; the log is the whole container's)."""
     client = docker.from_env()
     api_port, comfy_port = free_port(), free_port()
     container = client.containers.run(
@@ -64,38 +80,44 @@ def run_job(
         volumes=volumes or {},
     )
     t0 = time.monotonic()
-    status = body = error = None
+    answers: list[tuple] = []
     try:
         deadline = t0 + timeout_s
-        while True:
-            try:
-                answer = requests.post(
-                    f"http://127.0.0.1:{api_port}/runsync",
-                    json=job,
-                    timeout=max(1.0, deadline - time.monotonic()),
-                )
-                status = answer.status_code
+        for job in jobs:
+            status = body = error = None
+            while True:
                 try:
-                    body = answer.json()
-                except ValueError:
-                    error = f"answer is not JSON: {answer.text[:300]!r}"
-                break
-            except requests.ConnectionError:
-                container.reload()
-                if container.status not in ("created", "running"):
-                    error = f"container exited ({container.status}) before answering"
+                    answer = requests.post(
+                        f"http://127.0.0.1:{api_port}/runsync",
+                        json=job,
+                        timeout=max(1.0, deadline - time.monotonic()),
+                    )
+                    status = answer.status_code
+                    try:
+                        body = answer.json()
+                    except ValueError:
+                        error = f"answer is not JSON: {answer.text[:300]!r}"
                     break
-                if time.monotonic() > deadline:
-                    error = f"no answer on 127.0.0.1:{api_port} within {timeout_s:.0f}s"
-                    break
-                time.sleep(0.5)
-        if check is not None and error is None:
+                except requests.ConnectionError:
+                    container.reload()
+                    if container.status not in ("created", "running"):
+                        error = f"container exited ({container.status}) before answering"
+                        break
+                    if time.monotonic() > deadline:
+                        error = f"no answer on 127.0.0.1:{api_port} within {timeout_s:.0f}s"
+                        break
+                    time.sleep(0.5)
+            answers.append((status, body, error, time.monotonic() - t0))
+        if check is not None and answers[-1][2] is None:
             try:
                 check(container)
             except Exception as e:  # reported with the container's log, not raised here
-                error = f"check failed: {e!r}"
-        seconds = time.monotonic() - t0
+                status, body, _error, seconds = answers[-1]
+                answers[-1] = (status, body, f"check failed: {e!r}", seconds)
         logs = container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)
-    return Outcome(status=status, body=body, logs=logs, seconds=seconds, error=error)
+    return [
+        Outcome(status=status, body=body, logs=logs, seconds=seconds, error=error)
+        for status, body, error, seconds in answers
+    ]

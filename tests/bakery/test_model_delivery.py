@@ -1,0 +1,56 @@
+"""A model set says how its models arrive: downloaded at start (default) or in the image."""
+
+from __future__ import annotations
+
+from tests.bakery.bakery_helpers import SMALL
+from tests.bakery.test_variants_errors import edit, problems
+
+BAKED = SMALL.replace("    vram_gb: 12\n", "    vram_gb: 12\n    delivery: image\n")
+
+
+def test_a_baked_model_needs_its_sha256(bakery, small):
+    small.write_text(BAKED)
+    edit(small, "sha256: 31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b",
+         "sha256: null")  # fmt: skip
+    assert problems(bakery, small) == [
+        f"{small}:25:17: model_sets.sdxl.models.0.sha256: a model baked into the image "
+        "(delivery: image) needs its sha256: the build is the only time its bytes are checked "
+        "— write the file's sha256 (Hugging Face shows it on the file's page), or leave this "
+        "model set's delivery at download"
+    ]
+
+
+def test_delivery_is_download_or_image(bakery, small):
+    small.write_text(BAKED.replace("delivery: image", "delivery: volume"))
+    assert problems(bakery, small) == [
+        f"{small}:20:15: model_sets.sdxl.delivery: 'volume' is not a way for models to arrive — "
+        "write download (fetched when a worker starts, the default) or image (downloaded at "
+        "build time, baked into the image)"
+    ]
+
+
+def test_a_baked_model_set_gets_its_own_stage_and_the_table_shows_the_image_grows(
+    bakery, small, tmp_path
+):
+    small.write_text(BAKED)
+    out = tmp_path / "out"
+    assert bakery("render", "--file", small, "--out", out).code == 0
+    dockerfile = (out / "build" / "sdxl-cu128" / "Dockerfile").read_text()
+    stage = dockerfile[dockerfile.index("FROM base AS baked-models") :]
+    assert "python -m handler.models.fetch --manifest /opt/bakery/models.json" in stage
+    assert "--mount=type=secret,id=hf_token" in stage
+    # The models come before the handler's code: a handler change rebuilds one thin layer.
+    final = dockerfile[dockerfile.index("\nFROM base\n") :]
+    assert final.index("COPY --from=baked-models /opt/bakery/image/models") < final.index(
+        "COPY --from=handler . /opt/bakery/handler"
+    )
+    assert "ENV BAKERY_IMAGE_MODELS=/opt/bakery/image-models" in final
+    table = (out / "build" / "variants.md").read_text()
+    assert "| none: in the image (+6.9 GB) | 12 GB | — |" in table
+
+    small.write_text(SMALL)  # the default: downloaded at start, nothing baked
+    assert bakery("render", "--file", small, "--out", out).code == 0
+    dockerfile = (out / "build" / "sdxl-cu128" / "Dockerfile").read_text()
+    assert "baked-models" not in dockerfile and "BAKERY_IMAGE_MODELS" not in dockerfile
+    table = (out / "build" / "variants.md").read_text()
+    assert "| 6.9 GB | 12 GB | `stabilityai/sdxl` (saves 6.9 GB) |" in table
