@@ -10,8 +10,7 @@ from __future__ import annotations
 import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
-from handler import fitness
-from handler import timeline
+from handler import fitness, timeline
 from handler.jobs.worker import run_job
 
 

@@ -37,7 +37,7 @@ ARG UV_VERSION=0.13.9
 RUN --mount=type=cache,id=bakery-pip,target=/root/.cache/pip \
     python3 -m venv /opt/uv && /opt/uv/bin/pip install "uv==${UV_VERSION}"
 
-FROM python
+FROM python AS base
 # What the NVIDIA container toolkit reads: every GPU, the compute libraries, and a driver
 # new enough for CUDA 12.6 (an older host refuses the container).
 ENV NVIDIA_VISIBLE_DEVICES=all \
@@ -86,6 +86,13 @@ RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
 
 ENV COMFYUI_DIR=/opt/comfyui \
     PYTHONPATH=/opt/bakery
+#
+# Variant flux-dev-cu126: model set flux-dev on CUDA line cu126.
+# Layers go from least to most often changed, so a handler change rebuilds one thin layer.
+
+# The shared base for cu126 (bake: contexts.base = "target:base-cu126").
+# hadolint ignore=DL3006
+FROM base
 
 # The handler's code (named context `handler`).
 # hadolint ignore=DL3022

@@ -115,18 +115,22 @@ def _flatten_line(
 def flatten(
     base: str, base_dir: str, variant: str, variant_dir: str, contexts: dict[str, str]
 ) -> list[str]:
-    """The base's and the variant's Dockerfile lines as one file's (no header)."""
-    out = []
+    """The base's and the variant's Dockerfile lines as one file's (no header): the base's
+    last stage is named `base`, so the variant's `FROM base` (and `FROM base AS ...`)
+    reads the same in one file as it does through bake's `target:` context."""
     base_lines = _strip_header(base.splitlines())
-    stages = frozenset(m["name"] for m in map(STAGE.match, base_lines) if m)
+    lines = _strip_header(variant.splitlines())
+    if not any(re.match(r"^FROM base(\s|$)", line) for line in lines):
+        raise BakeryError(f"{variant_dir}/Dockerfile has no `FROM base` line to join at")
+    last = max(i for i, line in enumerate(base_lines) if line.startswith("FROM "))
+    if STAGE.match(base_lines[last]):
+        raise BakeryError(f"the base of {variant_dir} names its last stage: cannot join at it")
+    base_lines[last] += " AS base"
+    stages = frozenset(m["name"] for m in map(STAGE.match, base_lines + lines) if m)
+    out = []
     for line in base_lines:
         out += _flatten_line(line, contexts, base_dir, stages)
-    lines = _strip_header(variant.splitlines())
-    try:
-        start = next(i for i, line in enumerate(lines) if line.strip() == "FROM base")
-    except StopIteration:
-        raise BakeryError(f"{variant_dir}/Dockerfile has no `FROM base` line to join at") from None
-    for line in lines[start + 1 :]:
+    for line in lines:
         out += _flatten_line(line, contexts, variant_dir, stages)
     while out and not out[0].strip():
         out.pop(0)
@@ -342,8 +346,8 @@ def hub_json(config: Config) -> dict:
             "input": _input(
                 "Start-up timeout (s)",
                 "number",
-                "Seconds a worker may take to start (models are downloaded first); "
-                "RunPod's default is about 420.",
+                "Seconds a worker may take to start; RunPod's default is about 420. Only "
+                "needed with BAKERY_MODELS_BEFORE_START=1 (every model downloaded first).",
                 default=max(timeouts, default=known.start["limit_s"]),
                 min=60,
                 max=3600,

@@ -20,7 +20,7 @@ from bakery import hub, lock
 from bakery import runpod as runpod_settings
 from bakery.config import Config, Variant, base_target
 from bakery.errors import BakeryError
-from handler.manifest import Manifest, best_cached_repo
+from handler.manifest import Manifest
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 BUILD_DIR = "build"
@@ -187,14 +187,6 @@ def _gb(size: int) -> str:
     return f"{size / 1e9:.1f} GB"
 
 
-def _cached_model(ms) -> str:
-    """The Hugging Face repository to name as the endpoint's cached model (RunPod), if any."""
-    best = None if ms.delivery == "image" else best_cached_repo(ms.models)
-    if not best or not best["bytes"]:
-        return "—"
-    return f"`{best['repo']}` (saves {_gb(best['bytes'])})"
-
-
 def table(config: Config) -> str:
     rows = []
     for v in config.variants:
@@ -228,7 +220,6 @@ def table(config: Config) -> str:
                 "download": download,
                 "vram": f"{ms.vram_gb} GB" if ms.vram_gb else "depends on your models",
                 "runpod": runpod_settings.table_columns(config, v),
-                "cached": _cached_model(ms),
             }
         )
     header_text = (

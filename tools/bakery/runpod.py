@@ -23,6 +23,7 @@ from bakery.config import Config, CudaLine, ModelSet, Variant
 from bakery.errors import BakeryError, Problem, VariantsError
 from bakery.marked_yaml import load as load_marked
 from bakery.variants import display_name
+from handler.manifest import best_cached_repo
 
 FACTS_FILE = Path(__file__).with_name("runpod_facts.yaml")
 GB = 1e9  # sizes are shown in GB (10^9 bytes), as the README's download column
@@ -107,35 +108,33 @@ def _round_up(gb: float, step: int) -> int:
     return int(math.ceil(gb / step) * step)
 
 
-def cached_model(model_set: ModelSet) -> str | None:
-    """The Hugging Face repository holding most of the set's bytes (RunPod caches one
-    whole repository per endpoint), or None when no model comes from Hugging Face."""
-    weight: dict[str, int] = {}
-    for m in model_set.models:
-        found = re.match(r"https://(?:huggingface\.co|hf\.co)/([^/]+/[^/]+)/resolve/", m.url)
-        if found:
-            weight[found.group(1)] = weight.get(found.group(1), 0) + (m.size or 1)
-    if not weight:
+def cached_model(model_set: ModelSet) -> dict | None:
+    """The Hugging Face repository to name as the endpoint's cached model (RunPod caches
+    one whole repository per endpoint): the one saving the most bytes, by the worker's own
+    rule (handler.manifest.best_cached_repo). None when no model is downloaded from
+    Hugging Face (none, or the set's models are in the image)."""
+    if model_set.delivery == "image":
         return None
-    return max(sorted(weight), key=lambda repo: weight[repo])
-
-
-def models_fetched_before_start(model_set: ModelSet) -> bool:
-    """handler/start.py fetches every model before the handler starts: any model counts."""
-    return bool(model_set.models)
+    best = best_cached_repo(model_set.models)
+    return best if best and best["bytes"] else None
 
 
 def init_timeout(model_set: ModelSet, known: Facts | None = None) -> dict:
+    """Whether RUNPOD_INIT_TIMEOUT must be raised. By default a worker serves while its
+    models download (handler/start.py), so its start-up is seconds and never needs it;
+    `models_before_start_s` is the value for users who set BAKERY_MODELS_BEFORE_START=1
+    (every model before the worker reports ready), None when the default limit holds."""
     known = known or facts()
     s = known.start
-    if not models_fetched_before_start(model_set):
-        return {"raise": False, "estimate_s": s["other_s"], "seconds": None}
+    out = {"raise": False, "estimate_s": s["other_s"], "seconds": None}
+    if model_set.delivery == "image" or not model_set.models:
+        return {**out, "models_before_start_s": None}
     size = model_set.download_size or 0
     estimate = size / (s["download_mb_per_s"] * 1e6) + s["other_s"]
     unknown = not model_set.sizes_known
     needed = unknown or estimate > s["limit_s"] * s["raise_above"]
     seconds = _round_up(max(estimate * s["margin"], s["limit_s"]), 60) if needed else None
-    return {"raise": needed, "estimate_s": round(estimate), "seconds": seconds}
+    return {**out, "models_before_start_s": seconds}
 
 
 @dataclass(frozen=True)
@@ -199,7 +198,7 @@ def settings(config: Config, variant: Variant, known: Facts | None = None) -> Se
         container_disk_gb_without_volume=_round_up(disk + model_gb, step),
         network_volume_gb=volume,
         init_timeout=timeout,
-        cached_model=cached_model(ms),
+        cached_model=(cached_model(ms) or {}).get("repo"),
         env=env,
     )
 
@@ -270,16 +269,18 @@ def table_columns(config: Config, variant: Variant) -> dict[str, str]:
     disk = f"{s.container_disk_gb} GB"
     if s.model_bytes:
         disk += f" ({s.container_disk_gb_without_volume} GB without a volume)"
+    eager = s.init_timeout["models_before_start_s"]
     timeout = (
-        f"`RUNPOD_INIT_TIMEOUT={s.init_timeout['seconds']}`" if s.init_timeout["raise"] else "—"
+        f"— (`RUNPOD_INIT_TIMEOUT={eager}` with `BAKERY_MODELS_BEFORE_START=1`)" if eager else "—"
     )
+    best = cached_model(variant.model_set)
     return {
         "allowed_cuda": ", ".join(s.allowed_cuda_versions),
         "gpu_ids": ", ".join(f"`{p}`" for p in s.gpu_ids),
         "disk": disk,
         "volume": f"{s.network_volume_gb} GB" if s.network_volume_gb else "optional",
         "timeout": timeout,
-        "cached_model": f"`{s.cached_model}`" if s.cached_model else "—",
+        "cached_model": f"`{best['repo']}` (saves {best['bytes'] / GB:.1f} GB)" if best else "—",
     }
 
 
