@@ -71,6 +71,9 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
             f"cannot write {yaml_path}: {exc.strerror} — set {volume.MODEL_PATHS.name} "
             "to a path this user can write"
         ) from None
+    if settings.NETWORK_VOLUME_DEBUG.get(env):
+        for fields in volume.layout(root, env):
+            log.event(_log, "model paths", **fields)
     summary = Summary(root, yaml_path)
     models = list(data.models)
     pairs = [(m, volume.Place(root, m.dir, m.file)) for m in models]

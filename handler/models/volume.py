@@ -59,6 +59,26 @@ def model_paths_yaml(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def layout(root: Path, env: dict | None = None) -> list[dict]:
+    """NETWORK_VOLUME_DEBUG: where models are looked for, as log fields: the volume, the
+    models folder in use, and each model folder that exists with the files in it."""
+    volume = Path(settings.VOLUME_DIR.get(env))
+    found = [
+        {
+            "volume": str(volume),
+            "volume_mounted": volume.is_dir(),
+            "models_root": str(root),
+            "models_root_exists": root.is_dir(),
+        }
+    ]
+    for folder in MODEL_FOLDERS:
+        where = root / folder
+        if where.is_dir():
+            files = sorted(p.name for p in where.iterdir() if not p.name.startswith("."))
+            found.append({"folder": str(where), "files": files})
+    return found
+
+
 def write_model_paths(root: Path, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, model_paths_yaml(root))
