@@ -507,7 +507,7 @@ def test_bad_input_is_one_error_and_never_reaches_comfyui(comfy_seen):
 # --- the README's table, row by row ------------------------------------------------
 def coming_from_rows() -> list[str]:
     section = README.split("## Coming from worker-comfyui", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ")][2:]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no header
     return [row.split(" | ")[0][2:].strip() for row in rows]
 
 
