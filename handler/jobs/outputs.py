@@ -174,15 +174,17 @@ def result(
 ) -> dict:
     """The result of a job whose prompt ran: `images` first (always there), then our keys.
 
-    Nothing delivered: `success_no_images` when nothing failed either, else the failure."""
+    No image and nothing failed: `status: success_no_images` (worker-comfyui's reply, our
+    other kinds beside it). Nothing delivered at all but something failed: the failure."""
     if not any(delivered.values()):
         if errors:
             raise NothingDelivered(errors)
-        out = {"images": [], "status": "success_no_images"}
         warnings = [*warnings, nothing_produced(skipped)]
-    else:
-        out = {"images": delivered.get("images", [])}
-        out.update((k, v) for k, v in delivered.items() if k != "images" and v)
+    out = {"images": delivered.get("images", [])}
+    if not out["images"] and not errors:
+        # worker-comfyui's reply whenever it has no image (it drops every other kind)
+        out["status"] = "success_no_images"
+    out.update((k, v) for k, v in delivered.items() if k != "images" and v)
     if errors:
         out["errors"] = errors
     if warnings:
@@ -190,13 +192,15 @@ def result(
     return with_refresh(out)
 
 
-def failure(message: str, refresh_worker: bool = False) -> dict:
+def failure(message: str, refresh_worker: bool = False, warnings: list[str] = ()) -> dict:
     """A failed job's result: `error`, and `details` (one entry per problem) when the message
-    lists several problems as "- " lines."""
+    lists several problems as "- " lines; `warnings` (e.g. an ignored, misspelt field)."""
     out = {"error": message}
     details = [line[2:] for line in message.splitlines()[1:] if line.startswith("- ")]
     if len(details) > 1:
         out["details"] = details
+    if warnings:
+        out["warnings"] = list(warnings)
     if refresh_worker:
         out["refresh_worker"] = True
     return with_refresh(out)

@@ -76,10 +76,12 @@ class Job:
         self.files = cleanup.JobFiles(f"bakery-{uuid.uuid4().hex[:12]}")
         self.prompt_run = PromptRun()
         self.errors: list[str] = []  # what failed in a job that still produced something
+        self.warnings: list[str] = []  # what the input had that was ignored
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), wait for ComfyUI,
         check resources, upload the images; return the prompt to send."""
+        self.warnings = job_input.warnings
         t = time.monotonic()
         loaded = images.load(job_input.images)
         self.telemetry.add("input_fetch", time.monotonic() - t)
@@ -130,7 +132,7 @@ class Job:
         message = log.redact(str(err))
         log.event(_log, "job failed", level=logging.WARNING, error=message, kind=type(err).__name__)
         self._finish(ok=False)
-        return outputs.failure(message, getattr(err, "refresh_worker", False))
+        return outputs.failure(message, getattr(err, "refresh_worker", False), self.warnings)
 
     def crashed(self, err: Exception) -> dict:
         _log.exception("unexpected error in the job function")

@@ -253,6 +253,15 @@ JOBS = {
             ],
         ),
     ),
+    "no image, other kinds": Job(
+        "no image, other outputs",
+        {"workflow": {"9": EVERY_OUTPUT["9"], "10": EVERY_OUTPUT["10"]}},
+        done(
+            images=[],
+            status="success_no_images",
+            audio=[entry("audio/tone_00001_.flac", FLAC, "audio/flac")],
+        ),
+    ),
     "rejected": Job(
         "failure",
         {"workflow": REJECTED},
@@ -483,6 +492,15 @@ def test_network_volume_debug_logs_where_models_are_looked_for(tmp_path):
     assert [(x["folder"], x["files"]) for x in lines[1:]] == [
         (str(volume / "models" / "loras"), ["style.safetensors"])
     ]
+
+
+def test_a_failed_job_still_names_the_fields_it_ignored(comfy):
+    job_input = {"workflow": slow(steps=100, seconds_per_step=0.05), "timeout_s": 0.2}
+    assert run_job({"id": "typo", "input": {**job_input, "timout_s": 5}}) == {
+        "error": "the workflow did not finish within 0.2 s (timeout_s); it was interrupted and "
+        "removed from ComfyUI's queue",
+        "warnings": ["timout_s: unknown field 'timout_s' was ignored — did you mean 'timeout_s'?"],
+    }
 
 
 @pins("bad input")
