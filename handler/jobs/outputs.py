@@ -25,7 +25,7 @@ import mimetypes
 import posixpath
 from dataclasses import dataclass
 
-from handler import settings
+from handler import log, settings
 from handler.jobs import storage
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError, OutputError, OutputGone
@@ -185,10 +185,11 @@ def result(
         # worker-comfyui's reply whenever it has no image (it drops every other kind)
         out["status"] = "success_no_images"
     out.update((k, v) for k, v in delivered.items() if k != "images" and v)
+    # ComfyUI's words may quote anything, a job's key included: said as in the logs.
     if errors:
-        out["errors"] = errors
+        out["errors"] = [log.redact(e) for e in errors]
     if warnings:
-        out["warnings"] = warnings
+        out["warnings"] = [log.redact(w) for w in warnings]
     return with_refresh(out)
 
 
