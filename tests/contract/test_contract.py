@@ -379,7 +379,7 @@ def test_the_api_key_reaches_comfyui_under_every_name(comfy, handler_env, monkey
 
 @pins("`BUCKET_ENDPOINT_URL`, `BUCKET_ACCESS_KEY_ID`, `BUCKET_SECRET_ACCESS_KEY`")
 def test_with_a_bucket_files_come_back_as_s3_urls(comfy, s3_server):
-    result = run_job({"id": "job-s3", "input": {"workflow": empty_image(width=5, height=4)}})
+    result = run_job({"id": "contract-s3", "input": {"workflow": empty_image(width=5, height=4)}})
     [image] = result["images"]
     assert image == {
         "filename": Name("test_00001_.png"),
