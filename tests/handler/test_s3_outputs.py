@@ -25,7 +25,7 @@ def test_outputs_are_uploaded_with_their_content_types_and_returned_as_urls(comf
         ("clip_00001.gif", "s3_url", "image/gif"),
         ("tone_00001_.flac", "s3_url", "audio/flac"),
     ]
-    listed = s3_server.list_objects_v2(Bucket="outputs")["Contents"]
+    listed = s3_server.list_objects_v2(Bucket="outputs", Prefix="job-s3/")["Contents"]
     assert sorted(o["Key"] for o in listed) == sorted(f"job-s3/{e['filename']}" for e in entries)
     for entry in entries:
         stored = s3_server.get_object(Bucket="outputs", Key=f"job-s3/{entry['filename']}")
