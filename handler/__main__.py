@@ -10,7 +10,7 @@ from __future__ import annotations
 import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
-from handler import fitness, timeline
+from handler import fitness, log, settings, timeline
 from handler.jobs.worker import run_job
 
 
@@ -21,6 +21,8 @@ def main() -> None:
 
     if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
         RunPodLogger().level = "INFO"
+    if settings.WEBSOCKET_TRACE.get():
+        log.trace_websocket()
     fitness.register()  # run by the SDK before the first job, on RunPod only (#13)
     timeline.mark("handler ready")
     runpod.serverless.start({"handler": run_job})

@@ -106,6 +106,15 @@ def get(name: str) -> logging.Logger:
     return logging.getLogger(f"bakery.{name}")
 
 
+def trace_websocket() -> None:
+    """WEBSOCKET_TRACE: websocket-client's frame trace, as this logger's JSON lines."""
+    import websocket
+
+    out = logging.StreamHandler(sys.stderr)
+    out.setFormatter(JsonFormatter())
+    websocket.enableTrace(True, handler=out)
+
+
 def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields) -> None:
     """Log `msg` with structured `fields` (merged into the JSON line)."""
     logger.log(level, msg, extra={"fields": fields})

@@ -42,7 +42,8 @@ class Setting:
         env = os.environ if env is None else env
         raw = env.get(self.name)
         if raw is None or (raw == "" and self.kind != "str"):
-            return self.default
+            derived = FALLBACKS[self.name](env) if self.name in FALLBACKS else None
+            return self.default if derived is None else derived
         try:
             return _PARSERS[self.kind](raw)
         except ValueError:
@@ -55,6 +56,9 @@ class Setting:
 
 
 REGISTRY: dict[str, Setting] = {}
+# name → what it is when unset, from other variables (None: its default): the official
+# worker's names for what one of ours does (docs/worker-comfyui-contract.md).
+FALLBACKS: dict[str, Callable[[Any], Any]] = {}
 
 
 def setting(name: str, default: Any, doc: str, kind: str = "str", secret: bool = False) -> Setting:
@@ -146,6 +150,46 @@ BUCKET_ACCESS_KEY_ID = setting(
 BUCKET_SECRET_ACCESS_KEY = setting(
     "BUCKET_SECRET_ACCESS_KEY", "", "Secret key for BUCKET_ENDPOINT_URL.", secret=True
 )
+
+
+# --- runpod-workers/worker-comfyui's names, kept for endpoints that set them --------
+WEBSOCKET_RECONNECT_ATTEMPTS = setting(
+    "WEBSOCKET_RECONNECT_ATTEMPTS",
+    5,
+    "worker-comfyui's name: with WEBSOCKET_RECONNECT_DELAY_S, when BAKERY_COMFY_LOST_S is "
+    "unset and either is set, a job keeps reconnecting for attempts × delay seconds.",
+    kind="int",
+)
+WEBSOCKET_RECONNECT_DELAY_S = setting(
+    "WEBSOCKET_RECONNECT_DELAY_S",
+    3.0,
+    "worker-comfyui's name: seconds per reconnect attempt (see WEBSOCKET_RECONNECT_ATTEMPTS).",
+    kind="float",
+)
+WEBSOCKET_TRACE = setting(
+    "WEBSOCKET_TRACE",
+    False,
+    "Log every WebSocket frame between the worker and ComfyUI (as JSON lines, at DEBUG; "
+    "worker-comfyui's name).",
+    kind="bool",
+)
+NETWORK_VOLUME_DEBUG = setting(
+    "NETWORK_VOLUME_DEBUG",
+    False,
+    "At start, log where models are looked for: the volume, each model folder and the files "
+    "in it (worker-comfyui's name).",
+    kind="bool",
+)
+
+
+def _reconnect_budget(env) -> float | None:
+    names = (WEBSOCKET_RECONNECT_ATTEMPTS.name, WEBSOCKET_RECONNECT_DELAY_S.name)
+    if not any(env.get(name) for name in names):
+        return None
+    return max(WEBSOCKET_RECONNECT_ATTEMPTS.get(env), 1) * WEBSOCKET_RECONNECT_DELAY_S.get(env)
+
+
+FALLBACKS["BAKERY_COMFY_LOST_S"] = _reconnect_budget
 
 
 README_MARKERS = ("<!-- settings:start -->\n", "<!-- settings:end -->")

@@ -1,10 +1,14 @@
 """A job's input: its JSON Schema and the checks that turn it into a `JobInput`.
 
-Compatible with runpod-workers/worker-comfyui (`workflow`, `images` by
-base64 / data URI, `comfy_org_api_key`) plus our additions: images by `url`,
-`timeout_s` and `include_previews`. Every problem is reported as one
-`JobInputError` naming the field. Messages never echo the offending value:
-it may be megabytes of image data or an API key.
+A superset of runpod-workers/worker-comfyui's input (docs/worker-comfyui-contract.md):
+`input` as an object or a JSON string holding one, `workflow`, `images` by
+base64 / data URI, `comfy_org_api_key` (or `api_key_comfy_org`, the name its
+README shows), plus our additions: images by `url`, `timeout_s` and
+`include_previews`. A field this worker does not know is ignored, as there,
+but named in a warning with the closest known name, so a typo such as
+`timout_s` is still seen. Every other problem is one `JobInputError` naming
+the field. Messages never echo the offending value: it may be megabytes of
+image data or an API key.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def schema() -> dict:
                 },
             },
             "comfy_org_api_key": {"type": "string", "minLength": 1, "maxLength": 4096},
+            "api_key_comfy_org": {"type": "string", "minLength": 1, "maxLength": 4096},
             "timeout_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
@@ -90,15 +95,13 @@ class JobInput:
     api_key: str = ""
     timeout_s: float = 600.0
     include_previews: bool = False
+    warnings: list[str] = field(default_factory=list)  # unknown fields, ignored
 
 
 def parse(job_input: Any) -> JobInput:
     """Validate a job's `input` and return what the worker needs, or raise JobInputError."""
-    if not isinstance(job_input, dict):
-        raise JobInputError(
-            f"input: must be a JSON object with a `workflow`, got {_json_type(job_input)}"
-        )
-    _check_schema(job_input)
+    job_input = _object(job_input)
+    job_input, warnings = _check_schema(job_input)
     workflow = _workflow(job_input["workflow"])
     images = [ImageInput(**entry) for entry in job_input.get("images", [])]
     seen: set[str] = set()
@@ -113,10 +116,43 @@ def parse(job_input: Any) -> JobInput:
     return JobInput(
         workflow=workflow,
         images=images,
-        api_key=job_input.get("comfy_org_api_key") or settings.COMFY_ORG_API_KEY.get(),
+        api_key=job_input.get("comfy_org_api_key")
+        or job_input.get("api_key_comfy_org")
+        or settings.COMFY_ORG_API_KEY.get(),
         timeout_s=float(job_input.get("timeout_s", min(TIMEOUT_DEFAULT.get(), TIMEOUT_MAX.get()))),
         include_previews=job_input.get("include_previews", False),
+        warnings=warnings,
     )
+
+
+def api_keys(job_input: Any) -> list[str]:
+    """The API keys a job's raw `input` carries (to hide from the logs), whatever its shape."""
+    if isinstance(job_input, str):
+        try:
+            job_input = json.loads(job_input)
+        except ValueError:
+            return []
+    if not isinstance(job_input, dict):
+        return []
+    keys = (job_input.get(name) for name in ("comfy_org_api_key", "api_key_comfy_org"))
+    return [key for key in keys if isinstance(key, str)]
+
+
+def _object(job_input: Any) -> dict:
+    """`input` as sent: an object, or a JSON string holding one (the official worker's rule)."""
+    if isinstance(job_input, str):
+        try:
+            job_input = json.loads(job_input)
+        except json.JSONDecodeError as err:
+            raise JobInputError(
+                f"input: is a string but not valid JSON ({err.msg} at line {err.lineno} "
+                f"column {err.colno}) — send the input as a JSON object"
+            ) from None
+    if not isinstance(job_input, dict):
+        raise JobInputError(
+            f"input: must be a JSON object with a `workflow`, got {_json_type(job_input)}"
+        )
+    return job_input
 
 
 # The job schema's words for a client (handler.schema_errors), laid over schema().
@@ -156,6 +192,7 @@ _SCHEMA_WORDING = {
             },
         },
         "comfy_org_api_key": {"x-fix": "send the key, or leave the field out"},
+        "api_key_comfy_org": {"x-fix": "send the key, or leave the field out"},
         "timeout_s": {
             "x-what": {"maximum": "is longer than this worker allows ({rule} seconds)"},
             "x-fix": {
@@ -168,12 +205,32 @@ _SCHEMA_WORDING = {
 }
 
 
-def _check_schema(job_input: dict) -> None:
-    """The first problem the schema finds, as a JobInputError; never the value itself."""
+def _check_schema(job_input: dict) -> tuple[dict, list[str]]:
+    """The input without its unknown fields, and a warning for each of them; the first
+    other problem the schema finds is raised as a JobInputError (never the value itself)."""
     checked = schema_errors.with_wording(schema(), _SCHEMA_WORDING)
     found = schema_errors.problems(checked, job_input, _WORDING)
-    if found:
-        raise JobInputError(found[0].format(schema_errors.json_path(found[0].path)))
+    unknown = [p for p in found if p.kind == "key"]
+    refused = [p for p in found if p.kind != "key"]
+    if refused:
+        raise JobInputError(refused[0].format(schema_errors.json_path(refused[0].path)))
+    if not unknown:
+        return job_input, []
+    # Copies of the mappings that lose a key (not of the image data they hold).
+    known = dict(job_input)
+    if isinstance(known.get("images"), list):
+        known["images"] = [dict(e) if isinstance(e, dict) else e for e in known["images"]]
+    warnings = []
+    for problem in unknown:
+        warnings.append(
+            f"{schema_errors.json_path(problem.path)}: {problem.what} was ignored — {problem.fix}"
+        )
+        *parent, key = problem.path
+        container = known
+        for part in parent:
+            container = container[part]
+        del container[key]
+    return known, warnings
 
 
 def _workflow(value: Any) -> dict:

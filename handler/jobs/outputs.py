@@ -1,13 +1,21 @@
-"""A finished prompt's outputs → the job result's lists.
+"""A finished prompt's outputs → the job result, in the official worker's shape and ours.
 
 ComfyUI lists outputs per node in history (`outputs[node]`): `images`
 (SaveImage "output", PreviewImage "temp"; the core video and animated
-WEBP/WEBM savers list there too, flagged `animated: [true]`), `gifs`
-(VideoHelperSuite), `audio`, and text from text-output nodes. Each file is
-fetched through /view and returned in the official worker's entry shape
-`{filename, type: "base64" | "s3_url", data}` (plus `content_type`) under
-`images`, `videos`, `audio` or `files`; text comes as `{filename, type:
-"text", data}` under `text`.
+WEBP/PNG savers list there too, flagged `animated: [true]`), `gifs`
+(VideoHelperSuite), `audio`, and text from text-output nodes. As
+runpod-workers/worker-comfyui does (docs/worker-comfyui-contract.md), every
+file listed under `images` except `temp` previews comes back under `images`,
+in history order, as `{filename, type: "base64" | "s3_url", data}` (plus
+`content_type`). Our other keys carry only what that worker drops: `videos`
+(VideoHelperSuite's `gifs`), `audio`, `files` (any other file list) and
+`text` (`{filename, type: "text", data}`).
+
+`result()` and `failure()` give the job result its shape: what was produced
+plus `errors` when a node failed or a file could not be fetched or uploaded;
+`{"images": [], "status": "success_no_images"}` when nothing was produced and
+nothing failed; `{"error", "details"}` when nothing was produced and something
+failed. REFRESH_WORKER adds `refresh_worker: true` to every result.
 """
 
 from __future__ import annotations
@@ -17,13 +25,22 @@ import mimetypes
 import posixpath
 from dataclasses import dataclass
 
+from handler import log, settings
 from handler.jobs import storage
 from handler.jobs.comfyui import ComfyClient
-from handler.jobs.errors import OutputError, OutputGone
+from handler.jobs.errors import ExecutionFailed, JobError, OutputError, OutputGone
+
+REFRESH_WORKER = settings.setting(
+    "REFRESH_WORKER",
+    False,
+    "Ask RunPod for a fresh worker after every job (`refresh_worker: true` in each result), "
+    "as in runpod-workers/worker-comfyui.",
+    kind="bool",
+)
 
 # history key → result key (anything else that lists files goes under "files")
 FILE_KINDS = {
-    "images": "images",
+    "images": "images",  # animated and video savers too: the official worker returns them here
     "gifs": "videos",
     "videos": "videos",
     "video": "videos",
@@ -69,12 +86,10 @@ def content_type(filename: str, served: str = "") -> str:
 
 
 def collect(outputs: dict, include_previews: bool) -> tuple[list[OutputFile], list[dict], int]:
-    """Files and texts to return, in node order, and how many previews were skipped."""
+    """Files and texts to return, in history order, and how many previews were skipped."""
     files, texts, skipped = [], [], 0
-    for node in sorted(outputs, key=lambda n: (0, int(n)) if str(n).isdigit() else (1, str(n))):
-        out = outputs[node] if isinstance(outputs[node], dict) else {}
-        animated = any(out.get("animated") or [])
-        for key, items in out.items():
+    for node, out in outputs.items():
+        for key, items in (out if isinstance(out, dict) else {}).items():
             if not isinstance(items, list):
                 continue
             if key in TEXT_KINDS:
@@ -83,8 +98,6 @@ def collect(outputs: dict, include_previews: bool) -> tuple[list[OutputFile], li
                         texts.append({"filename": f"{node}-{i}.txt", "type": "text", "data": text})
                 continue
             kind = FILE_KINDS.get(key, "files")
-            if key == "images" and animated:
-                kind = "videos"
             for item in items:
                 if not isinstance(item, dict) or not item.get("filename"):
                     continue
@@ -97,6 +110,16 @@ def collect(outputs: dict, include_previews: bool) -> tuple[list[OutputFile], li
     return files, texts, skipped
 
 
+def keep_partial(run, err: ExecutionFailed, errors: list[str]) -> bool:
+    """A node failed: keep what the nodes before it saved (they said so in `executed` frames;
+    ComfyUI's history of a failed prompt lists no outputs). False when there is nothing."""
+    if not run.executed:
+        return False
+    run.outputs = dict(run.executed)
+    errors.append(str(err))
+    return True
+
+
 def deliver(
     comfy: ComfyClient,
     job_id: str,
@@ -104,17 +127,20 @@ def deliver(
     texts: list[dict],
     job_folder: str,
     warnings: list[str],
+    errors: list[str],
 ) -> dict[str, list[dict]]:
-    """Fetch each file via /view and return it as base64 or as an uploaded S3 URL."""
+    """Fetch each file via /view and return it as base64 or as an uploaded S3 URL; a file
+    that cannot be fetched or uploaded is left out and named in `errors`."""
     result: dict[str, list[dict]] = {}
     upload = storage.configured()
     used: set[str] = set()
     for f in files:
         try:
             data, served = comfy.view(f.entry)
-        except OutputGone:
+        except OutputGone as err:
             if f.entry.get("type") != "temp":
-                raise
+                errors.append(str(err))
+                continue
             # Previews have no file-name input the worker can make unique, so an
             # identical prompt is answered from ComfyUI's cache with a removed file.
             warnings.append(
@@ -122,14 +148,18 @@ def deliver(
                 "and the file is gone (a previous job's)"
             )
             continue
-        name = _unique(_public_name(f.entry, job_folder), used)
+        except OutputError as err:
+            errors.append(str(err))
+            continue
+        name = _unique(storage.output_name(f.entry, job_folder), used)
         ctype = content_type(name, served)
         if upload:
-            entry = {
-                "filename": name,
-                "type": "s3_url",
-                "data": storage.upload(job_id, name, data, ctype),
-            }
+            try:
+                url = storage.upload(job_id, name, data, ctype)
+            except OutputError as err:
+                errors.append(str(err))
+                continue
+            entry = {"filename": name, "type": "s3_url", "data": url}
         else:
             entry = {"filename": name, "type": "base64", "data": base64.b64encode(data).decode()}
         entry["content_type"] = ctype
@@ -139,26 +169,71 @@ def deliver(
     return result
 
 
-def nothing_produced(skipped_previews: int, warnings: list[str] | None = None) -> OutputError:
+def result(
+    delivered: dict[str, list[dict]], warnings: list[str], errors: list[str], skipped: int
+) -> dict:
+    """The result of a job whose prompt ran: `images` first (always there), then our keys.
+
+    No image and nothing failed: `status: success_no_images` (worker-comfyui's reply, our
+    other kinds beside it). Nothing delivered at all but something failed: the failure."""
+    if not any(delivered.values()):
+        if errors:
+            raise NothingDelivered(errors)
+        warnings = [*warnings, nothing_produced(skipped)]
+    out = {"images": delivered.get("images", [])}
+    if not out["images"] and not errors:
+        # worker-comfyui's reply whenever it has no image (it drops every other kind)
+        out["status"] = "success_no_images"
+    out.update((k, v) for k, v in delivered.items() if k != "images" and v)
+    # ComfyUI's words may quote anything, a job's key included: said as in the logs.
+    if errors:
+        out["errors"] = [log.redact(e) for e in errors]
+    if warnings:
+        out["warnings"] = [log.redact(w) for w in warnings]
+    return with_refresh(out)
+
+
+def failure(message: str, refresh_worker: bool = False, warnings: list[str] = ()) -> dict:
+    """A failed job's result: `error`, and `details` (one entry per problem) when the message
+    lists several problems as "- " lines; `warnings` (e.g. an ignored, misspelt field)."""
+    out = {"error": message}
+    details = [line[2:] for line in message.splitlines()[1:] if line.startswith("- ")]
+    if len(details) > 1:
+        out["details"] = details
+    if warnings:
+        out["warnings"] = list(warnings)
+    if refresh_worker:
+        out["refresh_worker"] = True
+    return with_refresh(out)
+
+
+def with_refresh(out: dict) -> dict:
+    """REFRESH_WORKER: every result asks RunPod for a fresh worker."""
+    if REFRESH_WORKER.get():
+        out["refresh_worker"] = True
+    return out
+
+
+class NothingDelivered(JobError):
+    """The prompt ran, nothing came back, and something failed: the job fails with that."""
+
+    def __init__(self, errors: list[str]):
+        if len(errors) == 1:
+            super().__init__(errors[0])
+        else:
+            lines = "\n".join(f"- {e}" for e in errors)
+            super().__init__(f"the job produced no outputs ({len(errors)} problems):\n{lines}")
+
+
+def nothing_produced(skipped_previews: int) -> str:
+    """The warning of a job that produced nothing, with what to change."""
     hint = (
         f' ({skipped_previews} preview image(s) were skipped: send "include_previews": true '
         "to get them, or use a Save node)"
         if skipped_previews
         else " (does the workflow have a Save node?)"
     )
-    if warnings:
-        hint = ": " + "; ".join(warnings)
-    return OutputError("the workflow ran but produced no outputs" + hint)
-
-
-def _public_name(entry: dict, job_folder: str) -> str:
-    """The file's name under ComfyUI's folder, minus this job's private folder."""
-    sub = (entry.get("subfolder") or "").strip("/")
-    if sub == job_folder:
-        sub = ""
-    elif sub.startswith(job_folder + "/"):
-        sub = sub[len(job_folder) + 1 :]
-    return f"{sub}/{entry['filename']}" if sub else entry["filename"]
+    return "the workflow ran but produced no outputs" + hint
 
 
 def _unique(name: str, used: set[str]) -> str:

@@ -55,6 +55,7 @@ class PromptRun:
     prompt_id: str | None = None
     outputs: dict[str, dict] = field(default_factory=dict)
     reported: list[dict] = field(default_factory=list)  # file entries seen in `executed`
+    executed: dict[str, dict] = field(default_factory=dict)  # `executed` outputs by node
     warnings: list[str] = field(default_factory=list)  # output nodes that failed validation
     queued_at: float = 0.0
     started_at: float | None = None
@@ -244,6 +245,8 @@ class _Follower:
                     tracker.steps(str(data.get("node")), data.get("value"), data.get("max"))
                 elif kind == "executed":
                     _remember(result, data.get("output"))
+                    if isinstance(data.get("output"), dict):
+                        result.executed[str(data.get("node"))] = data["output"]
                 elif kind == "execution_error":
                     result.finished_at = time.monotonic()
                     raise ExecutionFailed(format_execution_error(data))

@@ -1,4 +1,10 @@
-"""S3-compatible storage for outputs, configured the way RunPod configures it.
+"""Output file names, and S3-compatible storage for outputs, configured the way RunPod does.
+
+Names: ComfyUI's own name with the job's token before the extension
+(`inv_00001_.png` → `inv_00001_-3f9a2c1b0d4e.png`). Each job saves into its
+own folder, so ComfyUI's counter starts again at 00001 in every job; the token
+keeps a name unique across the jobs of a worker (and in practice across
+workers), so a client that stores results by file name never overwrites one.
 
 When BUCKET_ENDPOINT_URL and both keys are set, each output file is stored at
 `<bucket>/<job id>/<file name>` with its content type, and the job returns a
@@ -9,6 +15,7 @@ so the endpoint, keys and region are read exactly as RunPod documents them.
 
 from __future__ import annotations
 
+import posixpath
 import time
 
 from handler import settings
@@ -23,6 +30,19 @@ URL_EXPIRY_S = 7 * 24 * 3600
 
 _client = None
 _client_key: tuple | None = None
+
+
+def output_name(entry: dict, job_folder: str) -> str:
+    """The name a client sees: the file's path under ComfyUI's output folder, without the
+    job's private folder, its stem followed by `-<token>`, the job folder's last part."""
+    sub = (entry.get("subfolder") or "").strip("/")
+    if sub == job_folder:
+        sub = ""
+    elif sub.startswith(job_folder + "/"):
+        sub = sub[len(job_folder) + 1 :]
+    stem, ext = posixpath.splitext(entry["filename"])
+    name = f"{stem}-{job_folder.rsplit('-', 1)[-1]}{ext}"
+    return f"{sub}/{name}" if sub else name
 
 
 def configured() -> bool:

@@ -19,8 +19,8 @@ import uuid
 from handler import log, settings
 from handler.jobs import cleanup, images, outputs, resources
 from handler.jobs.comfyui import ComfyClient
-from handler.jobs.errors import JobError
-from handler.jobs.input import JobInput, parse
+from handler.jobs.errors import ExecutionFailed, JobError
+from handler.jobs.input import JobInput, api_keys, parse
 from handler.jobs.prompt import PromptRun
 from handler.jobs.telemetry import JobTelemetry
 from handler.models import readiness
@@ -51,9 +51,7 @@ def report_progress(job: dict, update: dict) -> None:
 def run_job(job: dict) -> dict:
     """Run one RunPod job; return its result (outputs, or `{"error": ...}`)."""
     job_id = str(job.get("id") or "local")
-    raw = job.get("input")
-    key = raw.get("comfy_org_api_key") if isinstance(raw, dict) else None
-    with log.job_context(job_id), log.hidden(key if isinstance(key, str) else ""):
+    with log.job_context(job_id), log.hidden(*api_keys(job.get("input"))):
         work = Job(job_id, client(), _progress_sender(job))
         try:
             job_input = parse(job.get("input"))  # 1. parse the input
@@ -82,10 +80,13 @@ class Job:
         self.telemetry = JobTelemetry(comfy.pid, stats=comfy.stats_or_none)
         self.files = cleanup.JobFiles(f"bakery-{uuid.uuid4().hex[:12]}")
         self.prompt_run = PromptRun()
+        self.errors: list[str] = []  # what failed in a job that still produced something
+        self.warnings: list[str] = []  # what the input had that was ignored
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), wait for ComfyUI,
         check resources, upload the images; return the prompt to send."""
+        self.warnings = job_input.warnings
         t = time.monotonic()
         loaded = images.load(job_input.images)
         self.telemetry.add("input_fetch", time.monotonic() - t)
@@ -112,6 +113,10 @@ class Job:
             return self.comfy.run_prompt(
                 prompt, job_input.timeout_s, run, extra_data=extra, on_progress=self.on_progress
             )
+        except ExecutionFailed as err:  # a node failed: the outputs saved before it still count
+            if not outputs.keep_partial(run, err, self.errors):
+                raise
+            return run
         finally:
             if run.prompt_id:  # it reached ComfyUI: note its times and the files it wrote
                 self._note(run)
@@ -119,15 +124,12 @@ class Job:
     def deliver_outputs(self, run: PromptRun, job_input: JobInput) -> dict:
         t = time.monotonic()
         found, texts, skipped = outputs.collect(run.outputs, job_input.include_previews)
-        if not found and not texts:
-            raise outputs.nothing_produced(skipped)
-        warnings = run.warnings
-        result = outputs.deliver(self.comfy, self.id, found, texts, self.files.job_folder, warnings)
-        if not result:
-            raise outputs.nothing_produced(skipped, warnings)
+        warnings, errors = list(job_input.warnings), [*run.warnings, *self.errors]
+        delivered = outputs.deliver(
+            self.comfy, self.id, found, texts, self.files.job_folder, warnings, errors
+        )
         self.telemetry.add("output_upload", time.monotonic() - t)
-        if warnings:
-            result["warnings"] = warnings
+        result = outputs.result(delivered, warnings, errors, skipped)
         result["telemetry"] = self._finish(ok=True)
         return result
 
@@ -135,17 +137,14 @@ class Job:
         message = log.redact(str(err))
         log.event(_log, "job failed", level=logging.WARNING, error=message, kind=type(err).__name__)
         self._finish(ok=False)
-        out = {"error": message}
-        if getattr(err, "refresh_worker", False):
-            out["refresh_worker"] = True
-        return out
+        return outputs.failure(message, getattr(err, "refresh_worker", False), self.warnings)
 
     def crashed(self, err: Exception) -> dict:
         _log.exception("unexpected error in the job function")
         self._finish(ok=False)
-        return {
-            "error": log.redact(f"the handler failed unexpectedly: {type(err).__name__}: {err}")
-        }
+        return outputs.failure(
+            log.redact(f"the handler failed unexpectedly: {type(err).__name__}: {err}")
+        )
 
     def clean_up(self) -> None:
         """Remove the job's files and its history entry: nothing of it is left for the next."""

@@ -81,6 +81,9 @@ def prepare(
             f"cannot write {yaml_path}: {exc.strerror} — set {volume.MODEL_PATHS.name} "
             "to a path this user can write"
         ) from None
+    if settings.NETWORK_VOLUME_DEBUG.get(env):
+        for fields in volume.layout(root, env):
+            log.event(_log, "model paths", **fields)
     return data, root, yaml_path
 
 

@@ -73,6 +73,26 @@ def model_paths_yaml(root: Path, image_root: Path | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def layout(root: Path, env: dict | None = None) -> list[dict]:
+    """NETWORK_VOLUME_DEBUG: where models are looked for, as log fields: the volume, the
+    models folder in use, and each model folder that exists with the files in it."""
+    volume = Path(settings.VOLUME_DIR.get(env))
+    found = [
+        {
+            "volume": str(volume),
+            "volume_mounted": volume.is_dir(),
+            "models_root": str(root),
+            "models_root_exists": root.is_dir(),
+        }
+    ]
+    for folder in MODEL_FOLDERS:
+        where = root / folder
+        if where.is_dir():
+            files = sorted(p.name for p in where.iterdir() if not p.name.startswith("."))
+            found.append({"folder": str(where), "files": files})
+    return found
+
+
 def image_root(env: dict | None = None) -> Path | None:
     """The folder of the models baked into this image, if it has any."""
     folder = IMAGE_MODELS.get(env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import struct
 
 from tests.comfy_double import media  # the double's own PNG writer/reader
@@ -74,3 +75,9 @@ def get_json(double, path: str):
 
 def node(class_type: str, **inputs) -> dict:
     return {"class_type": class_type, "inputs": inputs}
+
+
+def comfy_name(filename: str) -> str:
+    """The name ComfyUI gave an output, without the job token the handler adds
+    (`test_00001_-3f9a2c1b0d4e.png` → `test_00001_.png`)."""
+    return re.sub(r"-[0-9a-f]{12}(?=\.\w+$)", "", filename)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import empty_image, get_json, leftovers, node, slow
+from tests.handler.helpers import comfy_name, empty_image, get_json, leftovers, node, slow
 
 
 def run(workflow, **fields):
@@ -22,7 +22,13 @@ def test_rejected_workflow_lists_one_line_per_failing_node(comfy):
         "- node 1 (EmptyImage) input 'width': Value 0 smaller than min of 1\n"
         "- node 1 (EmptyImage) input 'color': Required input is missing\n"
         "- node 3 (LoadImage) input 'image': Custom validation failed for node — image - Invalid "
-        "image file: missing.png"
+        "image file: missing.png",
+        "details": [
+            "node 1 (EmptyImage) input 'width': Value 0 smaller than min of 1",
+            "node 1 (EmptyImage) input 'color': Required input is missing",
+            "node 3 (LoadImage) input 'image': Custom validation failed for node — image - "
+            "Invalid image file: missing.png",
+        ],
     }
     assert leftovers(comfy) == []
 
@@ -66,7 +72,7 @@ def test_workflow_without_output_nodes_is_named(comfy):
 
 def test_run_time_failure_names_node_class_and_exception_without_traceback(comfy):
     workflow = {
-        **empty_image(),
+        "1": empty_image()["1"],
         "3": node("DoubleFail", message="CUDA out of memory (pretend)", image=["1", 0]),
         "4": node("SaveImage", images=["3", 0], filename_prefix="f"),
     }
@@ -74,7 +80,21 @@ def test_run_time_failure_names_node_class_and_exception_without_traceback(comfy
     assert result == {
         "error": "node 3 (DoubleFail) failed: RuntimeError: CUDA out of memory (pretend)"
     }
-    assert leftovers(comfy) == []  # node 2 saved an image before node 3 failed: removed too
+    assert leftovers(comfy) == []
+
+
+def test_outputs_saved_before_a_node_failed_come_back_with_the_error(comfy):
+    workflow = {
+        **empty_image(),
+        "3": node("DoubleFail", message="CUDA out of memory (pretend)", image=["1", 0]),
+        "4": node("SaveImage", images=["3", 0], filename_prefix="f"),
+    }
+    result = run(workflow)
+    assert [comfy_name(e["filename"]) for e in result["images"]] == ["test_00001_.png"]
+    assert result["errors"] == [
+        "node 3 (DoubleFail) failed: RuntimeError: CUDA out of memory (pretend)"
+    ]
+    assert leftovers(comfy) == []  # node 2's image and everything else: removed
 
 
 def test_valid_output_runs_when_another_output_fails_validation(comfy):
@@ -85,7 +105,7 @@ def test_valid_output_runs_when_another_output_fails_validation(comfy):
     }
     result = run(workflow)
     assert len(result["images"]) == 1
-    assert result["warnings"] == [
+    assert result["errors"] == [
         "skipped (failed validation): node 3 (LoadImage) input 'image': Custom validation failed "
         "for node — image - Invalid image file: missing.png"
     ]
@@ -167,7 +187,7 @@ def test_timeout_while_queued_removes_only_this_prompt(comfy):
 def test_job_waits_behind_another_clients_prompt_and_follows_only_its_own(comfy):
     other_client_prompt(comfy, slow(steps=10, seconds_per_step=0.05))
     result = run(empty_image(color=0x010203))
-    assert [e["filename"] for e in result["images"]] == ["test_00001_.png"]
+    assert [comfy_name(e["filename"]) for e in result["images"]] == ["test_00001_.png"]
     assert result["telemetry"]["queue_wait_ms"] >= 200  # the other prompt ran first
 
 

@@ -7,6 +7,7 @@ import re
 
 from handler.jobs.worker import run_job
 from tests.handler.helpers import (
+    comfy_name,
     decoded,
     empty_image,
     first_pixel,
@@ -27,9 +28,9 @@ def run(workflow, **fields):
 
 def test_image_job_returns_the_saved_image_as_base64(comfy):
     result = run(empty_image(width=8, height=6, color=0x00FF00))
-    assert [(e["filename"], e["type"], e["content_type"]) for e in result["images"]] == [
-        ("test_00001_.png", "base64", "image/png")
-    ]
+    assert [
+        (comfy_name(e["filename"]), e["type"], e["content_type"]) for e in result["images"]
+    ] == [("test_00001_.png", "base64", "image/png")]
     data = decoded(result["images"][0])
     assert png_size(data) == (8, 6) and first_pixel(data) == 0x00FF00
     assert set(result) == {"images", "telemetry"}
@@ -96,7 +97,7 @@ def test_identical_jobs_each_get_their_outputs(comfy):
     assert leftovers(comfy) == []
 
 
-def test_videos_audio_and_text_come_back_under_their_own_keys(comfy):
+def test_animations_under_images_and_videos_audio_and_text_under_their_own_keys(comfy):
     frames = ["1", 0]
     workflow = {
         "1": node("EmptyImage", width=4, height=4, batch_size=2, color=0),
@@ -113,18 +114,20 @@ def test_videos_audio_and_text_come_back_under_their_own_keys(comfy):
                   lossless=True, quality=80, method="default"),
     }  # fmt: skip
     result = run(workflow)
-    assert [(e["filename"], e["content_type"]) for e in result["videos"]] == [
-        ("clip_00001.mp4", "video/mp4"),
+    # Animated PNG/WEBP are listed under `images` by ComfyUI: the official worker's place.
+    assert [(comfy_name(e["filename"]), e["content_type"]) for e in result["images"]] == [
         ("anim_00001_.png", "image/png"),
         ("loop_00001_.webp", "image/webp"),
     ]
+    assert [(comfy_name(e["filename"]), e["content_type"]) for e in result["videos"]] == [
+        ("clip_00001.mp4", "video/mp4"),
+    ]
     assert decoded(result["videos"][0])[4:8] == b"ftyp"  # an MP4
-    assert [(e["filename"], e["content_type"]) for e in result["audio"]] == [
+    assert [(comfy_name(e["filename"]), e["content_type"]) for e in result["audio"]] == [
         ("audio/tone_00001_.flac", "audio/flac")
     ]
     assert decoded(result["audio"][0])[:4] == b"fLaC"
     assert result["text"] == [{"filename": "7-0.txt", "type": "text", "data": "a caption"}]
-    assert "images" not in result
     assert leftovers(comfy) == []
 
 
@@ -136,9 +139,15 @@ def preview_workflow(color=7):
 
 
 def test_previews_are_skipped_unless_asked_and_a_job_with_nothing_says_so(comfy):
-    assert run(preview_workflow()) == {
-        "error": "the workflow ran but produced no outputs (1 preview image(s) were skipped: send "
-        '"include_previews": true to get them, or use a Save node)'
+    result = run(preview_workflow())
+    assert result == {
+        "images": [],
+        "status": "success_no_images",
+        "warnings": [
+            "the workflow ran but produced no outputs (1 preview image(s) were skipped: send "
+            '"include_previews": true to get them, or use a Save node)'
+        ],
+        "telemetry": result["telemetry"],
     }
     result = run(preview_workflow(color=8), include_previews=True)
     assert [e["content_type"] for e in result["images"]] == ["image/png"]

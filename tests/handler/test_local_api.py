@@ -11,55 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.handler.helpers import decoded, empty_image, first_pixel, load_invert_save, png_b64, slow
-from tests.kit.servers import free_port
+from tests.kit.local_api import LocalWorker
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "comfy-org-key-local-api-0042"
-
-
-class LocalWorker:
-    def __init__(self, env: dict, log_path: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        with open(log_path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "handler", "--rp_serve_api", "--rp_api_host", "127.0.0.1",
-                 "--rp_api_port", str(self.port)],
-                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.output()
-            try:
-                requests.get(f"{self.url}/docs", timeout=1)
-                return
-            except requests.RequestException:
-                time.sleep(0.1)
-        raise AssertionError(f"the local API did not start:\n{self.output()}")
-
-    def runsync(self, job_input: dict) -> dict:
-        try:
-            reply = requests.post(f"{self.url}/runsync", json={"input": job_input}, timeout=60)
-        except requests.RequestException as err:
-            raise AssertionError(
-                f"/runsync failed ({err}); the worker said:\n{self.output()}"
-            ) from None
-        return reply.json()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 @pytest.fixture

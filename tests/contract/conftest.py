@@ -1,0 +1,44 @@
+"""Fixtures of the contract suite: the handler's test fixtures (tests/handler/conftest.py),
+one ComfyUI double and one worker behind the runpod SDK's local API per module, and the
+worker in the SDK's production loop (tests/kit/runpod_api)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.handler.conftest import (  # noqa: F401 — fixtures, used by name
+    comfy,
+    comfy_seen,
+    file_server,
+    handler_env,
+    s3_server,
+    start_double,
+)
+from tests.kit.local_api import LocalWorker, worker_env
+from tests.kit.runpod_api import JobApi
+from tests.kit.servers import FileServer
+
+
+@pytest.fixture(scope="module")
+def files():
+    """A file server for images sent by `url` (loopback: allowed with BAKERY_URL_ALLOW)."""
+    server = FileServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def local_api(comfy_double_module, files, tmp_path_factory):
+    """`python -m handler --rp_serve_api` in front of the module's double; `.double` is it."""
+    env = worker_env(comfy_double_module, BAKERY_URL_ALLOW="127.0.0.1")
+    worker = LocalWorker(env, tmp_path_factory.mktemp("local-api") / "worker.log")
+    worker.double = comfy_double_module
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def job_api():
+    api = JobApi()
+    yield api
+    api.close()
