@@ -56,7 +56,12 @@ def test_the_section_has_exactly_these_examples():
 
 @pytest.fixture(scope="module")
 def job_reply(local_api):
-    return local_api.runsync(json.loads(EXAMPLES["job"])["input"])
+    """A worker's second job: its first job's telemetry also carries the start-up
+    `timeline` (the README says so under the example)."""
+    job = json.loads(EXAMPLES["job"])["input"]
+    first = local_api.runsync(job)
+    assert isinstance(first["output"]["telemetry"].get("timeline"), list), first
+    return local_api.runsync(job)
 
 
 def test_the_job_example_runs_and_gives_the_output_example(job_reply):
