@@ -91,7 +91,7 @@ def load(text: str) -> Marked:
         return Marked(data=None, problems=[Problem(1, 1, "(syntax)", what, _FLATTEN)])
     except yaml.reader.ReaderError as exc:
         line, col = _reader_position(text, exc.position)
-        what = f"YAML syntax error: the control character {exc.character!r} is not allowed"
+        what = f"YAML syntax error: the control character U+{exc.character:04X} is not allowed"
         fix = "remove it (only tabs and line breaks may appear, and tabs only inside text)"
         return Marked(data=None, problems=[Problem(line, col, "(syntax)", what, fix)])
     except yaml.MarkedYAMLError as exc:

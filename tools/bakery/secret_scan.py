@@ -42,6 +42,7 @@ SECRETS = [
 ]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SECRET_SHOWN = "(a value that looks like a secret, not shown)"
 LONGEST_WORD = 80  # characters of one word a message repeats
 
@@ -58,6 +59,7 @@ def scrub(text: str) -> str:
     """
     for rx, _, _ in SECRETS:
         text = rx.sub("(secret, not shown)", text)
+    text = _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)  # "\n", not a line break
     too_long = re.compile(rf"[^\s'.]{{{LONGEST_WORD + 1},}}")
     return too_long.sub(lambda m: m.group()[: LONGEST_WORD - 3] + "...", text)
 
