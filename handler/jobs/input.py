@@ -10,6 +10,7 @@ it may be megabytes of image data or an API key.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,8 @@ MAX_IMAGES = 64
 
 # A name ComfyUI stores as-is in its input folder: no folders, no leading dot,
 # nothing a filesystem or a URL treats specially.
-IMAGE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_ .()+=,-]{0,199}$"
+# \A…\Z, not ^…$: jsonschema uses re.search, where `$` also matches before a final "\n".
+IMAGE_NAME_PATTERN = r"\A[A-Za-z0-9_][A-Za-z0-9_ .()+=,-]{0,199}\Z"
 
 
 def schema() -> dict:
@@ -99,6 +101,13 @@ def parse(job_input: Any) -> JobInput:
             f"input: must be a JSON object with a `workflow`, got {_json_type(job_input)}"
         )
     _check_schema(job_input)
+    timeout = job_input.get("timeout_s")
+    # JSON from Python may hold NaN or Infinity, which pass every comparison of the schema.
+    if isinstance(timeout, float) and not math.isfinite(timeout):
+        raise JobInputError(
+            "timeout_s: is not a finite number — send the seconds the job may run, "
+            "or leave it out for the default"
+        )
     workflow = _workflow(job_input["workflow"])
     images = [ImageInput(**entry) for entry in job_input.get("images", [])]
     seen: set[str] = set()

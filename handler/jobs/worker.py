@@ -82,7 +82,7 @@ class Job:
         """Load the input images (nothing reaches ComfyUI before they pass), wait for ComfyUI,
         check resources, upload the images; return the prompt to send."""
         t = time.monotonic()
-        loaded = images.load(job_input.images)
+        loaded = images.load(job_input.images, deadline=t + job_input.timeout_s)
         self.telemetry.add("input_fetch", time.monotonic() - t)
         stats = self.comfy.wait_ready()
         resources.check(stats, str(cleanup.folder("output")))

@@ -51,6 +51,7 @@ class FileServer:
         self.requests: list[str] = []
         self.posts: list[tuple[str, dict, bytes]] = []
         self.delay_s = 0.0
+        self.drip_s = 0.0  # > 0: send the body one byte at a time, this long apart
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -64,7 +65,16 @@ class FileServer:
                 self.end_headers()
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
-                self.wfile.write(body)
+                if not outer.drip_s:
+                    self.wfile.write(body)
+                    return
+                for i in range(len(body)):
+                    try:
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up, as it should
+                        return
+                    time.sleep(outer.drip_s)
 
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
