@@ -144,3 +144,22 @@ def test_a_huge_host_name_is_not_echoed_whole(handler_env, comfy_seen):
     result = run_job(job(images=[{"name": "a.png", "url": "http://" + "a" * 3000 + "/x"}]))
     assert len(result["error"]) < 300
     assert comfy_seen() == 0
+
+
+def test_credentials_in_the_bucket_url_never_reach_an_error_or_a_log(
+    comfy, s3_server, handler_env, capsys
+):
+    from tests.handler.helpers import empty_image
+
+    endpoint = s3_server.meta.endpoint_url
+    with_password = endpoint.replace("http://", "http://bakery:hunter2-s3cret@")
+    handler_env.setenv("BUCKET_ENDPOINT_URL", with_password)
+    handler_env.setenv("BAKERY_BUCKET_NAME", "no-such-bucket")
+    result = run_job({"id": "job-s3", "input": {"workflow": empty_image()}})
+    assert result == {
+        "error": "outputs: uploading 'test_00001_.png' to bucket 'no-such-bucket' at "
+        f"{endpoint.replace('http://', 'http://***@')} failed (NoSuchBucket)"
+    }
+    logged = capsys.readouterr()
+    for text in (result["error"], logged.out, logged.err):
+        assert "hunter2" not in text and "bakery:" not in text
