@@ -4,12 +4,16 @@ no wall of text or secret in an error (#11). Nothing here leaves 127.0.0.1."""
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import json
 import socket
 import time
+import tracemalloc
 
 import pytest
 
 from handler.jobs import images
+from handler.jobs.errors import MAX_ERROR_BODY
 from handler.jobs.worker import run_job
 from tests.handler.test_bad_input import job
 from tests.kit.servers import FileServer
@@ -163,3 +167,68 @@ def test_credentials_in_the_bucket_url_never_reach_an_error_or_a_log(
     logged = capsys.readouterr()
     for text in (result["error"], logged.out, logged.err):
         assert "hunter2" not in text and "bakery:" not in text
+
+
+def huge_rejection(nodes: int):
+    """ComfyUI's answer to a workflow of `nodes` invalid nodes, as it streams out (~100 MB)."""
+    yield (
+        b'{"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs '
+        b'failed validation", "details": "", "extra_info": {}}, "node_errors": {'
+    )
+    padding = json.dumps(["x" * 40] * 250)  # dependent_outputs, ~10 KB a node
+    for i in range(1, nodes + 1):
+        entry = json.dumps(missing_input())[:-1] + f', "dependent_outputs": {padding}}}'
+        yield (("," if i > 1 else "") + f'"{i}": {entry}').encode()
+    yield b"}}"
+
+
+def missing_input() -> dict:
+    return {
+        "errors": [
+            {
+                "type": "required_input_missing",
+                "message": "Required input is missing",
+                "details": "images",
+                "extra_info": {"input_name": "images"},
+            }
+        ],
+        "class_type": "SaveImage",
+    }
+
+
+def test_a_huge_error_answer_is_read_only_in_part(handler_env, stub_comfy):
+    handler_env.setenv("COMFY_HOST", stub_comfy.host)
+    stub_comfy.prompt_answer = (400, huge_rejection(10_000))
+    tracemalloc.start()
+    try:
+        result = run_job(job())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 1024 * 1024  # the whole answer is ~100 MB; the handler reads 1 MiB
+    # Only the nodes written whole within the first MiB are read; 20 are listed.
+    sizes = itertools.accumulate(len(chunk) for chunk in huge_rejection(10_000))
+    whole = sum(1 for size in sizes if size <= MAX_ERROR_BODY) - 1  # less the header
+    missing = "(SaveImage) input 'images': Required input is missing"
+    assert 50 < whole < 200
+    assert result["error"].split("\n") == [
+        f"ComfyUI rejected the workflow ({whole} problems):",
+        *[f"- node {i} {missing}" for i in range(1, 21)],
+        f"- … and {whole - 20} more",
+    ]
+
+
+def test_huge_node_ids_are_cut_in_the_error(handler_env, stub_comfy):
+    handler_env.setenv("COMFY_HOST", stub_comfy.host)
+    digits, letters = "9" * 100_000, "n" * 100_000
+    body = {
+        "error": {"message": "x"},
+        "node_errors": {digits: missing_input(), letters: missing_input()},
+    }
+    stub_comfy.prompt_answer = (400, json.dumps(body))
+    missing = "(SaveImage) input 'images': Required input is missing"
+    assert run_job(job())["error"].split("\n") == [
+        "ComfyUI rejected the workflow (2 problems):",
+        f"- node {'9' * 79}… {missing}",
+        f"- node {'n' * 79}… {missing}",
+    ]

@@ -128,7 +128,18 @@ class StubComfy:
         async def prompt(request):
             self.requests.append("POST /prompt")
             status, text = self.prompt_answer
-            return web.Response(status=status, text=text)
+            if isinstance(text, str):
+                return web.Response(status=status, text=text)
+            # An iterable of bytes: streamed as made, so a huge answer costs no memory here.
+            resp = web.StreamResponse(status=status)
+            resp.content_type = "application/json"
+            await resp.prepare(request)
+            try:
+                for chunk in text:
+                    await resp.write(chunk)
+            except ConnectionError:  # the client read what it wanted and left
+                pass
+            return resp
 
         app.add_routes(
             [web.get("/system_stats", stats), web.get("/ws", ws), web.post("/prompt", prompt)]
