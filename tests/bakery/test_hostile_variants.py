@@ -405,3 +405,32 @@ def test_dockerfile_structure_check_catches_an_injected_line():
     assert instructions("FROM x\nRUN a \\\n    b\n# c\n") == ["FROM", "RUN"]
     with pytest.raises(AssertionError):
         instructions('FROM x\nARG T="a\nrm -rf /"\n')
+
+
+# --- bakery acts on the project it is run in --------------------------------------------
+
+
+def test_bakery_acts_on_the_nearest_variants_file_above_the_current_folder(
+    bakery, project, monkeypatch
+):
+    inside = project / "docs" / "deep"
+    inside.mkdir(parents=True)
+    monkeypatch.chdir(inside)
+    result = bakery("render")
+    assert result.code == 0, result.err
+    used = project / "variants.yaml"  # named in full: it is outside the current folder
+    assert re.fullmatch(
+        rf"rendered \d+ variants from {used}: \d+ files changed", result.out.splitlines()[0]
+    )
+    assert (project / "docker-bake.hcl").is_file() and (project / "build").is_dir()
+    assert bakery("check").out == f"generated files match {used}\n"
+
+
+def test_bakery_outside_any_project_says_so(bakery, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = bakery("validate")
+    assert (result.code, result.out) == (1, "")
+    assert result.err == (
+        f"no variants.yaml in {tmp_path} or any folder above it — run bakery inside a project, "
+        "or pass --file PATH (and --out DIR)\n"
+    )
