@@ -208,12 +208,17 @@ def _workflow(value: Any) -> dict:
     for node_id, node in value.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
             raise JobInputError(
-                f"workflow[{node_id!r}]: must be a node with a `class_type` string and `inputs` "
-                'object — is this an API-format workflow? (ComfyUI: "Export (API)")'
+                f"workflow[{_node(node_id)}]: must be a node with a `class_type` string and "
+                '`inputs` object — is this an API-format workflow? (ComfyUI: "Export (API)")'
             )
         if not isinstance(node.get("inputs", {}), dict):
-            raise JobInputError(f"workflow[{node_id!r}].inputs: must be an object")
+            raise JobInputError(f"workflow[{_node(node_id)}].inputs: must be an object")
     return value
+
+
+def _node(node_id: str) -> str:
+    """A node id as an error names it: quoted, at most 80 characters of it."""
+    return repr(node_id if len(node_id) <= 80 else node_id[:77] + "...")
 
 
 def _json_type(value: Any) -> str:

@@ -232,3 +232,12 @@ def test_huge_node_ids_are_cut_in_the_error(handler_env, stub_comfy):
         f"- node {'9' * 79}… {missing}",
         f"- node {'n' * 79}… {missing}",
     ]
+
+
+def test_a_huge_node_id_in_the_input_is_not_echoed_whole(comfy_seen):
+    result = run_job(job(workflow={"x" * 100_000: {"inputs": {}}}))
+    assert result == {
+        "error": f"workflow['{'x' * 77}...']: must be a node with a `class_type` string and "
+        '`inputs` object — is this an API-format workflow? (ComfyUI: "Export (API)")'
+    }
+    assert comfy_seen() == 0
