@@ -104,8 +104,12 @@ def deliver(
     texts: list[dict],
     job_folder: str,
     warnings: list[str],
+    deadline: float | None = None,
 ) -> dict[str, list[dict]]:
-    """Fetch each file via /view and return it as base64 or as an uploaded S3 URL."""
+    """Fetch each file via /view and return it as base64 or as an uploaded S3 URL.
+
+    `deadline` (time.monotonic()) is the job's: no upload runs past it.
+    """
     result: dict[str, list[dict]] = {}
     upload = storage.configured()
     used: set[str] = set()
@@ -128,7 +132,7 @@ def deliver(
             entry = {
                 "filename": name,
                 "type": "s3_url",
-                "data": storage.upload(job_id, name, data, ctype),
+                "data": storage.upload(job_id, name, data, ctype, deadline),
             }
         else:
             entry = {"filename": name, "type": "base64", "data": base64.b64encode(data).decode()}

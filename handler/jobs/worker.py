@@ -77,11 +77,14 @@ class Job:
         self.telemetry = JobTelemetry(comfy.pid, stats=comfy.stats_or_none)
         self.files = cleanup.JobFiles(f"bakery-{uuid.uuid4().hex[:12]}")
         self.prompt_run = PromptRun()
+        self.deadline: float | None = None  # the run's and its uploads' (set in run())
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), wait for ComfyUI,
         check resources, upload the images; return the prompt to send."""
         t = time.monotonic()
+        # Every network step ends by the job's timeout_s: input downloads counted from here,
+        # the run and its uploads from the prompt's start (where ComfyUI's clock starts).
         loaded = images.load(job_input.images, deadline=t + job_input.timeout_s)
         self.telemetry.add("input_fetch", time.monotonic() - t)
         stats = self.comfy.wait_ready()
@@ -103,6 +106,7 @@ class Job:
     def run(self, prompt: dict, job_input: JobInput) -> PromptRun:
         extra = {"api_key_comfy_org": job_input.api_key} if job_input.api_key else {}
         run = self.prompt_run
+        self.deadline = time.monotonic() + job_input.timeout_s
         try:
             return self.comfy.run_prompt(
                 prompt, job_input.timeout_s, run, extra_data=extra, on_progress=self.on_progress
@@ -117,7 +121,9 @@ class Job:
         if not found and not texts:
             raise outputs.nothing_produced(skipped)
         warnings = run.warnings
-        result = outputs.deliver(self.comfy, self.id, found, texts, self.files.job_folder, warnings)
+        result = outputs.deliver(
+            self.comfy, self.id, found, texts, self.files.job_folder, warnings, self.deadline
+        )
         if not result:
             raise outputs.nothing_produced(skipped, warnings)
         self.telemetry.add("output_upload", time.monotonic() - t)

@@ -241,3 +241,23 @@ def test_a_huge_node_id_in_the_input_is_not_echoed_whole(comfy_seen):
         '`inputs` object — is this an API-format workflow? (ComfyUI: "Export (API)")'
     }
     assert comfy_seen() == 0
+
+
+def test_an_s3_endpoint_that_never_answers_ends_with_the_jobs_timeout(comfy, handler_env):
+    from tests.handler.helpers import empty_image
+
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    port = silent.getsockname()[1]
+    handler_env.setenv("BUCKET_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    handler_env.setenv("BUCKET_ACCESS_KEY_ID", "test-key-id")
+    handler_env.setenv("BUCKET_SECRET_ACCESS_KEY", "test-secret-key")
+    started = time.monotonic()
+    try:
+        result = run_job({"id": "job-s3", "input": {"workflow": empty_image(), "timeout_s": 3}})
+    finally:
+        silent.close()
+    assert result == {
+        "error": f"outputs: uploading 'test_00001_.png' to http://127.0.0.1:{port} did not "
+        "finish within the job's timeout_s"
+    }
+    assert time.monotonic() - started < 8
