@@ -434,3 +434,21 @@ def test_bakery_outside_any_project_says_so(bakery, tmp_path, monkeypatch):
         f"no variants.yaml in {tmp_path} or any folder above it — run bakery inside a project, "
         "or pass --file PATH (and --out DIR)\n"
     )
+
+
+def test_render_keeps_a_readmes_own_line_endings_and_check_reads_them_exactly(bakery, project):
+    """Files are compared as written: a CR is a CR, not a line break (universal newlines)."""
+    readme = project / "README.md"
+    readme.write_bytes(readme.read_bytes().replace(b"\n", b"\r\n"))
+    assert bakery("render", "--out", project).code == 0
+    text = readme.read_bytes()
+    start, end = text.index(b"<!-- variants:start -->"), text.index(b"<!-- variants:end -->")
+    outside = text[:start] + text[end:]
+    assert outside.count(b"\n") == outside.count(b"\r\n")  # the user's CRLF kept
+    assert bakery("check", "--out", project).code == 0
+    readme.write_bytes(text.replace(b"\r\n", b"\n", 1))  # one line ending changed by hand
+    assert bakery("check", "--out", project).code == 0  # outside the table: not ours
+    build_readme = project / "build" / "README.md"
+    build_readme.write_bytes(build_readme.read_bytes().replace(b"\n", b"\r\n", 1))
+    result = bakery("check", "--out", project)
+    assert (result.code, result.err.splitlines()[0]) == (4, "build/README.md: out of date")

@@ -264,7 +264,7 @@ def write(files: dict[str, str], out: Path) -> list[str]:
         readme = out / README
         if readme.exists():
             table_text = files[f"{BUILD_DIR}/variants.md"]
-            updated = with_table(readme.read_text(encoding="utf-8"), table_text)
+            updated = with_table(_read_exact(readme), table_text)
             if updated is not None:
                 _replace(readme, updated)
     except OSError as exc:
