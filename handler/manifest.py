@@ -56,6 +56,13 @@ AUTH_KINDS = ("none", "huggingface", "civitai")
 # What a model entry is. `x-what` says what is wrong in words true wherever an
 # entry is written; the bakery lays its own fixes and examples for variants.yaml
 # over this schema (bakery.schema), so the rules are written here only.
+# Patterns are anchored with \A and \Z: jsonschema applies them with re.search, where
+# `$` also matches before a final line break, so `^x$` would accept "x\n".
+# No value may hold a control character (a line break would start a new Dockerfile
+# instruction wherever a value is written into one).
+NO_CONTROL = r"\x00-\x1f\x7f"
+URL_PATTERN = rf"\Ahttps?://[^\s/{NO_CONTROL}\\\"<>`]+[^\s{NO_CONTROL}\\\"<>`]*\Z"
+
 MODEL_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -63,7 +70,7 @@ MODEL_SCHEMA = {
     "properties": {
         "url": {
             "type": "string",
-            "pattern": r"^https?://[^\s/]+\S*$",
+            "pattern": URL_PATTERN,
             "x-what": "{value} is not an http(s) URL",
         },
         "dir": {
@@ -74,12 +81,12 @@ MODEL_SCHEMA = {
         # A plain file name: no folders, no way out of `dir`.
         "file": {
             "type": "string",
-            "pattern": r"^(?!\.\.?$)[^/\\]+$",
+            "pattern": rf"\A(?!\.\.?\Z)[^/\\{NO_CONTROL}]+\Z",
             "x-what": "{value} is not a plain file name",
         },
         "sha256": {
             "type": ["string", "null"],
-            "pattern": "^[0-9a-f]{64}$",
+            "pattern": r"\A[0-9a-f]{64}\Z",
             "x-what": "{value} is not a sha256 (64 lowercase hexadecimal characters)",
         },
         "size": {

@@ -74,10 +74,32 @@ def setting(name: str, default: Any, doc: str, kind: str = "str", secret: bool =
 
 
 def secret_values(env: os._Environ | dict | None = None) -> list[str]:
-    """Current values of every secret setting (for redaction), longest first."""
+    """Current values of every secret setting (for redaction), longest first.
+
+    Credentials written into any URL setting count too (`https://user:pass@host`,
+    `?token=…`): a URL such as BUCKET_ENDPOINT_URL is printed in messages, its
+    credentials must not be.
+    """
     env = os.environ if env is None else env
     values = {env.get(s.name, "") for s in REGISTRY.values() if s.secret}
+    for s in REGISTRY.values():
+        values.update(url_credentials(env.get(s.name, "")))
     return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+
+
+def url_credentials(value: str) -> list[str]:
+    """The secret parts of a URL, as written in it: its user:password and query values."""
+    if "://" not in value:
+        return []
+    netloc = value.split("://", 1)[1].split("/", 1)[0]
+    found = []
+    if "@" in netloc:
+        userinfo = netloc.rsplit("@", 1)[0]
+        found += [userinfo, *userinfo.split(":", 1)[1:]]
+    if "?" in value:
+        query = value.split("?", 1)[1].split("#", 1)[0]
+        found += [pair.split("=", 1)[1] for pair in query.split("&") if "=" in pair]
+    return found
 
 
 def markdown_table() -> str:

@@ -22,8 +22,10 @@ from handler.jobs.errors import (
     OutputError,
     OutputGone,
     WorkflowRejected,
+    error_body,
     format_rejection,
     format_server_error,
+    read_capped,
 )
 from handler.jobs.prompt import PromptRun
 
@@ -151,17 +153,22 @@ class ComfyClient:
 
     def submit(self, prompt: dict, client_id: str, extra_data: dict) -> dict:
         resp = self._post(
-            "/prompt", json={"prompt": prompt, "client_id": client_id, "extra_data": extra_data}
+            "/prompt",
+            json={"prompt": prompt, "client_id": client_id, "extra_data": extra_data},
+            stream=True,  # an error answer can be hundreds of MB: read only its start
         )
-        try:
-            body = resp.json()
-        except ValueError:
-            body = None
+        with resp:
+            try:
+                raw, complete = read_capped(resp.iter_content(64 * 1024))
+            except requests.RequestException:
+                raise self._lost("/prompt") from None
+        body = error_body(raw, complete)
         if resp.status_code == 200 and isinstance(body, dict) and body.get("prompt_id"):
             return body
         if isinstance(body, dict) and ("node_errors" in body or "error" in body):
             raise WorkflowRejected(format_rejection(body, self.choices))
-        raise WorkflowRejected(format_server_error(resp.status_code, resp.text))
+        text = raw.decode("utf-8", errors="replace")
+        raise WorkflowRejected(format_server_error(resp.status_code, text))
 
     def choices(self, class_type: str, input_name: str) -> list[str] | None:
         """The values ComfyUI offers for a combo input (e.g. the model files it sees)."""

@@ -7,7 +7,8 @@ helpers below turn ComfyUI's error bodies into one readable line per node.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
@@ -52,6 +53,66 @@ class OutputGone(OutputError):
 
 
 MAX_DETAIL = 300  # characters of one ComfyUI detail kept in an error line
+MAX_NAME = 80  # characters of a node id, class or input name repeated in an error line
+MAX_LINES = 20  # problems listed in one error; the rest are counted
+# Bytes of a ComfyUI error answer read (stated in the README): a huge workflow that fails
+# validation can make ComfyUI answer with hundreds of MB; the first errors are enough.
+MAX_ERROR_BODY = 1024 * 1024
+
+
+def read_capped(chunks: Iterable[bytes], limit: int = MAX_ERROR_BODY) -> tuple[bytes, bool]:
+    """At most `limit` bytes of a body, and whether that was all of it."""
+    body = bytearray()
+    for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            return bytes(body[:limit]), False
+    return bytes(body), True
+
+
+def error_body(raw: bytes, complete: bool) -> Any:
+    """ComfyUI's JSON error answer; from a cut-off one, its `error` and the first whole
+    entries of `node_errors` (ComfyUI writes them in that order). None if not JSON."""
+    text = raw.decode("utf-8", errors="replace")
+    if complete:
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+    decoder = json.JSONDecoder()
+    out: dict = {}
+    at = text.find('"error"')
+    if at >= 0:
+        try:
+            out["error"] = decoder.raw_decode(text, _after_colon(text, at + 7))[0]
+        except ValueError:
+            pass
+    at = text.find('"node_errors"')
+    if at >= 0:
+        out["node_errors"] = nodes = {}
+        pos = _after_colon(text, at + 13) + 1  # past the opening brace
+        try:
+            while True:
+                key, pos = decoder.raw_decode(text, _skip(text, pos, " \n\r\t,"))
+                nodes[key], pos = decoder.raw_decode(text, _after_colon(text, pos))
+        except (ValueError, IndexError):
+            pass  # the cut: keep the entries read whole
+    return out or None
+
+
+def _after_colon(text: str, pos: int) -> int:
+    return _skip(text, _skip(text, pos, " \n\r\t") + 1, " \n\r\t")
+
+
+def _skip(text: str, pos: int, chars: str) -> int:
+    while pos < len(text) and text[pos] in chars:
+        pos += 1
+    return pos
+
+
+def _name(text: Any) -> str:
+    text = str(text)
+    return text if len(text) <= MAX_NAME else text[: MAX_NAME - 1] + "…"
 
 
 def _short(text: Any) -> str:
@@ -76,7 +137,10 @@ def format_rejection(body: Any, choices: Callable[[str, str], list[str] | None])
     head = "ComfyUI rejected the workflow"
     if len(lines) == 1:
         return f"{head}: {lines[0]}"
-    return f"{head} ({len(lines)} problems):\n" + "\n".join(f"- {line}" for line in lines)
+    total = len(lines)
+    if total > MAX_LINES:
+        lines = [*lines[:MAX_LINES], f"… and {total - MAX_LINES} more"]
+    return f"{head} ({total} problems):\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def node_error_lines(node_errors: dict, choices) -> list[str]:
@@ -89,17 +153,21 @@ def node_error_lines(node_errors: dict, choices) -> list[str]:
 
 def _node_order(item: tuple[str, Any]) -> tuple[int, str]:
     node_id = str(item[0])
-    return (int(node_id), node_id) if node_id.isdigit() else (1 << 30, node_id)
+    # Past 18 digits it is no node number ComfyUI made (and int() refuses 4,300+ digits).
+    numeric = node_id.isdigit() and len(node_id) <= 18
+    return (int(node_id), node_id) if numeric else (1 << 62, node_id)
 
 
 def _node_lines(node_id: str, node: Any, choices) -> list[str]:
+    node_id = _name(node_id)
     if not isinstance(node, dict):
         return [f"node {node_id}: {_short(node)}"]
-    class_type = node.get("class_type") or "?"
+    class_type = _name(node.get("class_type") or "?")
     out = []
     for err in node.get("errors") or [{}]:
         extra = err.get("extra_info") or {}
         input_name = extra.get("input_name")
+        input_name = _name(input_name) if input_name else input_name
         where = f"node {node_id} ({class_type})" + (f" input {input_name!r}" if input_name else "")
         message = _short(err.get("message") or "invalid")
         details = _short(err.get("details") or "")

@@ -1,28 +1,31 @@
 """Input images: decoded from base64 / data URIs, or downloaded from a URL.
 
 Downloads are guarded against server-side request forgery: http(s) only, the
-host name is resolved and *every* address must be public (loopback, private,
-link-local — cloud metadata lives there — CGNAT, multicast and reserved
-ranges are refused unless BAKERY_URL_ALLOW lists them), each redirect hop is
-checked the same way, and the address actually connected to is checked again
-before the body is read (a DNS answer that changes between the check and the
-connection cannot sneak through). Size and time are bounded.
+host name is resolved once and *every* address must be public (loopback,
+private, link-local — cloud metadata lives there — CGNAT, multicast, reserved
+ranges, and IPv6 forms that wrap one of them: ::ffff:, NAT64, 6to4,
+IPv4-compatible, site-local, Teredo — are refused unless BAKERY_URL_ALLOW lists
+them); the connection goes to the address that was checked (a DNS answer that
+changes between the check and the connection cannot sneak through), and each
+redirect hop is checked the same way. Size and time are bounded: the download
+ends by its deadline whatever the server sends.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import http.client
 import ipaddress
 import re
 import socket
+import ssl
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
-from handler import http, settings
+from handler import settings
 from handler.jobs.errors import JobInputError
 from handler.jobs.input import MAX_IMAGE_BYTES, ImageInput
 
@@ -49,12 +52,16 @@ class LoadedImage:
     data: bytes
 
 
-def load(images: list[ImageInput]) -> list[LoadedImage]:
-    """Decode or download every input image, before anything reaches ComfyUI."""
+def load(images: list[ImageInput], deadline: float | None = None) -> list[LoadedImage]:
+    """Decode or download every input image, before anything reaches ComfyUI.
+
+    `deadline` (time.monotonic()) is the job's: no download runs past it.
+    """
     out = []
     for i, img in enumerate(images):
         if img.url is not None:
-            out.append(LoadedImage(img.name, from_url(img.url, f"images[{i}].url")))
+            data = from_url(img.url, f"images[{i}].url", deadline)
+            out.append(LoadedImage(img.name, data))
         else:
             out.append(LoadedImage(img.name, decode(img.image or "", f"images[{i}].image")))
     return out
@@ -85,70 +92,109 @@ def decode(text: str, field: str) -> bytes:
     return data
 
 
-_session: requests.Session | None = None
+def from_url(url: str, field: str, deadline: float | None = None) -> bytes:
+    """GET an input image from `url`: every hop's address checked, size and time bounded.
 
-
-def _http() -> requests.Session:
-    global _session
-    if _session is None:
-        # Two tries at most: a download is on the job's clock. No proxies from the
-        # environment: the address check must be about the address we connect to.
-        _session = http.session(total=1, backoff_factor=0.2)
-        _session.trust_env = False
-    return _session
-
-
-def from_url(url: str, field: str) -> bytes:
-    """GET an input image from `url`: every hop's address checked, size and time bounded."""
+    `deadline` (time.monotonic()) is the job's own; the download ends by the earlier of
+    it and BAKERY_URL_TIMEOUT_S, whatever the server does (a slow drip included).
+    """
     limit = MAX_IMAGE_BYTES.get()
-    deadline = time.monotonic() + URL_TIMEOUT.get()
+    budget = URL_TIMEOUT.get()
+    ends = (
+        time.monotonic() + budget if deadline is None else min(deadline, time.monotonic() + budget)
+    )
+    late = f"{field}: download took longer than {budget:g} s"
     for _hop in range(MAX_REDIRECTS + 1):
-        host = check_url(url, field)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise JobInputError(f"{field}: download took longer than {URL_TIMEOUT.get():g} s")
-        try:
-            resp = _http().get(
-                url, stream=True, allow_redirects=False, timeout=(min(left, 10), left)
-            )
-        except requests.RequestException as err:
-            raise JobInputError(f"{field}: download from {host} failed ({_reason(err)})") from None
-        with resp:
-            _check_peer(resp, field)
-            if resp.is_redirect and resp.headers.get("location"):
-                url = urljoin(url, resp.headers["location"])
-                continue
-            if resp.status_code != 200:
-                raise JobInputError(f"{field}: {host} answered HTTP {resp.status_code}")
-            size = resp.headers.get("content-length", "")
-            if size.isdigit() and int(size) > limit:
-                raise JobInputError(
-                    f"{field}: image is larger than {_mib(limit)} (BAKERY_MAX_IMAGE_BYTES)"
-                )
-            body = bytearray()
-            try:
-                for chunk in resp.iter_content(64 * 1024):
-                    body += chunk
-                    if len(body) > limit:
-                        raise JobInputError(
-                            f"{field}: image is larger than {_mib(limit)} (BAKERY_MAX_IMAGE_BYTES)"
-                        )
-                    if time.monotonic() > deadline:
-                        raise JobInputError(
-                            f"{field}: download took longer than {URL_TIMEOUT.get():g} s"
-                        )
-            except requests.RequestException as err:
-                raise JobInputError(
-                    f"{field}: download from {host} failed ({_reason(err)})"
-                ) from None
-            if not body:
-                raise JobInputError(f"{field}: {host} sent an empty file")
-            return bytes(body)
+        host, port, address = check_url(url, field)
+        if time.monotonic() >= ends:
+            raise JobInputError(late)
+        status, location, body = _get(url, host, port, address, ends, limit, field)
+        if location is not None:
+            url = urljoin(url, location)
+            continue
+        if status != 200:
+            raise JobInputError(f"{field}: {host} answered HTTP {status}")
+        if not body:
+            raise JobInputError(f"{field}: {host} sent an empty file")
+        return body
     raise JobInputError(f"{field}: more than {MAX_REDIRECTS} redirects")
 
 
-def check_url(url: str, field: str) -> str:
-    """Refuse a URL whose scheme or any resolved address is not allowed; return its host."""
+def _get(
+    url: str, host: str, port: int, address: str, ends: float, limit: int, field: str
+) -> tuple[int, str | None, bytes]:
+    """One GET over a connection to `address` (the one checked), never to a fresh lookup.
+
+    requests cannot be told which address to connect to, and a second DNS answer could
+    point elsewhere (DNS rebinding), so this one request goes through http.client on a
+    socket we opened ourselves. A timer shuts the socket at `ends`: a server that sends
+    a byte every half second cannot stretch a read past the deadline.
+    """
+    parts = urlsplit(url)
+    too_big = f"{field}: image is larger than {_mib(limit)} (BAKERY_MAX_IMAGE_BYTES)"
+    failed = f"{field}: download from {host} failed"
+    left = ends - time.monotonic()
+    try:
+        sock = socket.create_connection((address, port), timeout=min(left, 10))
+    except OSError as err:
+        raise JobInputError(f"{failed} ({_reason(err)})") from None
+    watchdog = threading.Timer(max(left, 0), _shut, (sock,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        sock.settimeout(max(left, 0.001))
+        if parts.scheme == "https":
+            sock = ssl.create_default_context().wrap_socket(sock, server_hostname=host)
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(host, port)
+        else:
+            conn = http.client.HTTPConnection(host, port)
+        conn.sock = sock  # already connected, to the checked address
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        conn.request(
+            "GET",
+            target,
+            headers={"Host": parts.netloc, "Accept-Encoding": "identity", "User-Agent": "bakery"},
+        )
+        resp = conn.getresponse()
+        if resp.status in (301, 302, 303, 307, 308) and resp.getheader("location"):
+            return resp.status, resp.getheader("location"), b""
+        if resp.status != 200:
+            return resp.status, None, b""
+        size = resp.getheader("content-length", "")
+        if size.isdigit() and int(size) > limit:
+            raise JobInputError(too_big)
+        body = bytearray()
+        while chunk := resp.read1(64 * 1024):
+            body += chunk
+            if len(body) > limit:
+                raise JobInputError(too_big)
+            if time.monotonic() >= ends:
+                raise TimeoutError
+        if time.monotonic() >= ends - 0.01:  # the watchdog ended the body, not the server
+            raise TimeoutError
+        return 200, None, bytes(body)
+    except (OSError, http.client.HTTPException, ValueError) as err:
+        # The watchdog's shutdown reads as a reset connection: it was the deadline.
+        why = "timed out" if time.monotonic() >= ends - 0.01 else _reason(err)
+        raise JobInputError(f"{failed} ({why})") from None
+    finally:
+        watchdog.cancel()
+        sock.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def check_url(url: str, field: str) -> tuple[str, int, str]:
+    """Refuse a URL whose scheme or any resolved address is not allowed.
+
+    Returns its host, port and the checked address to connect to: the name is resolved
+    once, here, and nothing else resolves it again.
+    """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise JobInputError(f"{field}: only http and https URLs are accepted")
@@ -161,25 +207,56 @@ def check_url(url: str, field: str) -> str:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError):
-        raise JobInputError(f"{field}: cannot resolve host {host!r}") from None
+        raise JobInputError(f"{field}: cannot resolve host {_short(host)!r}") from None
     for info in infos:
         _check_address(info[4][0], host, field)
-    return host
+    return host, port, infos[0][4][0]
+
+
+# IPv6 ranges that carry an IPv4 address inside (checked as that address), and those
+# that reach somewhere other than the public internet although ip.is_global says yes.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_NOT_PUBLIC_V6 = (
+    ipaddress.ip_network("::/96"),  # IPv4-compatible ::a.b.c.d (deprecated)
+    ipaddress.ip_network("fec0::/10"),  # site-local (deprecated, still routed inside sites)
+    ipaddress.ip_network("2001::/32"),  # Teredo: a tunnel whose far end is a NAT
+)
+
+
+def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """A unicast address on the public internet, seen through IPv6 wrappers of IPv4."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped:
+            return is_public(ip.ipv4_mapped)
+        if any(ip in net for net in _NAT64):
+            return is_public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+        if ip.sixtofour:
+            return is_public(ip.sixtofour)
+        if any(ip in net for net in _NOT_PUBLIC_V6):
+            return False
+    return ip.is_global and not ip.is_multicast
 
 
 def _check_address(address: str, host: str, field: str) -> None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    if ip.is_global and not ip.is_multicast:
+    if is_public(ip):
         return
     if any(ip in net for net in _allowed()):
         return
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+        if any(ip in net for net in _allowed()):
+            return
+    host = _short(host)
     shown = host if host == str(ip) else f"{host} ({ip})"
     raise JobInputError(
         f"{field}: {shown} is not a public address (loopback, private, link-local and metadata "
         "addresses are refused; BAKERY_URL_ALLOW can allow some)"
     )
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _allowed() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -196,23 +273,10 @@ def _allowed() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return nets
 
 
-def _check_peer(resp: requests.Response, field: str) -> None:
-    """Check the address the connection really went to (defeats DNS rebinding)."""
-    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
-    if sock is None:  # the server said "Connection: close": the socket hangs off the reader
-        sock = getattr(getattr(getattr(resp.raw, "_fp", None), "fp", None), "raw", None)
-        sock = getattr(sock, "_sock", None)
-    try:
-        peer = sock.getpeername()[0]
-    except (AttributeError, OSError, TypeError, IndexError):
-        return  # not exposed by this urllib3; the resolved addresses were checked
-    _check_address(peer, urlsplit(resp.url).hostname or peer, field)
-
-
 def _reason(err: Exception) -> str:
-    if isinstance(err, requests.Timeout) or "timed out" in str(err).lower():
+    if isinstance(err, (TimeoutError, socket.timeout)) or "timed out" in str(err).lower():
         return "timed out"
-    if isinstance(err, requests.ConnectionError):
+    if isinstance(err, (ConnectionError, OSError)):
         return "connection failed"
     return type(err).__name__
 

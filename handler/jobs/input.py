@@ -14,6 +14,7 @@ image data or an API key.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +43,8 @@ MAX_IMAGES = 64
 
 # A name ComfyUI stores as-is in its input folder: no folders, no leading dot,
 # nothing a filesystem or a URL treats specially.
-IMAGE_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_ .()+=,-]{0,199}$"
+# \A…\Z, not ^…$: jsonschema uses re.search, where `$` also matches before a final "\n".
+IMAGE_NAME_PATTERN = r"\A[A-Za-z0-9_][A-Za-z0-9_ .()+=,-]{0,199}\Z"
 
 
 def schema() -> dict:
@@ -102,6 +104,13 @@ def parse(job_input: Any) -> JobInput:
     """Validate a job's `input` and return what the worker needs, or raise JobInputError."""
     job_input = _object(job_input)
     job_input, warnings = _check_schema(job_input)
+    timeout = job_input.get("timeout_s")
+    # JSON from Python may hold NaN or Infinity, which pass every comparison of the schema.
+    if isinstance(timeout, float) and not math.isfinite(timeout):
+        raise JobInputError(
+            "timeout_s: is not a finite number — send the seconds the job may run, "
+            "or leave it out for the default"
+        )
     workflow = _workflow(job_input["workflow"])
     images = [ImageInput(**entry) for entry in job_input.get("images", [])]
     seen: set[str] = set()
@@ -256,12 +265,17 @@ def _workflow(value: Any) -> dict:
     for node_id, node in value.items():
         if not isinstance(node, dict) or not isinstance(node.get("class_type"), str):
             raise JobInputError(
-                f"workflow[{node_id!r}]: must be a node with a `class_type` string and `inputs` "
-                'object — is this an API-format workflow? (ComfyUI: "Export (API)")'
+                f"workflow[{_node(node_id)}]: must be a node with a `class_type` string and "
+                '`inputs` object — is this an API-format workflow? (ComfyUI: "Export (API)")'
             )
         if not isinstance(node.get("inputs", {}), dict):
-            raise JobInputError(f"workflow[{node_id!r}].inputs: must be an object")
+            raise JobInputError(f"workflow[{_node(node_id)}].inputs: must be an object")
     return value
+
+
+def _node(node_id: str) -> str:
+    """A node id as an error names it: quoted, at most 80 characters of it."""
+    return repr(node_id if len(node_id) <= 80 else node_id[:77] + "...")
 
 
 def _json_type(value: Any) -> str:

@@ -128,9 +128,11 @@ def deliver(
     job_folder: str,
     warnings: list[str],
     errors: list[str],
+    deadline: float | None = None,
 ) -> dict[str, list[dict]]:
     """Fetch each file via /view and return it as base64 or as an uploaded S3 URL; a file
-    that cannot be fetched or uploaded is left out and named in `errors`."""
+    that cannot be fetched or uploaded is left out and named in `errors`. `deadline`
+    (time.monotonic()) is the job's: no upload runs past it."""
     result: dict[str, list[dict]] = {}
     upload = storage.configured()
     used: set[str] = set()
@@ -155,7 +157,7 @@ def deliver(
         ctype = content_type(name, served)
         if upload:
             try:
-                url = storage.upload(job_id, name, data, ctype)
+                url = storage.upload(job_id, name, data, ctype, deadline)
             except OutputError as err:
                 errors.append(str(err))
                 continue

@@ -16,6 +16,7 @@ so the endpoint, keys and region are read exactly as RunPod documents them.
 from __future__ import annotations
 
 import posixpath
+import threading
 import time
 
 from handler import settings
@@ -75,27 +76,57 @@ def bucket() -> str:
     return BUCKET_NAME.get() or time.strftime("%m-%y")
 
 
-def upload(job_id: str, name: str, data: bytes, content_type: str) -> str:
-    """Store one output; return a presigned URL for it."""
+def upload(
+    job_id: str, name: str, data: bytes, content_type: str, deadline: float | None = None
+) -> str:
+    """Store one output; return a presigned URL for it. Ends by `deadline` (the job's)."""
     import botocore.exceptions
 
     client = _boto()
     if client is None:
         raise OutputError("outputs: the bucket is configured but boto3 is not installed")
     key = f"{job_id}/{name}"
-    try:
+    endpoint = settings.BUCKET_ENDPOINT_URL.get()
+
+    def put() -> str:
         client.put_object(Bucket=bucket(), Key=key, Body=data, ContentType=content_type)
         return client.generate_presigned_url(
             "get_object", Params={"Bucket": bucket(), "Key": key}, ExpiresIn=URL_EXPIRY_S
         )
+
+    try:
+        return _by(deadline, put, f"outputs: uploading {name!r} to {endpoint}")
     except botocore.exceptions.ClientError as err:
         code = err.response.get("Error", {}).get("Code", "error")
         raise OutputError(
-            f"outputs: uploading {name!r} to bucket {bucket()!r} at "
-            f"{settings.BUCKET_ENDPOINT_URL.get()} failed ({code})"
+            f"outputs: uploading {name!r} to bucket {bucket()!r} at {endpoint} failed ({code})"
         ) from None
     except botocore.exceptions.BotoCoreError as err:
         raise OutputError(
-            f"outputs: uploading {name!r} to {settings.BUCKET_ENDPOINT_URL.get()} failed "
-            f"({type(err).__name__})"
+            f"outputs: uploading {name!r} to {endpoint} failed ({type(err).__name__})"
         ) from None
+
+
+def _by(deadline: float | None, call, what: str):
+    """`call()`, given up on at `deadline`: boto3 has no per-call time limit (its own
+    timeouts and retries add up to minutes), so the call runs in a thread the job stops
+    waiting for; that thread ends on boto3's own timeouts."""
+    if deadline is None:
+        return call()
+    left = deadline - time.monotonic()
+    done: dict = {}
+
+    def run() -> None:
+        try:
+            done["value"] = call()
+        except BaseException as exc:  # handed to the job's thread below
+            done["error"] = exc
+
+    worker = threading.Thread(target=run, name="bakery-upload", daemon=True)
+    worker.start()
+    worker.join(max(left, 0))
+    if worker.is_alive():
+        raise OutputError(f"{what} did not finish within the job's timeout_s")
+    if "error" in done:
+        raise done["error"]
+    return done["value"]

@@ -82,13 +82,16 @@ class Job:
         self.prompt_run = PromptRun()
         self.errors: list[str] = []  # what failed in a job that still produced something
         self.warnings: list[str] = []  # what the input had that was ignored
+        self.deadline: float | None = None  # the run's and its uploads' (set in run())
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), wait for ComfyUI,
         check resources, upload the images; return the prompt to send."""
         self.warnings = job_input.warnings
         t = time.monotonic()
-        loaded = images.load(job_input.images)
+        # Every network step ends by the job's timeout_s: input downloads counted from here,
+        # the run and its uploads from the prompt's start (where ComfyUI's clock starts).
+        loaded = images.load(job_input.images, deadline=t + job_input.timeout_s)
         self.telemetry.add("input_fetch", time.monotonic() - t)
         stats = self.comfy.wait_ready()
         resources.check(stats, str(cleanup.folder("output")))
@@ -109,6 +112,7 @@ class Job:
     def run(self, prompt: dict, job_input: JobInput) -> PromptRun:
         extra = {"api_key_comfy_org": job_input.api_key} if job_input.api_key else {}
         run = self.prompt_run
+        self.deadline = time.monotonic() + job_input.timeout_s
         try:
             return self.comfy.run_prompt(
                 prompt, job_input.timeout_s, run, extra_data=extra, on_progress=self.on_progress
@@ -126,7 +130,14 @@ class Job:
         found, texts, skipped = outputs.collect(run.outputs, job_input.include_previews)
         warnings, errors = list(job_input.warnings), [*run.warnings, *self.errors]
         delivered = outputs.deliver(
-            self.comfy, self.id, found, texts, self.files.job_folder, warnings, errors
+            self.comfy,
+            self.id,
+            found,
+            texts,
+            self.files.job_folder,
+            warnings,
+            errors,
+            self.deadline,
         )
         self.telemetry.add("output_upload", time.monotonic() - t)
         result = outputs.result(delivered, warnings, errors, skipped)

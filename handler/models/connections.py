@@ -129,8 +129,22 @@ class Connections:
             "total": self.total,
             "segments": [[s.start, s.end, s.done] for s in segments] if len(segments) > 1 else [],
         }
-        write_atomic(self.d.place.part_state, json.dumps(state) + "\n")
+        with self._disk_full_named(sum(s.done - s.start for s in segments)):
+            write_atomic(self.d.place.part_state, json.dumps(state) + "\n")
         self.saved_at = time.monotonic()
+
+    @contextlib.contextmanager
+    def _disk_full_named(self, done: int):
+        """A full disk, wherever this download writes, is said in words, not as an errno."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise FetchError(
+                    f"the disk filled up after {done} bytes — "
+                    "free space or use a larger network volume"
+                ) from None
+            raise
 
     # --- running the connections --------------------------------------------------
 
@@ -288,15 +302,10 @@ class Connections:
                 if not n:
                     break
                 data = buf[:n]
-                try:
-                    os.pwrite(self.fd, data, seg.done)
-                except OSError as exc:
-                    if exc.errno == errno.ENOSPC:
-                        raise FetchError(
-                            f"the disk filled up after {seg.done} bytes — "
-                            "free space or use a larger network volume"
-                        ) from None
-                    raise
+                written = 0
+                with self._disk_full_named(seg.done):
+                    while written < n:  # pwrite may write less than asked (a full disk)
+                        written += os.pwrite(self.fd, data[written:], seg.done + written)
                 seg.done += len(data)
                 self.progress.add(len(data))
                 if seg.start <= self.hasher.watermark:  # this one extends the hashed prefix

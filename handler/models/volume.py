@@ -107,8 +107,12 @@ def write_model_paths(root: Path, path: Path, image: Path | None = None) -> Path
 
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave an empty file behind
+        raise
 
 
 @dataclass(frozen=True)

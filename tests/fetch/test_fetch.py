@@ -443,6 +443,40 @@ def test_the_disk_check_counts_what_is_already_downloaded(server, box, small_dis
     assert (small_disk / "models" / "checkpoints" / "m.safetensors").read_bytes() == data
 
 
+def test_a_disk_filling_up_under_several_connections_is_named_and_leaves_no_temp_file(
+    server, box, small_disk, monkeypatch
+):
+    monkeypatch.setenv("BAKERY_FETCH_SPLIT_MB", "1")
+    monkeypatch.setenv("BAKERY_FETCH_CONNECTIONS", "4")
+    monkeypatch.setenv("BAKERY_FETCH_SPLIT_S", "0.2")
+    monkeypatch.setenv("BAKERY_FETCH_RETRIES", "1")
+    server.rate = 4 * MiB  # per connection: slow enough to split
+    data = blob(12 * MiB)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data, size=None))
+    with pytest.raises(FetchError) as err:
+        fetch.fetch()
+    assert re.fullmatch(
+        r"1 of 1 models could not be fetched:\n  checkpoints/m\.safetensors: the disk filled up "
+        r"after \d+ bytes — free space or use a larger network volume",
+        str(err.value),
+    )
+    files = [p for p in small_disk.rglob("*") if p.is_file() and p.suffix != ".lock"]
+    empty = [p for p in files if p.stat().st_size == 0]  # a lock file is empty by design
+    assert empty == []
+
+
+def test_short_writes_are_written_in_full(server, box, monkeypatch):
+    """os.pwrite may write fewer bytes than asked; the rest must follow, not be lost."""
+    real = os.pwrite
+    monkeypatch.setattr(
+        os, "pwrite", lambda fd, data, at: real(fd, bytes(data[: max(1, len(data) // 3)]), at)
+    )
+    data = blob(3 * MiB + 5)
+    box.write_manifest(manifest_entry(server.add("m.safetensors", data), data))
+    fetch.fetch()
+    assert (box.models / "checkpoints" / "m.safetensors").read_bytes() == data
+
+
 def test_a_disk_filling_up_midway_is_named(server, box, small_disk):
     data = blob(10 * MiB)
     box.write_manifest(manifest_entry(server.add("m.safetensors", data), data, size=None))

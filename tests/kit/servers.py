@@ -51,6 +51,7 @@ class FileServer:
         self.requests: list[str] = []
         self.posts: list[tuple[str, dict, bytes]] = []
         self.delay_s = 0.0
+        self.drip_s = 0.0  # > 0: send the body one byte at a time, this long apart
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -64,7 +65,16 @@ class FileServer:
                 self.end_headers()
                 if outer.delay_s:
                     time.sleep(outer.delay_s)
-                self.wfile.write(body)
+                if not outer.drip_s:
+                    self.wfile.write(body)
+                    return
+                for i in range(len(body)):
+                    try:
+                        self.wfile.write(body[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up, as it should
+                        return
+                    time.sleep(outer.drip_s)
 
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -118,7 +128,18 @@ class StubComfy:
         async def prompt(request):
             self.requests.append("POST /prompt")
             status, text = self.prompt_answer
-            return web.Response(status=status, text=text)
+            if isinstance(text, str):
+                return web.Response(status=status, text=text)
+            # An iterable of bytes: streamed as made, so a huge answer costs no memory here.
+            resp = web.StreamResponse(status=status)
+            resp.content_type = "application/json"
+            await resp.prepare(request)
+            try:
+                for chunk in text:
+                    await resp.write(chunk)
+            except ConnectionError:  # the client read what it wanted and left
+                pass
+            return resp
 
         app.add_routes(
             [web.get("/system_stats", stats), web.get("/ws", ws), web.post("/prompt", prompt)]

@@ -14,11 +14,12 @@ from bakery.secret_scan import shown
 from handler import manifest
 from handler.schema_errors import dotted
 
-# Names become bake target names and image tags: keep them to what both accept.
-TAG_SAFE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-RELEASE_TAG = re.compile(r"^v?[0-9]+(\.[0-9]+){1,3}([.-][0-9A-Za-z.-]+)?$")
-FULL_COMMIT = re.compile(r"^[0-9a-f]{40}$")
-SHORT_COMMIT = re.compile(r"^[0-9a-f]{7,39}$")
+# Names become bake target names, image tags, Dockerfile COPY --from and LABEL values
+# (refused: nothing else passes). Always fullmatch: `$` also matches before a final "\n".
+TAG_SAFE = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
+RELEASE_TAG = re.compile(r"v?[0-9]+(\.[0-9]+){1,3}([.-][0-9A-Za-z.-]+)?")
+FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
+SHORT_COMMIT = re.compile(r"[0-9a-f]{7,39}")
 BRANCHES = {"master", "main", "develop", "dev", "head", "latest", "trunk", "nightly", "stable"}
 
 
@@ -31,13 +32,14 @@ def name_problems(marked: Marked) -> list[Problem]:
             named.append(("node_sets", ns_name, "nodes"))
     for section in named:
         for name, _ in items_of(get_in(data, section)):
-            if not TAG_SAFE.match(str(name)):
+            if not TAG_SAFE.fullmatch(str(name)):
                 slug = re.sub(r"[^a-z0-9_-]+", "-", str(name).lower()).strip("-_")[:40] or "x"
                 out.append(
                     Problem(
                         *marked.key_at((*section, name)),
                         dotted((*section, name)),
-                        f"'{name}' is not tag-safe (it becomes part of image tags and targets)",
+                        f"{shown(name)} is not tag-safe "
+                        "(it becomes part of image tags and targets)",
                         f"use lowercase letters, digits, '-' and '_' (e.g. '{slug}')",
                     )
                 )
@@ -59,13 +61,17 @@ def name_problems(marked: Marked) -> list[Problem]:
 
 def comfyui_problems(marked: Marked) -> list[Problem]:
     version = get_in(marked.data, ("comfyui", "version"))
-    if not isinstance(version, str) or RELEASE_TAG.match(version) or FULL_COMMIT.match(version):
+    if (
+        not isinstance(version, str)
+        or RELEASE_TAG.fullmatch(version)
+        or FULL_COMMIT.fullmatch(version)
+    ):
         return []
     path = ("comfyui", "version")
     if version.lower() in BRANCHES or "/" in version:
-        what = f"'{version}' is a branch, which moves under you"
-    elif SHORT_COMMIT.match(version):
-        what = f"'{version}' is a short commit, which can become ambiguous"
+        what = f"{shown(version)} is a branch, which moves under you"
+    elif SHORT_COMMIT.fullmatch(version):
+        what = f"{shown(version)} is a short commit, which can become ambiguous"
     else:
         what = f"{shown(version)} is neither a release tag nor a full commit"
     fix = "pin a release tag (e.g. v0.3.64) or a full 40-character commit"

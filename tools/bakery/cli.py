@@ -15,8 +15,6 @@ from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError
 from bakery.variants import display_name
 from bakery.variants import load as load_variants
 
-REPO = Path(__file__).resolve().parents[2]
-
 EPILOG = """\
 exit codes:
   0  success
@@ -36,15 +34,17 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="PATH",
-        help="the variants file (default: variants.yaml in --out, else the repository root)",
+        help="the variants file (default: variants.yaml in --out, else the nearest one at or "
+        "above the current folder)",
     )
     common.add_argument(
         "--out",
         type=Path,
         default=None,
         metavar="DIR",
-        help="repository root where build/, docker-bake.hcl and README.md live (default: "
-        "the repository bakery runs from)",
+        help="project folder where build/, docker-bake.hcl and README.md live (default: the "
+        "folder of --file, else the nearest folder at or above the current one with a "
+        "variants.yaml)",
     )
     ap = argparse.ArgumentParser(
         prog="bakery",
@@ -126,9 +126,29 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    out = args.out or REPO
-    file = args.file or (out / "variants.yaml")
-    return Path(file), Path(out)
+    """The variants file and the project folder: given, or found from the current folder.
+
+    Never the folder bakery was installed from: an installed `bakery` run in another
+    project must act on that project (each command names the file it used).
+    """
+    if args.out is not None:
+        out = Path(args.out)
+    elif args.file is not None:
+        out = Path(args.file).resolve().parent
+    else:
+        out = _project_root(Path.cwd())
+    return Path(args.file or (out / "variants.yaml")), out
+
+
+def _project_root(start: Path) -> Path:
+    """The nearest folder at or above `start` that holds a variants.yaml."""
+    for folder in (start, *start.parents):
+        if (folder / "variants.yaml").is_file():
+            return folder
+    raise BakeryError(
+        f"no variants.yaml in {start} or any folder above it — run bakery inside a project, "
+        "or pass --file PATH (and --out DIR)"
+    )
 
 
 def _count(n: int, noun: str) -> str:

@@ -44,7 +44,8 @@ def expand(marked: Marked) -> tuple[list[tuple[str, str, str | None]], list[Prob
             names = entry.get(section, [None] if section == "node_sets" else [])
             names = names if isinstance(names, list) else []
             for i, name in enumerate(names):
-                if name is not None and name not in known[section]:
+                # A name that is not text is the schema's to report (expected text).
+                if isinstance(name, str) and name not in known[section]:
                     problems.append(unknown(section, name, ("variants", e, section, i)))
             lists[section] = [n for n in names if n is None or n in known[section]]
         excludes = entry.get("exclude") if isinstance(entry.get("exclude"), list) else []
@@ -55,7 +56,7 @@ def expand(marked: Marked) -> tuple[list[tuple[str, str, str | None]], list[Prob
                 ("node_set", "node_sets"),
             ):
                 if isinstance(rule, dict) and field_name in rule:
-                    if rule[field_name] not in known[section]:
+                    if isinstance(rule[field_name], str) and rule[field_name] not in known[section]:
                         path = ("variants", e, "exclude", x, field_name)
                         problems.append(unknown(section, rule[field_name], path))
         count = 0

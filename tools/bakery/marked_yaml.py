@@ -59,15 +59,41 @@ def _pos(mark: yaml.Mark) -> tuple[int, int]:
     return mark.line + 1, mark.column + 1
 
 
+# Bounds on what one file may cost to load (stated in the README): a few alias
+# lines can otherwise stand for billions of values ("billion laughs"), and deep
+# nesting exhausts Python's recursion.
+MAX_VALUES = 100_000  # values after expanding every alias
+MAX_DEPTH = 50  # mappings and lists inside each other
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node, what: str, fix: str):
+        self.node, self.what, self.fix = node, what, fix
+
+
 def load(text: str) -> Marked:
     """Parse `text`. YAML syntax errors come back as one Problem, never an exception."""
-    loader = yaml.SafeLoader(text)
+    loader = None
     try:
+        loader = yaml.SafeLoader(text)  # refuses control characters already (ReaderError)
         root = loader.get_single_node()
         marked = Marked(data=None)
         if root is not None:
-            marked.data = _build(loader, root, (), marked)
+            marked.data = _build(loader, root, (), marked, [0])
         return marked
+    except _TooBig as exc:
+        return Marked(
+            data=None,
+            problems=[Problem(*_pos(exc.node.start_mark), "(top level)", exc.what, exc.fix)],
+        )
+    except RecursionError:
+        what = f"the file nests more than {MAX_DEPTH} levels deep"
+        return Marked(data=None, problems=[Problem(1, 1, "(syntax)", what, _FLATTEN)])
+    except yaml.reader.ReaderError as exc:
+        line, col = _reader_position(text, exc.position)
+        what = f"YAML syntax error: the control character U+{exc.character:04X} is not allowed"
+        fix = "remove it (only tabs and line breaks may appear, and tabs only inside text)"
+        return Marked(data=None, problems=[Problem(line, col, "(syntax)", what, fix)])
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = _pos(mark) if mark else (1, 1)
@@ -84,20 +110,44 @@ def load(text: str) -> Marked:
             fix = "indent with spaces; YAML does not allow tabs"
         return Marked(data=None, problems=[Problem(line, col, "(syntax)", what, fix)])
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
-def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marked: Marked) -> object:
+_FLATTEN = "variants.yaml needs only a few levels; write the value out flat"
+
+
+def _reader_position(text: str, index: int) -> tuple[int, int]:
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def _build(
+    loader: yaml.SafeLoader, node: yaml.Node, path: Path, marked: Marked, count: list
+) -> object:
+    count[0] += 1
+    if count[0] > MAX_VALUES:
+        raise _TooBig(
+            node,
+            f"the file stands for more than {MAX_VALUES:,} values once its aliases (*name) "
+            "are expanded",
+            "use fewer aliases; variants.yaml needs only a few hundred values",
+        )
+    if len(path) > MAX_DEPTH:
+        raise _TooBig(node, f"the file nests more than {MAX_DEPTH} levels deep", _FLATTEN)
     marked.values[path] = _pos(node.start_mark)
     if isinstance(node, yaml.MappingNode):
-        loader.flatten_mapping(node)  # YAML merge keys (<<: *anchor)
+        own = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+        loader.flatten_mapping(node)  # YAML merge keys (<<: *anchor) come first, then own keys
+        merged = len(node.value) - own
         out: dict = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, (str, int)):
-                key = str(key)
+        written: set = set()  # keys written in this mapping itself (not merged in)
+        for i, (key_node, value_node) in enumerate(node.value):
+            key = _key(key_node, path, marked)
+            if key is None:
+                continue
             child = (*path, key)
-            if key in out:
+            if key in written:
                 first_line = marked.keys[child][0]
                 marked.problems.append(
                     Problem(
@@ -108,9 +158,29 @@ def _build(loader: yaml.SafeLoader, node: yaml.Node, path: Path, marked: Marked)
                     )
                 )
                 continue
+            if i >= merged:  # an explicit key overrides a merged one, as YAML says
+                written.add(key)
             marked.keys[child] = _pos(key_node.start_mark)
-            out[key] = _build(loader, value_node, child, marked)
+            out[key] = _build(loader, value_node, child, marked, count)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(loader, item, (*path, i), marked) for i, item in enumerate(node.value)]
+        return [
+            _build(loader, item, (*path, i), marked, count) for i, item in enumerate(node.value)
+        ]
     return loader.construct_object(node, deep=True)
+
+
+def _key(node: yaml.Node, path: Path, marked: Marked) -> str | None:
+    """A mapping key as text (every name in variants.yaml is text), or None if it cannot be one."""
+    if not isinstance(node, yaml.ScalarNode):
+        marked.problems.append(
+            Problem(
+                *_pos(node.start_mark),
+                dotted(path),
+                "a key here is a list or a mapping",
+                "write a plain name before the colon",
+            )
+        )
+        return None
+    # A name such as 128 or true is read as a number or a boolean; the file means text.
+    return node.value

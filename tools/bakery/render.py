@@ -30,16 +30,46 @@ TABLE_START = "<!-- variants:start -->"
 TABLE_END = "<!-- variants:end -->"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _hcl(value: object) -> str:
-    """A quoted HCL string; `${` and `%{` are escaped so values are never interpolated."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    """A quoted HCL string; `${` and `%{` are escaped so values are never interpolated.
+
+    Every control character is written as an escape (a raw CR would survive in the
+    file but read back as a line break, so `bakery check` would call it stale).
+    """
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    text = _CONTROL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     return '"' + text.replace("${", "$${").replace("%{", "%%{") + '"'
+
+
+def _one_line(value: object, context: str) -> str:
+    """`value`, which the schema keeps to one line; a line break here would be a bug."""
+    text = str(value)
+    if _CONTROL.search(text):
+        raise BakeryError(f"internal error: a control character reached {context}")
+    return text
 
 
 def _dq(value: object) -> str:
     """A double-quoted Dockerfile value (LABEL expands $, so it is escaped too)."""
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
+    text = _one_line(value, "a Dockerfile value")
+    text = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
     return f'"{text}"'
+
+
+def _sh(value: object) -> str:
+    """A shell word inside a Dockerfile RUN line (which a line break would end)."""
+    return shlex.quote(_one_line(value, "a Dockerfile RUN line"))
+
+
+def _md(value: object) -> str:
+    """Text for a Markdown table cell: no `|` that splits it, no HTML (such as the
+    table's own end marker), no line break that ends the row."""
+    text = _one_line(value, "a README table cell").replace("\\", "\\\\")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("`", "\\`")
 
 
 def _environment() -> jinja2.Environment:
@@ -50,7 +80,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,
     )
     env.filters["hcl"] = _hcl
-    env.filters["sh"] = shlex.quote
+    env.filters["sh"] = _sh
     return env
 
 
@@ -215,8 +245,8 @@ def table(config: Config) -> str:
             {
                 "tag": v.name,
                 "cuda": cuda,
-                "gpus": ", ".join(v.cuda.gpus),
-                "models": models.replace("|", "\\|"),
+                "gpus": _md(", ".join(v.cuda.gpus)),
+                "models": _md(models),
                 "download": download,
                 "vram": f"{ms.vram_gb} GB" if ms.vram_gb else "depends on your models",
                 "runpod": runpod_settings.table_columns(config, v),
@@ -275,7 +305,7 @@ def write(files: dict[str, str], out: Path) -> list[str]:
         readme = out / README
         if readme.exists():
             table_text = files[f"{BUILD_DIR}/variants.md"]
-            updated = with_table(readme.read_text(encoding="utf-8"), table_text)
+            updated = with_table(_read_exact(readme), table_text)
             if updated is not None:
                 _replace(readme, updated)
     except OSError as exc:
@@ -299,13 +329,18 @@ def _on_disk(out: Path) -> dict[str, str]:
     if build.is_dir():
         for path in sorted(build.rglob("*")):
             if path.is_file():
-                text = path.read_text(encoding="utf-8", errors="replace")
-                found[path.relative_to(out).as_posix()] = text
+                found[path.relative_to(out).as_posix()] = _read_exact(path)
     hub_files = sorted(p.relative_to(out).as_posix() for p in (out / hub.HUB_DIR).glob("*"))
     for rel in (BAKE_FILE, README, *hub_files):
         if (out / rel).is_file():
-            found[rel] = (out / rel).read_text(encoding="utf-8", errors="replace")
+            found[rel] = _read_exact(out / rel)
     return found
+
+
+def _read_exact(path: Path) -> str:
+    """The file's text as written: no universal-newline translation (CR stays CR)."""
+    with path.open(encoding="utf-8", errors="replace", newline="") as f:
+        return f.read()
 
 
 def stale(files: dict[str, str], out: Path) -> list[str]:

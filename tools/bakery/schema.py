@@ -1,4 +1,4 @@
-"""The shape of variants.yaml, as data (JSON Schema, checked with jsonschema).
+r"""The shape of variants.yaml, as data (JSON Schema, checked with jsonschema).
 
 The wording a user sees lives next to each rule: `x-what` says what is wrong
 (with `{value}` for the offending value, shown safely), `x-fix` how to fix it,
@@ -7,11 +7,18 @@ handler.schema_errors turns what it refuses into messages with them. A model
 entry is the manifest's own schema with this file's wording laid over it.
 Checks a schema cannot express (names that refer to each other, two models on
 one path, secrets) live in bakery.checks and bakery.secret_scan.
+
+Where a value ends up is written next to its rule, in `x-lands`: each Dockerfile,
+HCL, shell or Markdown context it reaches and whether it is *refused* there (the
+pattern admits nothing that context would read as syntax) or *escaped* (by a
+filter of bakery.render). Patterns use \A…\Z: jsonschema applies them with
+re.search, where `$` also matches before a final line break. Names (CUDA lines,
+sets, nodes) are checked in bakery.checks.TAG_SAFE, and every key is capped there.
 """
 
 from __future__ import annotations
 
-from handler.manifest import AUTH_KINDS, MODEL_FOLDERS, MODEL_SCHEMA
+from handler.manifest import AUTH_KINDS, MODEL_FOLDERS, MODEL_SCHEMA, NO_CONTROL
 from handler.schema_errors import with_wording
 
 URL_FIX = (
@@ -22,7 +29,18 @@ URL_FIX = (
 # Every URL in the file follows the manifest's rule for a model's URL.
 HTTP_URL = with_wording(MODEL_SCHEMA["properties"]["url"], {"x-fix": URL_FIX})
 
-LIST_OF_TEXT = {"type": "array", "items": {"type": "string"}}
+# One line of text without control characters (a line break would end a Dockerfile
+# instruction or a Markdown table row).
+ONE_LINE = {
+    "type": "string",
+    "pattern": rf"\A[^{NO_CONTROL}]+\Z",
+    "maxLength": 200,
+    "x-what": {"pattern": "{value} is empty or holds a line break or control character"},
+    "x-fix": {
+        "pattern": "write it on one line, without control characters",
+        "maxLength": "shorten it",
+    },
+}
 
 # A model entry is the manifest's (handler.manifest owns its rules and says what is
 # wrong); variants.yaml adds how to fix it, and lets sha256, size and auth be left out.
@@ -32,6 +50,7 @@ MODEL = with_wording(
         "required": ["url", "dir", "file"],
         "properties": {
             "url": {
+                "x-lands": "models.json (JSON-escaped); never a Dockerfile",
                 "x-fix": URL_FIX,
                 "x-example": "url: https://huggingface.co/<repo>/resolve/main/<file>",
             },
@@ -40,6 +59,8 @@ MODEL = with_wording(
                 "x-example": "dir: checkpoints",
             },
             "file": {
+                "x-lands": "Dockerfile LABEL bakery.models (escaped: render._dq; line breaks "
+                "refused), README table (escaped: render._md), models.json (JSON-escaped)",
                 "x-fix": "write only the file name (no folders); `dir` says where it goes",
                 "x-example": "file: model.safetensors",
             },
@@ -62,7 +83,7 @@ MODEL_SET = {
     "additionalProperties": False,
     "required": ["vram_gb", "models"],
     "properties": {
-        "description": {"type": "string"},
+        "description": {"type": "string", "x-lands": "nowhere generated"},
         "vram_gb": {
             "type": ["integer", "null"],
             "minimum": 1,
@@ -86,16 +107,25 @@ NODE = {
     "additionalProperties": False,
     "required": ["source", "commit"],
     "properties": {
-        "source": {**HTTP_URL, "x-example": "source: https://github.com/<owner>/<repo>.git"},
+        "source": {
+            **HTTP_URL,
+            "x-lands": "bake file context (escaped: render._hcl)",
+            "x-example": "source: https://github.com/<owner>/<repo>.git",
+        },
         "commit": {
             "type": "string",
-            "pattern": "^[0-9a-f]{40}$",
+            "pattern": r"\A[0-9a-f]{40}\Z",
+            "x-lands": "bake file context (refused: hexadecimal only)",
             "x-what": "{value} is not a full commit",
             "x-fix": "pin the node to its full 40-character commit hash (`git rev-parse HEAD`)",
             "x-example": "commit: <40-character commit hash>",
         },
         "pip": {
-            **LIST_OF_TEXT,
+            "type": "array",
+            "items": {
+                **ONE_LINE,
+                "x-lands": "Dockerfile RUN pip install (escaped: shlex.quote; line breaks refused)",
+            },
             "x-example": "pip: [some-package==1.2.3]",
         },
     },
@@ -106,7 +136,7 @@ NODE_SET = {
     "additionalProperties": False,
     "required": ["nodes"],
     "properties": {
-        "description": {"type": "string"},
+        "description": {"type": "string", "x-lands": "nowhere generated"},
         "nodes": {
             "type": "object",
             "minProperties": 1,
@@ -125,11 +155,31 @@ CUDA_LINE = {
     "properties": {
         "base_image": {
             "type": "string",
+            # ARG BASE_IMAGE=<value> is written raw: no quote, space, $, \\ or line break.
+            "pattern": r"\A[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}\Z",
+            "x-lands": "Dockerfile ARG BASE_IMAGE (refused), bake file (escaped: render._hcl)",
+            "x-what": "{value} is not an image reference",
+            "x-fix": "write registry/name:tag (letters, digits and . _ / : @ - only)",
             "x-example": "base_image: nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04",
         },
-        "torch": {**LIST_OF_TEXT, "x-example": "torch: [torch==2.8.0, torchvision==0.23.0]"},
+        "torch": {
+            "type": "array",
+            "items": {
+                "type": "string",
+                # Joined with spaces into ARG TORCH_PACKAGES="…", split by the shell in RUN.
+                "pattern": r"\A[A-Za-z0-9][A-Za-z0-9._+=<>!~,\[\]-]{0,99}\Z",
+                "x-lands": "Dockerfile ARG TORCH_PACKAGES and RUN (refused), bake file "
+                "(escaped: render._hcl)",
+                "x-what": "{value} is not a pinned package",
+                "x-fix": "write one requirement such as torch==2.8.0 (no spaces or quotes)",
+            },
+            "x-example": "torch: [torch==2.8.0, torchvision==0.23.0]",
+        },
         "torch_index": {
             **HTTP_URL,
+            # ARG TORCH_INDEX_URL=<value> is written raw: no quote, space, $, \\ or line break.
+            "pattern": r"\Ahttps?://[A-Za-z0-9._~:/?#@!&()*+,;=%\[\]-]+\Z",
+            "x-lands": "Dockerfile ARG TORCH_INDEX_URL (refused), bake file (escaped)",
             "x-example": "torch_index: https://download.pytorch.org/whl/cu128",
         },
         "gpu_archs": {
@@ -137,7 +187,8 @@ CUDA_LINE = {
             "minItems": 1,
             "items": {
                 "type": "string",
-                "pattern": r"^sm_[0-9]{2,3}[a-z]?$",
+                "pattern": r"\Asm_[0-9]{2,3}[a-z]?\Z",
+                "x-lands": "Dockerfile LABEL (refused and escaped: render._dq)",
                 "x-what": "{value} is not a GPU architecture",
                 "x-fix": "write a CUDA compute capability such as sm_89 or sm_120",
             },
@@ -145,7 +196,11 @@ CUDA_LINE = {
             "x-fix": "list the compute capabilities this line serves, e.g. [sm_80, sm_89]",
             "x-example": "gpu_archs: [sm_80, sm_86, sm_89, sm_90]",
         },
-        "gpus": {**LIST_OF_TEXT, "x-example": "gpus: [RTX 4090, L40S, H100]"},
+        "gpus": {
+            "type": "array",
+            "items": {**ONE_LINE, "x-lands": "README table cell (escaped: render._md)"},
+            "x-example": "gpus: [RTX 4090, L40S, H100]",
+        },
     },
 }
 
@@ -202,7 +257,9 @@ VARIANTS_SCHEMA = {
     "properties": {
         "image": {
             "type": "string",
-            "pattern": r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$",
+            "pattern": r"\A[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+\Z",
+            "maxLength": 255,
+            "x-lands": "bake file (escaped: render._hcl), README (refused: this pattern)",
             "x-what": "{value} is not an image repository",
             "x-fix": "write registry/owner/name in lowercase, without a tag "
             "(e.g. ghcr.io/your-org/comfy-bakery)",
@@ -213,9 +270,16 @@ VARIANTS_SCHEMA = {
             "additionalProperties": False,
             "required": ["version"],
             "properties": {
-                "version": {"type": "string", "x-example": "version: v0.3.64"},
+                "version": {
+                    "type": "string",
+                    "x-lands": "Dockerfile comment and LABEL, bake file (refused: "
+                    "bakery.checks accepts only a release tag or a full commit)",
+                    "x-example": "version: v0.3.64",
+                },
                 "source": {
                     **HTTP_URL,
+                    "x-lands": "Dockerfile comment (refused: HTTP_URL has no line break), "
+                    "bake file (escaped: render._hcl)",
                     "x-example": "source: https://github.com/comfyanonymous/ComfyUI.git",
                 },
             },

@@ -20,7 +20,7 @@ from bakery.expand import expand
 from bakery.marked_yaml import Marked
 from bakery.marked_yaml import load as load_marked
 from bakery.schema import VARIANTS_SCHEMA
-from bakery.secret_scan import secret_problems, shown
+from bakery.secret_scan import scrub, secret_problems, shown
 from handler import schema_errors
 
 WORDING = schema_errors.Wording(
@@ -39,11 +39,23 @@ def display_name(path: Path) -> str:
         return str(path)
 
 
+# The largest variants.yaml read (stated in the README); the default one is ~5 KB.
+MAX_FILE_BYTES = 1_000_000
+LONGEST_TEXT = 300  # characters of a problem's key path and of what is wrong
+
+
 def load(path: str | Path) -> Config:
     path = Path(path)
     source = display_name(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise BakeryError(
+                f"{source}: larger than {MAX_FILE_BYTES:,} bytes — variants.yaml describes "
+                "variants in a few KB; check that --file names the right file"
+            )
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise BakeryError(
             f"{source}: no such file — run bakery from the repository root or pass --file PATH"
@@ -69,7 +81,7 @@ def parse(text: str, path: Path) -> Config:
             )
         )
     if problems and marked.data is None:
-        raise VariantsError(source, problems)
+        raise VariantsError(source, [_safe(p) for p in problems])
     problems += schema_problems(marked)
     problems += secret_problems(marked)
     if isinstance(marked.data, dict):
@@ -79,8 +91,20 @@ def parse(text: str, path: Path) -> Config:
     variants, more = expand(marked)
     problems += more
     if problems:
-        raise VariantsError(source, problems)
+        raise VariantsError(source, [_safe(p) for p in problems])
     return build_config(marked.data, path, variants)
+
+
+def _safe(problem: Problem) -> Problem:
+    """A problem as it may be printed: no secret, no wall of text, whatever wrote it."""
+
+    def cap(text: str) -> str:
+        text = scrub(text)
+        return text if len(text) <= LONGEST_TEXT else text[: LONGEST_TEXT - 3] + "..."
+
+    # A fix is the schema's own wording (or a short suggestion): cleaned, not cut.
+    what, fix = cap(problem.what), scrub(problem.fix)
+    return Problem(problem.line, problem.col, cap(problem.path), what, fix)
 
 
 def schema_problems(marked: Marked) -> list[Problem]:
