@@ -151,6 +151,12 @@ def _project_root(start: Path) -> Path:
     )
 
 
+def _handler_home(out: Path) -> Path:
+    """The folder whose handler/ the images get (its requirements are part of the lock):
+    the project's own, else the one bakery came with (a render into an empty folder)."""
+    return out if (out / "handler").is_dir() else Path(__file__).resolve().parents[2]
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -182,20 +188,20 @@ def run(argv: list[str]) -> int:
         sys.stdout.write(ci_matrix.dumps(ci_matrix.matrix(config, args.image, args.version)))
         return EXIT_OK
     if args.command == "lock" and args.check:
-        problems = locks.differences(config, REPO, args.sources)
+        problems = locks.differences(config, _handler_home(out), args.sources)
         if problems:
             raise StaleError("\n".join(problems))
         print(f"lock/ matches a fresh lock of {display_name(file)}")
         return EXIT_OK
     if args.command == "lock":
-        written = locks.generate(config, REPO, args.sources)
+        written = locks.generate(config, _handler_home(out), args.sources)
         for path in written:
             print(f"wrote {display_name(path)}")
         print("now run `bakery render` and commit lock/ and build/")
         return EXIT_OK
     files = renderer.render(config)
     if args.command == "check" or (args.command == "build" and args.check):
-        problems = renderer.stale(files, out) + locks.stale(config, REPO)
+        problems = renderer.stale(files, out) + locks.stale(config, _handler_home(out))
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
@@ -209,7 +215,7 @@ def run(argv: list[str]) -> int:
         )
         for rel in changed:
             print(f"  {rel}")
-        for problem in locks.stale(config, REPO):
+        for problem in locks.stale(config, _handler_home(out)):
             print(f"note: {problem}", file=sys.stderr)
         if args.command == "render":
             return EXIT_OK
