@@ -4,10 +4,10 @@ ComfyUI lists outputs per node in history (`outputs[node]`): `images`
 (SaveImage "output", PreviewImage "temp"; the core video and animated
 WEBP/WEBM savers list there too, flagged `animated: [true]`), `gifs`
 (VideoHelperSuite), `audio`, and text from text-output nodes. Each file is
-fetched through /view and returned in the official worker's entry shape
-`{filename, type: "base64" | "s3_url", data}` (plus `content_type`) under
-`images`, `videos`, `audio` or `files`; text comes as `{filename, type:
-"text", data}` under `text`.
+read (ComfyClient.read_output: from disk, else through /view) and returned
+in the official worker's entry shape `{filename, type: "base64" | "s3_url",
+data}` (plus `content_type`) under `images`, `videos`, `audio` or `files`;
+text comes as `{filename, type: "text", data}` under `text`.
 """
 
 from __future__ import annotations
@@ -105,13 +105,13 @@ def deliver(
     job_folder: str,
     warnings: list[str],
 ) -> dict[str, list[dict]]:
-    """Fetch each file via /view and return it as base64 or as an uploaded S3 URL."""
+    """Read each file (ComfyClient.read_output) and return it as base64 or as an uploaded S3 URL."""
     result: dict[str, list[dict]] = {}
     upload = storage.configured()
     used: set[str] = set()
     for f in files:
         try:
-            data, served = comfy.view(f.entry)
+            data, served = comfy.read_output(f.entry)
         except OutputGone:
             if f.entry.get("type") != "temp":
                 raise

@@ -26,8 +26,9 @@ def handler_env(monkeypatch, tmp_path):
     monkeypatch.setenv("BAKERY_URL_ALLOW", "127.0.0.1")
     monkeypatch.setenv("COMFYUI_DIR", str(tmp_path / "comfyui-missing"))
     monkeypatch.setenv("COMFY_HOST", f"127.0.0.1:{free_port()}")  # nothing listens
-    monkeypatch.setattr(worker, "_client", None)
-    return monkeypatch
+    worker.close()  # each test starts with a new client (its own WebSocket)
+    yield monkeypatch
+    worker.close()
 
 
 @pytest.fixture
@@ -83,4 +84,5 @@ def comfy_seen(handler_env, comfy_double_module):
 def stub_comfy():
     stub = StubComfy()
     yield stub
+    worker.close()  # the worker keeps its WebSocket open: the stub waits for it when closing
     stub.close()

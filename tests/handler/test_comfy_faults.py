@@ -102,7 +102,8 @@ def test_comfyui_lost_mid_run_without_a_known_pid_gives_up_after_a_bound(start_d
     assert_serves_next_job(start_double())
 
 
-def test_view_failing_transiently_is_retried(comfy):
+def test_view_failing_transiently_is_retried(comfy, handler_env):
+    handler_env.setenv("BAKERY_OUTPUTS_FROM_DISK", "false")
     comfy.set_faults(view_fail_count=2, view_fail_status=503)
     result = run(empty_image(color=0x123456))
     assert first_pixel(decoded(result["images"][0])) == 0x123456
@@ -110,7 +111,8 @@ def test_view_failing_transiently_is_retried(comfy):
     assert_serves_next_job(comfy)
 
 
-def test_view_failing_for_good_gives_a_clear_error(comfy):
+def test_view_failing_for_good_gives_a_clear_error(comfy, handler_env):
+    handler_env.setenv("BAKERY_OUTPUTS_FROM_DISK", "false")
     comfy.set_faults(view_fail_count=100, view_fail_status=500)
     result = run(empty_image())
     assert result == {"error": "outputs: could not fetch 'test_00001_.png' from ComfyUI (HTTP 500)"}
