@@ -22,6 +22,10 @@ def comfy_idle(double) -> bool:
     return not queue["queue_running"] and not queue["queue_pending"]
 
 
+def pending(double) -> list:
+    return requests.get(f"{double.url}/queue", timeout=5).json()["queue_pending"]
+
+
 def wait_until(check, timeout: float, what: str):
     deadline = time.monotonic() + timeout
     while not (value := check()):
@@ -161,3 +165,48 @@ def test_nothing_in_the_worker_reaches_beyond_loopback(job_api, comfy_double, tm
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert out.returncode == 1
     assert f"{MARK} ('8.8.8.8', 53)" in out.stderr
+
+
+def test_a_stop_for_a_job_queued_behind_another_takes_it_out_before_it_runs(
+    job_api, production_worker, comfy_double
+):
+    first = job_api.enqueue({"workflow": workflows.slow(20, SLOW_STEP_S)})  # 2 s
+    second = job_api.enqueue({"workflow": workflows.slow(20, SLOW_STEP_S * 1.01)})
+    running(job_api, first)
+    # The worker holds both: the second prompt waits in ComfyUI's queue behind the first.
+    wait_until(lambda: pending(comfy_double), 5, "the second job's prompt was not queued")
+    job_api.stop(second)
+    wait_until(lambda: not pending(comfy_double), 2, "the stopped job's prompt is still queued")
+    assert "output" in job_api.result(first, timeout=30).body
+    time.sleep(0.5)
+    assert job_api.posts(second, "result") == []  # a stopped job has no result
+    wait_until(lambda: job_files(comfy_double) == [], 2, "the jobs' files were not removed")
+
+
+def test_each_job_has_its_own_timeout_behind_another(job_api, production_worker):
+    # Held together, the second prompt waits in ComfyUI behind the first (1 s); its own
+    # 0.5 s start when the first has left.
+    first = job_api.enqueue({"workflow": workflows.slow(10, SLOW_STEP_S)})
+    second = job_api.enqueue({"workflow": workflows.save_image(color=0x0A0B0C), "timeout_s": 0.5})
+    assert "output" in job_api.result(first, timeout=30).body
+    assert color_of(job_api.result(second, timeout=30).body) == 0x0A0B0C
+    assert set(job_api.taken) == {first, second}
+
+
+def test_nothing_is_left_after_a_burst_and_after_the_worker_exits(
+    job_api, production_worker, comfy_double
+):
+    image = base64.b64encode(media.png(media.Image.filled(4, 4, 0x336699))).decode()
+    ids = [
+        job_api.enqueue({
+            "workflow": workflows.invert_upload(f"in-{i}.png"),
+            "images": [{"name": f"in-{i}.png", "image": image}],
+        })
+        for i in range(10)
+    ]  # fmt: skip
+    for job_id in ids:
+        assert "output" in job_api.result(job_id, timeout=60).body
+    production_worker.terminate()  # at once: clean-ups may still be under way
+    assert production_worker.wait(timeout=30) == 0
+    assert job_files(comfy_double) == []
+    assert requests.get(f"{comfy_double.url}/history", timeout=5).json() == {}
