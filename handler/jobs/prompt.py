@@ -104,6 +104,7 @@ class PromptRun:
         if not self._left.is_set():
             self.left_at = time.monotonic()
             self._left.set()
+        self.ahead = None  # no longer needed: keeps the chain of runs one long
 
     def has_left(self) -> bool:
         return self._left.is_set()

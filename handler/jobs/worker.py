@@ -307,7 +307,6 @@ class Job:
             self.channel.finish(self.id, timeout=0)
         if run.queued_at and not run.has_left():
             _pool.submit(self.comfy.cancel, run.prompt_id)
-        self.telemetry.finish()
         ctx = contextvars.copy_context()
         after = self._step_future
         if after is None or after.done():
@@ -325,6 +324,7 @@ class Job:
             run.mark_left()
             for item in run.files():  # what it wrote before the interrupt took effect
                 self.files.add(item)
+        self.telemetry.finish()  # after the step: it may have started the sampling
         self.clean_up()
 
     def clean_up(self) -> None:
