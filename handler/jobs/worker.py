@@ -201,8 +201,6 @@ class Job:
     async def run(self, raw, pipe: _Pipeline) -> dict:
         async with pipe.prepare:
             job_input, prompt = await self._step(self.prepare_inputs, raw)
-        # A place for a step that must pass before the prompt is queued (e.g. waiting
-        # until the models the workflow names are in place) goes here.
         async with pipe.prompts:
             run = self.prompt_run
             if pipe.last is not None and not pipe.last.has_left():
@@ -226,6 +224,8 @@ class Job:
         loaded = images.load(job_input.images)
         self.telemetry.add("input_fetch", time.monotonic() - t)
         probed = self.comfy.ready()
+        # Waiting (bounded) for the models the workflow names goes here: a blocking call
+        # on this job's thread, before the prompt is queued (it holds the prepare gate).
         # Only the VRAM minimum needs ComfyUI's figures (a request): off by default.
         stats = probed or {}
         if not stats and resources.MIN_VRAM_MB.get() > 0:
@@ -321,9 +321,9 @@ class Job:
         if run.queued_at and not run.has_left():
             self.comfy.cancel(run.prompt_id)  # again: the POST may have landed after the first
             wait_gone(self.comfy, run, timeout=STOP_WAIT_S)
-            run.mark_left()
             for item in run.files():  # what it wrote before the interrupt took effect
                 self.files.add(item)
+        run.mark_left()  # also when it never reached ComfyUI: the job behind starts its clock
         self.telemetry.finish()  # after the step: it may have started the sampling
         self.clean_up()
 
