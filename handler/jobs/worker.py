@@ -226,6 +226,7 @@ class Job:
         probed = self.comfy.ready()
         # Waiting (bounded) for the models the workflow names goes here: a blocking call
         # on this job's thread, before the prompt is queued (it holds the prepare gate).
+
         # Only the VRAM minimum needs ComfyUI's figures (a request): off by default.
         stats = probed or {}
         if not stats and resources.MIN_VRAM_MB.get() > 0:
