@@ -61,7 +61,8 @@ def start_double(handler_env, comfy_double_factory):
         handler_env.setenv("BAKERY_COMFY_PID", str(double.proc.pid))
         return double
 
-    return start
+    yield start
+    worker.close()  # before the doubles stop, so the worker's WebSocket does not see them go
 
 
 @pytest.fixture
@@ -77,6 +78,7 @@ def comfy_seen(handler_env, comfy_double_module):
     handler_env.setenv("COMFY_HOST", f"127.0.0.1:{relay.port}")
     handler_env.setenv("COMFYUI_DIR", str(comfy_double_module.base))
     yield lambda: relay.connections
+    worker.close()
     relay.close()
 
 
