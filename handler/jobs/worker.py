@@ -96,12 +96,14 @@ class _Load:
 def concurrency(current: int) -> int:
     """The SDK's concurrency_modifier: how many jobs to hold (asked before every take).
 
-    The SDK resizes only when no job is in flight (it waits in 1 s sleeps
-    otherwise), so the answer changes only while the worker is idle."""
+    When the answer changes, the SDK takes no job until none is in flight (it
+    waits in 1 s sleeps), then resizes. So the worker holds fewer at once when
+    a long prompt shows up (it lets its held jobs finish first), but more only
+    while it is idle (it would otherwise stop taking jobs to grow)."""
     want = max(1, MAX_JOBS.get())
     if not _Load.short:
         want = min(want, PROMPTS_IN_COMFYUI)
-    if want != current and _Load.active:
+    if want > current and _Load.active:
         return current
     return want
 

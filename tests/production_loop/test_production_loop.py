@@ -11,7 +11,7 @@ import time
 import requests
 
 from tests.comfy_double import media, workflows
-from tests.kit.runpod_api import worker_env
+from tests.kit.runpod_api import start_worker, worker_env
 from tests.kit.runpod_api.loopback_only.sitecustomize import MARK
 
 SLOW_STEP_S = 0.1
@@ -210,3 +210,28 @@ def test_nothing_is_left_after_a_burst_and_after_the_worker_exits(
     assert production_worker.wait(timeout=30) == 0
     assert job_files(comfy_double) == []
     assert requests.get(f"{comfy_double.url}/history", timeout=5).json() == {}
+
+
+def test_the_worker_holds_more_jobs_while_they_are_short(job_api, comfy_double, tmp_path):
+    worker = start_worker(
+        job_api, comfy_double, tmp_path / "worker.log", extra_env={"BAKERY_SHORT_JOB_S": "0.5"}
+    )
+    try:
+
+        def take_of(job_id):
+            return next(c for c in job_api.calls if c.answered and c.answered[0] == job_id)
+
+        first = job_api.enqueue({"workflow": workflows.save_image(color=1)})
+        job_api.result(first, timeout=30)
+        short = job_api.enqueue({"workflow": workflows.save_image(color=2)})
+        job_api.result(short, timeout=30)
+        long = job_api.enqueue({"workflow": workflows.slow(8, SLOW_STEP_S)})  # 0.8 s
+        job_api.result(long, timeout=30)
+        time.sleep(2.5)  # the take already waiting (1 s), then the SDK's resize (1 s sleeps)
+        after = job_api.enqueue({"workflow": workflows.save_image(color=3)})
+        job_api.result(after, timeout=30)
+        # batch_size is what the worker holds at most, less the jobs it still has.
+        sizes = [int(take_of(j).query["batch_size"]) for j in (first, short, long, after)]
+        assert sizes[0] == 2 and sizes[1] > 2 and sizes[2] > 2 and sizes[3] == 2, sizes
+    finally:
+        worker.stop()
