@@ -41,7 +41,7 @@ class Channel:
         self._sending: str | None = None
         self._cond = threading.Condition()
         self._session = http.session(total=0)
-        self._session.trust_env = True  # RunPod's API may sit behind the pod's proxy
+        self._session.trust_env = False  # as the SDK's result posts (aiohttp's default)
         self._thread: threading.Thread | None = None
 
     def start(self, job_id: str) -> None:
