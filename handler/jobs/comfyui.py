@@ -297,3 +297,17 @@ class ComfyClient:
         """
         run = PromptRun() if run is None else run
         return prompts.run(self, prompt, timeout_s, run, extra_data or {}, on_progress)
+
+    def queue_prompt(self, prompt: dict, run: PromptRun, *, extra_data: dict | None = None) -> None:
+        """The first half of run_prompt: POST the prompt (`run` notes its id and time)."""
+        prompts.queue_prompt(self, prompt, run, extra_data or {})
+
+    def follow_prompt(
+        self,
+        prompt: dict,
+        timeout_s: float,
+        run: PromptRun,
+        on_progress: Callable[[dict], None] | None = None,
+    ) -> PromptRun:
+        """The second half of run_prompt: follow the queued prompt to its end."""
+        return prompts.follow(self, prompt, timeout_s, run, on_progress)

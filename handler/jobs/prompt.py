@@ -8,8 +8,9 @@ follows to read /history for what was missed (frames sent while no socket is
 connected are lost, docs/comfyui-protocol.md). While it is connected ComfyUI
 is alive, so a job needs no readiness probe of its own.
 
-`run` POSTs the prompt under an id the worker chose (registered before the
-POST, so no frame can come before its follower), follows only its frames
+`run` is `queue_prompt` then `follow`: POST the prompt under an id the worker
+chose (registered before the POST, so no frame can come before its
+follower), then follow only its frames
 (progress, the end, errors) and, at the deadline, interrupts the prompt and
 waits (bounded) until ComfyUI has let it go. The last frame of a run is
 `executing` with `node: null`. `PromptRun.stop()` ends the following at once
@@ -243,36 +244,51 @@ def run(
     extra_data: dict,
     on_progress: Callable[[dict], None] | None,
 ) -> PromptRun:
+    queue_prompt(client, prompt, record, extra_data)
+    return follow(client, prompt, timeout_s, record, on_progress)
+
+
+def queue_prompt(client: ComfyClient, prompt: dict, record: PromptRun, extra_data: dict) -> None:
+    """POST the prompt under an id of the worker's, followed on the socket before the POST."""
     socket = client.socket
     socket.ensure(LOST_TIMEOUT.get())
     record.prompt_id = uuid.uuid4().hex
     socket.follow(record)
+    record.queued_at = time.monotonic()
     try:
-        record.queued_at = time.monotonic()
-        try:
-            submitted = client.submit(prompt, socket.client_id, extra_data, record.prompt_id)
-        except BaseException:
-            record.mark_left()
-            raise
-        # POST /prompt accepted the workflow but some output nodes may have failed
-        # validation (they do not run): say which, next to the outputs of the others.
-        lines = node_error_lines(submitted.get("node_errors") or {}, client.choices)
-        record.warnings = ["skipped (failed validation): " + line for line in lines]
-        log.event(_log, "prompt queued", prompt_id=record.prompt_id, nodes=len(prompt))
-        follower = _Follower(client, prompt, record, timeout_s)
-        try:
-            follower.follow(on_progress or (lambda update: None))
-        except JobTimeout:
-            _interrupt(client, record, timeout_s)
-        except Stopped:
-            raise
-        except BaseException:
-            record.mark_left()
-            raise
-        record.mark_left()
-        return record
-    finally:
+        submitted = client.submit(prompt, socket.client_id, extra_data, record.prompt_id)
+    except BaseException:
         socket.unfollow(record)
+        record.mark_left()
+        raise
+    # POST /prompt accepted the workflow but some output nodes may have failed
+    # validation (they do not run): say which, next to the outputs of the others.
+    lines = node_error_lines(submitted.get("node_errors") or {}, client.choices)
+    record.warnings = ["skipped (failed validation): " + line for line in lines]
+    log.event(_log, "prompt queued", prompt_id=record.prompt_id, nodes=len(prompt))
+
+
+def follow(
+    client: ComfyClient,
+    prompt: dict,
+    timeout_s: float,
+    record: PromptRun,
+    on_progress: Callable[[dict], None] | None,
+) -> PromptRun:
+    """Follow a queued prompt to its end; interrupt it at its deadline."""
+    try:
+        _Follower(client, prompt, record, timeout_s).follow(on_progress or (lambda update: None))
+    except JobTimeout:
+        _interrupt(client, record, timeout_s)
+    except Stopped:
+        raise
+    except BaseException:
+        record.mark_left()
+        raise
+    finally:
+        client.socket.unfollow(record)
+    record.mark_left()
+    return record
 
 
 def _interrupt(client: ComfyClient, record: PromptRun, timeout_s: float) -> None:

@@ -5,8 +5,9 @@ it is a coroutine, so the SDK's event loop stays free while a job runs: its
 stop signal cancels the job at once, and the worker holds more than one job
 (`concurrency`). It reads as its steps: parse the input and prepare the
 inputs (load input images, know ComfyUI is there, check resources, upload,
-rewrite the prompt) → run the prompt (ComfyClient.run_prompt) → deliver the
-outputs → clean up. The blocking steps run on the worker's threads.
+rewrite the prompt) → queue the prompt, in the jobs' order, and follow it to
+its end (ComfyClient.queue_prompt, follow_prompt) → deliver the outputs →
+clean up. The blocking steps run on the worker's threads.
 
 Pipelined jobs: while one prompt runs in ComfyUI, the next job is parsed,
 its images fetched and uploaded and its prompt queued behind it (at most
@@ -44,7 +45,7 @@ from handler.jobs import cleanup, images, outputs, progress, resources
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import JobError
 from handler.jobs.input import JobInput, parse
-from handler.jobs.prompt import STOP_WAIT_S, PromptRun, Stopped, wait_gone
+from handler.jobs.prompt import STOP_WAIT_S, PromptRun, wait_gone
 from handler.jobs.telemetry import JobTelemetry
 
 MAX_JOBS = settings.setting(
@@ -118,6 +119,7 @@ class _Pipeline:
     def __init__(self):
         self.prepare = asyncio.Lock()  # one job loads and uploads its input images at a time
         self.prompts = asyncio.Semaphore(PROMPTS_IN_COMFYUI)
+        self.queue = asyncio.Lock()  # one POST /prompt at a time, in the jobs' order
         self.deliver = asyncio.Lock()  # one job reads and encodes its outputs at a time
         self.last: PromptRun | None = None  # this worker's prompt queued last
 
@@ -205,10 +207,12 @@ class Job:
             job_input, prompt = await self._step(self.prepare_inputs, raw)
         async with pipe.prompts:
             run = self.prompt_run
-            if pipe.last is not None and not pipe.last.has_left():
-                run.ahead = pipe.last
-            pipe.last = run
-            await self._step(self.run_prompt, prompt, job_input)
+            async with pipe.queue:  # prompts reach ComfyUI in the order the jobs came
+                if pipe.last is not None and not pipe.last.has_left():
+                    run.ahead = pipe.last
+                pipe.last = run
+                await self._step(self.queue_prompt, prompt, job_input)
+            await self._step(self.follow_prompt, prompt, job_input)
         async with pipe.deliver:
             return await self._step(self.deliver_outputs, run, job_input)
 
@@ -248,21 +252,20 @@ class Job:
         self.telemetry.add("input_upload", time.monotonic() - t)
         return job_input, _prompt(job_input.workflow, renames, self.files.job_folder)
 
-    def run_prompt(self, prompt: dict, job_input: JobInput) -> PromptRun:
+    def queue_prompt(self, prompt: dict, job_input: JobInput) -> None:
         extra = {"api_key_comfy_org": job_input.api_key} if job_input.api_key else {}
+        try:
+            self.comfy.queue_prompt(prompt, self.prompt_run, extra_data=extra)
+        except BaseException:
+            self.prompt_run.mark_left()
+            raise
+
+    def follow_prompt(self, prompt: dict, job_input: JobInput) -> PromptRun:
         run = self.prompt_run
         try:
-            return self.comfy.run_prompt(
-                prompt, job_input.timeout_s, run, extra_data=extra, on_progress=self.on_progress
-            )
-        except Stopped:
-            raise
-        except BaseException:
-            run.mark_left()
-            raise
+            return self.comfy.follow_prompt(prompt, job_input.timeout_s, run, self.on_progress)
         finally:
-            if run.queued_at:  # it reached ComfyUI: note its times and the files it wrote
-                self._note(run)
+            self._note(run)  # its times and the files it wrote (also when it failed)
 
     def deliver_outputs(self, run: PromptRun, job_input: JobInput) -> dict:
         t = time.monotonic()

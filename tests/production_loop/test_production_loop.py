@@ -170,11 +170,14 @@ def test_nothing_in_the_worker_reaches_beyond_loopback(job_api, comfy_double, tm
 def test_a_stop_for_a_job_queued_behind_another_takes_it_out_before_it_runs(
     job_api, production_worker, comfy_double
 ):
-    first = job_api.enqueue({"workflow": workflows.slow(20, SLOW_STEP_S)})  # 2 s
+    first = job_api.enqueue({"workflow": workflows.slow(40, SLOW_STEP_S)})  # 4 s
     second = job_api.enqueue({"workflow": workflows.slow(20, SLOW_STEP_S * 1.01)})
     running(job_api, first)
     # The worker holds both: the second prompt waits in ComfyUI's queue behind the first.
-    wait_until(lambda: pending(comfy_double), 5, "the second job's prompt was not queued")
+    try:
+        wait_until(lambda: pending(comfy_double), 3, "the second job's prompt was not queued")
+    except AssertionError:
+        raise AssertionError(production_worker.output()[-6000:]) from None
     job_api.stop(second)
     wait_until(lambda: not pending(comfy_double), 2, "the stopped job's prompt is still queued")
     assert "output" in job_api.result(first, timeout=30).body
