@@ -4,10 +4,10 @@ ComfyUI lists outputs per node in history (`outputs[node]`): `images`
 (SaveImage "output", PreviewImage "temp"; the core video and animated
 WEBP/WEBM savers list there too, flagged `animated: [true]`), `gifs`
 (VideoHelperSuite), `audio`, and text from text-output nodes. Each file is
-read (ComfyClient.read_output: from disk, else through /view) and returned
-in the official worker's entry shape `{filename, type: "base64" | "s3_url",
-data}` (plus `content_type`) under `images`, `videos`, `audio` or `files`;
-text comes as `{filename, type: "text", data}` under `text`.
+read from disk or through /view (read_output) and returned in the official worker's entry shape
+`{filename, type: "base64" | "s3_url", data}` (plus `content_type`) under
+`images`, `videos`, `audio` or `files`; text comes as `{filename, type:
+"text", data}` under `text`.
 """
 
 from __future__ import annotations
