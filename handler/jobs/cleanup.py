@@ -4,12 +4,21 @@ So nothing of one job is visible to the next (they may be different users).
 Only files the job itself brought or made are removed: an input image that
 was already there before the job (same name, same bytes — ComfyUI reuses the
 name) stays. Paths are resolved and must stay inside their folder.
+
+The removal (and deleting the job's history entry) runs on the `CLEANER`
+thread after the job's result is made, off the path between one job's result
+and the next job. `CLEANER.drain()` waits until nothing is left to remove:
+the worker calls it before it exits, so no file outlives the worker.
 """
 
 from __future__ import annotations
 
 import os
+import queue
 import shutil
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from handler import log, settings
@@ -64,3 +73,44 @@ class JobFiles:
                 removed += sum(len(files) for _, _, files in os.walk(private))
                 shutil.rmtree(private, ignore_errors=True)
         return removed
+
+
+class Cleaner:
+    """One thread that runs clean-up tasks in order; `drain()` waits for all of them."""
+
+    def __init__(self):
+        self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self._tasks.put(task)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="job-cleanup", daemon=True)
+                self._thread.start()
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until every submitted task has run; False if some still run at the timeout."""
+        deadline = time.monotonic() + timeout
+        done = self._tasks.all_tasks_done
+        with done:
+            while self._tasks.unfinished_tasks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                done.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            task = self._tasks.get()
+            try:
+                task()
+            except Exception:  # noqa: BLE001 — one job's clean-up must not stop the next one's
+                _log.exception("a job's clean-up failed")
+            finally:
+                self._tasks.task_done()
+
+
+CLEANER = Cleaner()

@@ -3,7 +3,11 @@
 Written against ComfyUI's observed protocol (docs/comfyui-protocol.md),
 quirks included: uploads may come back renamed and malformed prompts get 500
 text. Running a prompt over the WebSocket (frames, reconnects, the deadline)
-is handler.jobs.prompt; `ComfyClient.run_prompt` is its entry.
+is handler.jobs.prompt; `ComfyClient.run_prompt` is its entry. The client
+keeps one WebSocket for the worker (`socket`): while it is connected ComfyUI
+is known to be alive without a probe per job. Output files are read from
+ComfyUI's output/temp folders when ComfyUI runs beside the worker (loopback
+address, the file is there), else fetched through /view.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import psutil
 import requests
 
 from handler import http, log, settings
+from handler.jobs import cleanup
 from handler.jobs import prompt as prompts
 from handler.jobs.errors import (
     ComfyUnavailable,
@@ -42,6 +47,13 @@ READY_TIMEOUT = settings.setting(
     "Seconds a job waits for ComfyUI to answer before failing (and asking for a new worker).",
     kind="float",
 )
+OUTPUTS_FROM_DISK = settings.setting(
+    "BAKERY_OUTPUTS_FROM_DISK",
+    True,
+    "Read output files straight from ComfyUI's output and temp folders (under COMFYUI_DIR) when "
+    "ComfyUI listens on loopback; false = always fetch them through ComfyUI's /view.",
+    kind="bool",
+)
 
 _log = log.get("comfy")
 
@@ -55,6 +67,9 @@ class ComfyClient:
         self.base = f"http://{host}"
         self.ws_base = f"ws://{host}/ws"
         self.pid = COMFY_PID.get() if pid is None else pid
+        loopback = host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
+        self.local = loopback and OUTPUTS_FROM_DISK.get()
+        self.socket = prompts.Socket(self)
         # Idempotent reads retry with backoff; probes and POSTs do not (the caller decides).
         self.http = http.session()
         self.once = http.session(total=0)
@@ -72,16 +87,36 @@ class ComfyClient:
         if not self.pid:
             return False
         try:
-            return psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
+            # One read of /proc (a few µs; psutil takes ~100 µs): gone, or a zombie.
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                stat = f.read()
+            state = stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3]
+            return state in (b"Z", b"X")
+        except FileNotFoundError:
             return True
+        except (OSError, ValueError):  # no /proc (not Linux): ask psutil
+            try:
+                return psutil.Process(self.pid).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+    def ready(self) -> dict | None:
+        """ComfyUI answers: the worker's WebSocket is connected and its process is there (no
+        request); otherwise wait (bounded) as at the worker's start and return /system_stats."""
+        if self.socket.alive():
+            if self.process_gone():
+                raise self.gone_error()
+            return None
+        stats = self.wait_ready()
+        self.socket.ensure(prompts.LOST_TIMEOUT.get())
+        return stats
 
     def gone_error(self) -> ComfyUnavailable:
         return ComfyUnavailable(
             f"ComfyUI's process (pid {self.pid}) has exited; this worker asks to be replaced"
         )
 
-    def _lost(self, what: str) -> ComfyUnavailable:
+    def lost_error(self, what: str) -> ComfyUnavailable:
         if self.process_gone():
             return self.gone_error()
         return ComfyUnavailable(
@@ -129,13 +164,13 @@ class ComfyClient:
         try:
             return self.once.post(f"{self.base}{path}", timeout=kwargs.pop("timeout", 30), **kwargs)
         except requests.RequestException:
-            raise self._lost(path) from None
+            raise self.lost_error(path) from None
 
     def _get(self, path: str, **params) -> requests.Response:
         try:
             return self.http.get(f"{self.base}{path}", params=params or None, timeout=30)
         except requests.RequestException:
-            raise self._lost(path) from None
+            raise self.lost_error(path) from None
 
     def upload_image(self, name: str, data: bytes) -> dict:
         """Upload to the input folder; ComfyUI may rename on a clash, so use the returned name."""
@@ -151,12 +186,14 @@ class ComfyClient:
             )
         return resp.json()
 
-    def submit(self, prompt: dict, client_id: str, extra_data: dict) -> dict:
-        resp = self._post(
-            "/prompt",
-            json={"prompt": prompt, "client_id": client_id, "extra_data": extra_data},
-            stream=True,  # an error answer can be hundreds of MB: read only its start
-        )
+    def submit(
+        self, prompt: dict, client_id: str, extra_data: dict, prompt_id: str | None = None
+    ) -> dict:
+        body = {"prompt": prompt, "client_id": client_id, "extra_data": extra_data}
+        if prompt_id:
+            body["prompt_id"] = prompt_id  # the worker's own id: it follows it before the POST
+        # An error answer can be hundreds of MB: read only its start.
+        resp = self._post("/prompt", json=body, stream=True)
         with resp:
             try:
                 raw, complete = read_capped(resp.iter_content(64 * 1024))
@@ -206,6 +243,18 @@ class ComfyClient:
             )
         return resp.content, resp.headers.get("content-type", "")
 
+    def read_output(self, entry: dict) -> tuple[bytes, str]:
+        """One output file's bytes: from disk when ComfyUI runs beside the worker (only ever
+        inside its output and temp folders), else through /view."""
+        if self.local and entry.get("type") in ("output", "temp"):
+            path = cleanup.path_of(entry)
+            if path is not None:
+                try:
+                    return path.read_bytes(), ""
+                except OSError:
+                    pass  # not here (another machine's ComfyUI, or gone): ask ComfyUI
+        return self.view(entry)
+
     def cancel(self, prompt_id: str) -> None:
         """Interrupt this prompt if it runs and drop it from the queue if it waits."""
         for path, body in (
@@ -254,3 +303,17 @@ class ComfyClient:
         """
         run = PromptRun() if run is None else run
         return prompts.run(self, prompt, timeout_s, run, extra_data or {}, on_progress)
+
+    def queue_prompt(self, prompt: dict, run: PromptRun, *, extra_data: dict | None = None) -> None:
+        """The first half of run_prompt: POST the prompt (`run` notes its id and time)."""
+        prompts.queue_prompt(self, prompt, run, extra_data or {})
+
+    def follow_prompt(
+        self,
+        prompt: dict,
+        timeout_s: float,
+        run: PromptRun,
+        on_progress: Callable[[dict], None] | None = None,
+    ) -> PromptRun:
+        """The second half of run_prompt: follow the queued prompt to its end."""
+        return prompts.follow(self, prompt, timeout_s, run, on_progress)

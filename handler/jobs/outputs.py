@@ -2,12 +2,12 @@
 
 ComfyUI lists outputs per node in history (`outputs[node]`): `images`
 (SaveImage "output", PreviewImage "temp"; the core video and animated
-WEBP/PNG savers list there too, flagged `animated: [true]`), `gifs`
+WEBP/PNG/WEBM savers list there too, flagged `animated: [true]`), `gifs`
 (VideoHelperSuite), `audio`, and text from text-output nodes. As
 runpod-workers/worker-comfyui does (docs/worker-comfyui-contract.md), every
 file listed under `images` except `temp` previews comes back under `images`,
 in history order, as `{filename, type: "base64" | "s3_url", data}` (plus
-`content_type`). Our other keys carry only what that worker drops: `videos`
+`content_type`), each read from disk or through /view (ComfyClient.read_output). Our other keys carry only what that worker drops: `videos`
 (VideoHelperSuite's `gifs`), `audio`, `files` (any other file list) and
 `text` (`{filename, type: "text", data}`).
 
@@ -130,15 +130,15 @@ def deliver(
     errors: list[str],
     deadline: float | None = None,
 ) -> dict[str, list[dict]]:
-    """Fetch each file via /view and return it as base64 or as an uploaded S3 URL; a file
-    that cannot be fetched or uploaded is left out and named in `errors`. `deadline`
+    """Read each file (ComfyClient.read_output) and return it as base64 or as an uploaded S3
+    URL; a file that cannot be read or uploaded is left out and named in `errors`. `deadline`
     (time.monotonic()) is the job's: no upload runs past it."""
     result: dict[str, list[dict]] = {}
     upload = storage.configured()
     used: set[str] = set()
     for f in files:
         try:
-            data, served = comfy.view(f.entry)
+            data, served = comfy.read_output(f.entry)
         except OutputGone as err:
             if f.entry.get("type") != "temp":
                 errors.append(str(err))

@@ -1,17 +1,27 @@
-"""Running one prompt to its end (what `ComfyClient.run_prompt` does).
+"""Running one prompt to its end (what `ComfyClient.run_prompt` does), over the worker's one
+WebSocket.
 
-Open the WebSocket with a fresh client id, POST /prompt, follow only this
-prompt's frames (progress, the end, errors), reconnect a dropped socket with
-backoff and read /history for what was missed, and at the deadline interrupt
-the prompt and wait (bounded) until ComfyUI has let it go. Written against
-ComfyUI's observed protocol (docs/comfyui-protocol.md): frames sent while
-no socket is connected are lost, and the last frame of a run is `executing`
-with `node: null`.
+`Socket` is the worker's one connection to ComfyUI's WebSocket (one client id
+for every prompt it sends): a reader thread hands each frame to the prompt it
+names, reconnects a dropped socket with backoff and tells every prompt it
+follows to read /history for what was missed (frames sent while no socket is
+connected are lost, docs/comfyui-protocol.md). While it is connected ComfyUI
+is alive, so a job needs no readiness probe of its own.
+
+`run` is `queue_prompt` then `follow`: POST the prompt under an id the worker
+chose (registered before the POST, so no frame can come before its
+follower), then follow only its frames
+(progress, the end, errors) and, at the deadline, interrupts the prompt and
+waits (bounded) until ComfyUI has let it go. The last frame of a run is
+`executing` with `node: null`. `PromptRun.stop()` ends the following at once
+(the job was cancelled); the caller then interrupts the prompt.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -47,10 +57,22 @@ STOP_WAIT_S = 10.0  # after an interrupt, how long ComfyUI gets to stop the prom
 
 _log = log.get("comfy")
 
+# What the socket's reader tells a followed prompt besides frames.
+_RECONNECTED = "reconnected"  # frames may have been lost: read /history
+_STOPPED = "stopped"  # the job was cancelled: stop following
+
+
+class Stopped(Exception):
+    """The job was cancelled while its prompt was followed (`PromptRun.stop`)."""
+
 
 @dataclass
 class PromptRun:
-    """What one prompt did: its history outputs and every file ComfyUI reported writing."""
+    """What one prompt did: its history outputs and every file ComfyUI reported writing.
+
+    `ahead` is this worker's prompt queued just before it: the job's clock
+    (timeout_s) starts when that one has left ComfyUI, so a job does not pay
+    for the one ahead of it (pipelined jobs, handler.jobs.worker)."""
 
     prompt_id: str | None = None
     outputs: dict[str, dict] = field(default_factory=dict)
@@ -61,6 +83,10 @@ class PromptRun:
     started_at: float | None = None
     finished_at: float = 0.0
     reconnects: int = 0
+    ahead: PromptRun | None = None
+    left_at: float = 0.0  # when the prompt had left ComfyUI (ran, failed or was stopped)
+    frames: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
+    _left: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def files(self) -> list[dict]:
         """Every file the run wrote, as ComfyUI names them ({filename, subfolder, type})."""
@@ -72,6 +98,144 @@ class PromptRun:
         # Only what the run wrote: a node may also list an input file it read (not ours).
         return [i for i in made if i.get("filename") and i.get("type") in ("output", "temp")]
 
+    def stop(self) -> None:
+        """End the following now (the job was cancelled)."""
+        self.frames.put(_STOPPED)
+
+    def mark_left(self) -> None:
+        if not self._left.is_set():
+            self.left_at = time.monotonic()
+            self._left.set()
+        self.ahead = None  # no longer needed: keeps the chain of runs one long
+
+    def has_left(self) -> bool:
+        return self._left.is_set()
+
+    def clock_start(self) -> float | None:
+        """When this job's timeout_s started counting; None while the prompt ahead still runs."""
+        ahead = self.ahead
+        if ahead is None:
+            return self.queued_at
+        if not ahead.has_left():
+            return None
+        return max(self.queued_at, ahead.left_at)
+
+
+class Socket:
+    """The worker's one WebSocket to ComfyUI; a reader thread hands frames to their prompts."""
+
+    def __init__(self, client: ComfyClient):
+        self.client = client
+        self.client_id = uuid.uuid4().hex
+        self._runs: dict[str, PromptRun] = {}
+        self._lock = threading.Lock()
+        self._ws: websocket.WebSocket | None = None
+        self._connected = threading.Event()
+        self._lost: ComfyUnavailable | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # --- what jobs use -----------------------------------------------------------
+    def alive(self) -> bool:
+        """Connected now: ComfyUI answers (no probe needed)."""
+        return self._connected.is_set() and not self._closed
+
+    def ensure(self, timeout: float) -> None:
+        """Start the reader if needed; wait (bounded) until connected, or raise why not."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._lost = None
+                self._thread = threading.Thread(target=self._read, name="comfy-ws", daemon=True)
+                self._thread.start()
+        deadline = time.monotonic() + timeout + 5  # the reader gives up after `timeout` itself
+        while not self._connected.wait(0.05):
+            if not self._thread.is_alive() and self._lost is not None:
+                raise self._lost
+            if time.monotonic() >= deadline:
+                raise self.client.lost_error("no WebSocket")
+
+    def follow(self, run: PromptRun) -> None:
+        with self._lock:
+            self._runs[run.prompt_id] = run
+            lost = self._lost
+        if lost is not None:
+            run.frames.put(lost)
+
+    def unfollow(self, run: PromptRun) -> None:
+        with self._lock:
+            self._runs.pop(run.prompt_id, None)
+
+    def close(self) -> None:
+        self._closed = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
+                pass
+
+    # --- the reader thread ---------------------------------------------------------
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                ws = connect(self.client, self.client_id, running=self._following())
+            except ComfyUnavailable as err:
+                self._give_up(err)
+                return
+            self._ws = ws
+            ws.settimeout(None)
+            self._tell_all(_RECONNECTED)  # frames may have been lost while it was down
+            self._connected.set()
+            try:
+                while True:
+                    raw = ws.recv()
+                    if isinstance(raw, str):
+                        self._dispatch(raw)
+                    # binary preview frames (SaveImageWebsocket) are skipped
+            except (OSError, websocket.WebSocketException):
+                pass
+            finally:
+                self._connected.clear()
+                try:
+                    ws.close()
+                except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
+                    pass
+            if not self._closed:
+                log.event(_log, "WebSocket dropped; reconnecting")
+
+    def _following(self) -> bool:
+        with self._lock:
+            return bool(self._runs)
+
+    def _dispatch(self, raw: str) -> None:
+        try:
+            frame = json.loads(raw)
+            data = frame.get("data") or {}
+            prompt_id = data.get("prompt_id")
+        except (ValueError, AttributeError):
+            return
+        if prompt_id is None:
+            if frame.get("type") in ("executing", "executed"):
+                self._tell_all(frame)  # after a reconnect ComfyUI may leave the id out
+            return
+        with self._lock:
+            run = self._runs.get(prompt_id)
+        if run is not None:
+            run.frames.put(frame)
+
+    def _tell_all(self, what) -> None:
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.frames.put(what)
+
+    def _give_up(self, err: ComfyUnavailable) -> None:
+        with self._lock:
+            self._lost = err
+            runs = list(self._runs.values())
+        for run in runs:
+            run.frames.put(err)
+
 
 def run(
     client: ComfyClient,
@@ -81,32 +245,59 @@ def run(
     extra_data: dict,
     on_progress: Callable[[dict], None] | None,
 ) -> PromptRun:
-    client_id = uuid.uuid4().hex
-    ws = connect(client, client_id)
+    queue_prompt(client, prompt, record, extra_data)
+    return follow(client, prompt, timeout_s, record, on_progress)
+
+
+def queue_prompt(client: ComfyClient, prompt: dict, record: PromptRun, extra_data: dict) -> None:
+    """POST the prompt under an id of the worker's, followed on the socket before the POST."""
+    socket = client.socket
+    socket.ensure(LOST_TIMEOUT.get())
+    record.prompt_id = uuid.uuid4().hex
+    socket.follow(record)
     record.queued_at = time.monotonic()
     try:
-        submitted = client.submit(prompt, client_id, extra_data)
+        submitted = client.submit(prompt, socket.client_id, extra_data, record.prompt_id)
     except BaseException:
-        ws.close()
+        socket.unfollow(record)
+        record.mark_left()
         raise
-    record.prompt_id = submitted["prompt_id"]
     # POST /prompt accepted the workflow but some output nodes may have failed
     # validation (they do not run): say which, next to the outputs of the others.
     lines = node_error_lines(submitted.get("node_errors") or {}, client.choices)
     record.warnings = ["skipped (failed validation): " + line for line in lines]
     log.event(_log, "prompt queued", prompt_id=record.prompt_id, nodes=len(prompt))
-    follower = _Follower(client, client_id, prompt, record, record.queued_at + timeout_s)
+
+
+def follow(
+    client: ComfyClient,
+    prompt: dict,
+    timeout_s: float,
+    record: PromptRun,
+    on_progress: Callable[[dict], None] | None,
+) -> PromptRun:
+    """Follow a queued prompt to its end; interrupt it at its deadline."""
     try:
-        follower.follow(ws, on_progress or (lambda update: None))
+        _Follower(client, prompt, record, timeout_s).follow(on_progress or (lambda update: None))
     except JobTimeout:
         _interrupt(client, record, timeout_s)
+    except Stopped:
+        raise
+    except BaseException:
+        record.mark_left()
+        raise
+    finally:
+        client.socket.unfollow(record)
+    record.mark_left()
     return record
 
 
 def _interrupt(client: ComfyClient, record: PromptRun, timeout_s: float) -> None:
     """The deadline passed: interrupt the prompt, and say whether ComfyUI let it go."""
     client.cancel(record.prompt_id)
-    if wait_gone(client, record, timeout=STOP_WAIT_S):
+    gone = wait_gone(client, record, timeout=STOP_WAIT_S)
+    record.mark_left()
+    if gone:
         raise JobTimeout(
             f"the workflow did not finish within {timeout_s:g} s (timeout_s); it "
             "was interrupted and removed from ComfyUI's queue"
@@ -139,15 +330,13 @@ def wait_gone(client: ComfyClient, record: PromptRun, timeout: float) -> bool:
             return True
         if time.monotonic() >= deadline:
             return False
-        time.sleep(0.1)
+        time.sleep(0.05)
 
 
-def connect(
-    client: ComfyClient, client_id: str, deadline: float | None = None, running: bool = False
-):
+def connect(client: ComfyClient, client_id: str, running: bool = False):
     """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
 
-    `running`: a prompt of this job is in ComfyUI (the error then says so)."""
+    `running`: a prompt of this worker is in ComfyUI (the error then says so)."""
     since = time.monotonic()
     attempt = 0
     while True:
@@ -170,107 +359,84 @@ def connect(
                 f"ComfyUI at {client.base} stopped answering {doing}(no connection for "
                 f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
             )
-        if deadline is not None and now >= deadline:
-            raise JobTimeout("timeout")
         if attempt == 1:
             log.event(_log, "WebSocket refused or dropped; reconnecting")
-        pause = http.backoff(attempt, base=0.2, cap=2.0) + 0.05
-        time.sleep(min(pause, max((deadline or now + pause) - now, 0.01)))
+        time.sleep(http.backoff(attempt, base=0.2, cap=2.0) + 0.05)
 
 
 class _Follower:
     """Follows one prompt's frames to its end; fills its PromptRun as they arrive."""
 
-    def __init__(
-        self,
-        client: ComfyClient,
-        client_id: str,
-        prompt: dict,
-        record: PromptRun,
-        deadline: float,
-    ):
-        self.client, self.client_id, self.prompt = client, client_id, prompt
-        self.record, self.deadline = record, deadline
+    def __init__(self, client: ComfyClient, prompt: dict, record: PromptRun, timeout_s: float):
+        self.client, self.prompt, self.record = client, prompt, record
+        self.timeout_s = timeout_s
         self.prompt_id = record.prompt_id
 
-    def follow(self, ws: websocket.WebSocket, on_progress: Callable[[dict], None]) -> None:
-        """Follow the prompt to its end; raise ExecutionFailed / JobTimeout / ComfyUnavailable."""
-        prompt_id, result, deadline = self.prompt_id, self.record, self.deadline
+    def _deadline(self) -> float | None:
+        start = self.record.clock_start()
+        return None if start is None else start + self.timeout_s
+
+    def follow(self, on_progress: Callable[[dict], None]) -> None:
+        """Follow the prompt to its end; raise ExecutionFailed / JobTimeout / ComfyUnavailable
+        (or Stopped when the job was cancelled)."""
+        prompt_id, result = self.prompt_id, self.record
         tracker = _NodeProgress(on_progress, self.prompt)
         idle_since = time.monotonic()
-        try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline:
-                    raise JobTimeout("timeout")
-                try:
-                    ws.settimeout(max(0.01, min(HISTORY_POLL_S, deadline - now)))
-                    raw = ws.recv()
-                except websocket.WebSocketTimeoutException:
-                    if time.monotonic() - idle_since >= HISTORY_POLL_S and self._settled():
-                        return
-                    continue
-                except (OSError, websocket.WebSocketException):
-                    ws = self._reconnect(ws)
-                    if self._settled():
-                        return
-                    idle_since = time.monotonic()
-                    continue
-                idle_since = time.monotonic()
-                if not isinstance(raw, str):
-                    continue  # binary preview frames (SaveImageWebsocket)
-                try:
-                    frame = json.loads(raw)
-                    kind, data = frame.get("type"), frame.get("data") or {}
-                except (ValueError, AttributeError):
-                    continue
-                if data.get("prompt_id") not in (None, prompt_id):
-                    continue  # another prompt's frame
-                if kind == "executing":
-                    node = data.get("node")
-                    if node is None:
-                        # The run's last frame; without prompt_id (after a reconnect) ask history.
-                        if data.get("prompt_id") == prompt_id or self._settled():
-                            self._settle()
-                            return
-                    elif data.get("prompt_id") == prompt_id:
-                        tracker.node(str(node))
-                elif data.get("prompt_id") != prompt_id:
-                    continue
-                elif kind == "execution_start":
-                    result.started_at = time.monotonic()
-                elif kind == "execution_cached":
-                    tracker.cached(data.get("nodes") or [])
-                elif kind == "progress":
-                    tracker.steps(str(data.get("node")), data.get("value"), data.get("max"))
-                elif kind == "executed":
-                    _remember(result, data.get("output"))
-                    if isinstance(data.get("output"), dict):
-                        result.executed[str(data.get("node"))] = data["output"]
-                elif kind == "execution_error":
-                    result.finished_at = time.monotonic()
-                    raise ExecutionFailed(format_execution_error(data))
-                elif kind == "execution_interrupted":
-                    result.finished_at = time.monotonic()
-                    raise ExecutionFailed(
-                        f"the run was interrupted at node {data.get('node_id')} "
-                        f"({data.get('node_type')}) by another client"
-                    )
-        finally:
+        while True:
+            now = time.monotonic()
+            deadline = self._deadline()
+            if deadline is not None and now >= deadline:
+                raise JobTimeout("timeout")
+            wait = HISTORY_POLL_S if deadline is None else min(HISTORY_POLL_S, deadline - now)
             try:
-                ws.close()
-            except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
-                pass
-
-    def _reconnect(self, ws):
-        try:
-            ws.close()
-        except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
-            pass
-        new = connect(self.client, self.client_id, self.deadline, running=True)
-        self.record.reconnects += 1
-        log.event(_log, "WebSocket reconnected", reconnects=self.record.reconnects)
-        return new
+                frame = result.frames.get(timeout=max(0.01, wait))
+            except queue.Empty:
+                if time.monotonic() - idle_since >= HISTORY_POLL_S and self._settled():
+                    return
+                continue
+            if frame == _STOPPED:
+                raise Stopped()
+            if isinstance(frame, ComfyUnavailable):
+                raise frame
+            if frame == _RECONNECTED:
+                result.reconnects += 1
+                log.event(_log, "WebSocket reconnected", reconnects=result.reconnects)
+                if self._settled():
+                    return
+                idle_since = time.monotonic()
+                continue
+            idle_since = time.monotonic()
+            kind, data = frame.get("type"), frame.get("data") or {}
+            if kind == "executing":
+                node = data.get("node")
+                if node is None:
+                    # The run's last frame; without prompt_id (after a reconnect) ask history.
+                    if data.get("prompt_id") == prompt_id or self._settled():
+                        self._settle()
+                        return
+                elif data.get("prompt_id") == prompt_id:
+                    tracker.node(str(node))
+            elif data.get("prompt_id") != prompt_id:
+                continue
+            elif kind == "execution_start":
+                result.started_at = time.monotonic()
+            elif kind == "execution_cached":
+                tracker.cached(data.get("nodes") or [])
+            elif kind == "progress":
+                tracker.steps(str(data.get("node")), data.get("value"), data.get("max"))
+            elif kind == "executed":
+                _remember(result, data.get("output"))
+                if isinstance(data.get("output"), dict):  # partial results: by node
+                    result.executed[str(data.get("node"))] = data["output"]
+            elif kind == "execution_error":
+                result.finished_at = time.monotonic()
+                raise ExecutionFailed(format_execution_error(data))
+            elif kind == "execution_interrupted":
+                result.finished_at = time.monotonic()
+                raise ExecutionFailed(
+                    f"the run was interrupted at node {data.get('node_id')} "
+                    f"({data.get('node_type')}) by another client"
+                )
 
     def _settled(self) -> bool:
         """Has the prompt finished (frames may have been lost)? Raise if it failed."""
@@ -278,7 +444,7 @@ class _Follower:
         try:
             entry = self.client.history(self.prompt_id)
         except ComfyUnavailable:
-            return False  # the socket loop notices a dead ComfyUI
+            return False  # the socket's reader notices a dead ComfyUI
         if not entry:
             return False
         status = entry.get("status") or {}

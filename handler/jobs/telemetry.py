@@ -1,9 +1,12 @@
 """Per-job telemetry: queue wait, execution time, upload time, peak RAM and VRAM.
 
-Peak RAM is ComfyUI's resident memory (its process) when its pid
-is known (BAKERY_COMFY_PID), else the machine's used memory; peak VRAM is the
-used memory ComfyUI reports in /system_stats. Both are sampled by a
-background thread while the job runs, so a short job costs nothing extra.
+Peak RAM is ComfyUI's resident memory (its process) when its pid is known
+(BAKERY_COMFY_PID), else the machine's used memory; peak VRAM is the used
+memory ComfyUI reports in /system_stats. One sampler thread for the whole
+worker samples both every BAKERY_TELEMETRY_SAMPLE_S while any job runs and
+hands each sample to every running job; a job also samples RAM when it
+starts and ends, and starts from the last VRAM sample. So a short job costs
+two cheap reads of /proc and no request, however many jobs run at once.
 """
 
 from __future__ import annotations
@@ -32,51 +35,31 @@ class JobTelemetry:
         self.ms: dict[str, float] = {}
         self.counts: dict[str, int] = {}
         self.pid = comfy_pid
-        self._stats = stats
+        self.stats = stats
         self.peak_ram_mb: float | None = None
         self.peak_vram_mb: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampling = False
 
     def add(self, name: str, seconds: float) -> None:
         self.ms[name] = round(self.ms.get(name, 0.0) + seconds * 1000, 2)
 
-    def start_sampling(self, first_stats: dict | None) -> None:
-        self._sample_ram()
-        self._note_vram(first_stats)
-        self._thread = threading.Thread(target=self._run, name="job-telemetry", daemon=True)
-        self._thread.start()
+    def start_sampling(self, first_stats: dict | None = None) -> None:
+        self.note(ram_mb(self.pid), None)
+        self.note(None, vram_used_mb(first_stats) if first_stats else SAMPLER.last_vram_mb)
+        self._sampling = True
+        SAMPLER.join(self)
 
-    def _run(self) -> None:
-        while not self._stop.wait(SAMPLE_S.get()):
-            self._sample_ram()
-            if self._stats is not None:
-                self._note_vram(self._stats())
-
-    def _sample_ram(self) -> None:
-        try:
-            if self.pid:
-                # ComfyUI's own process (not its children: listing them scans all of /proc,
-                # milliseconds per sample, and ComfyUI does its work in-process).
-                rss = psutil.Process(self.pid).memory_info().rss
-            else:
-                mem = psutil.virtual_memory()
-                rss = mem.total - mem.available
-        except (psutil.Error, OSError):
-            return
-        mb = round(rss / MB, 1)
-        self.peak_ram_mb = max(self.peak_ram_mb or 0.0, mb)
-
-    def _note_vram(self, stats: dict | None) -> None:
-        used = vram_used_mb(stats) if stats else None
-        if used is not None:
-            self.peak_vram_mb = max(self.peak_vram_mb or 0.0, used)
+    def note(self, ram: float | None, vram: float | None) -> None:
+        if ram is not None:
+            self.peak_ram_mb = max(self.peak_ram_mb or 0.0, ram)
+        if vram is not None:
+            self.peak_vram_mb = max(self.peak_vram_mb or 0.0, vram)
 
     def finish(self) -> dict:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
-        self._sample_ram()
+        if self._sampling:
+            SAMPLER.leave(self)
+            self._sampling = False
+        self.note(ram_mb(self.pid), None)
         out = {f"{k}_ms": v for k, v in self.ms.items()}
         out.update(self.counts)
         out["total_ms"] = round((time.monotonic() - self.started) * 1000, 2)
@@ -85,3 +68,71 @@ class JobTelemetry:
         out["peak_vram_mb"] = self.peak_vram_mb
         out.update(timeline.job_done())  # the first job's: the start-up timeline
         return out
+
+
+_processes: dict[int, psutil.Process] = {}
+
+
+def ram_mb(pid: int) -> float | None:
+    """ComfyUI's resident memory (not its children: listing them scans all of /proc,
+    milliseconds per sample, and ComfyUI does its work in-process), or the machine's."""
+    try:
+        if pid:
+            proc = _processes.get(pid)
+            if proc is None:
+                proc = _processes[pid] = psutil.Process(pid)
+            rss = proc.memory_info().rss
+        else:
+            mem = psutil.virtual_memory()
+            rss = mem.total - mem.available
+    except (psutil.Error, OSError):
+        _processes.pop(pid, None)
+        return None
+    return round(rss / MB, 1)
+
+
+class Sampler:
+    """The worker's one sampling thread; it sleeps while no job runs."""
+
+    def __init__(self):
+        self._jobs: set[JobTelemetry] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.last_vram_mb: float | None = None
+
+    def join(self, job: JobTelemetry) -> None:
+        with self._cond:
+            was_idle = not self._jobs
+            self._jobs.add(job)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="telemetry", daemon=True)
+                self._thread.start()
+            if was_idle:
+                self._cond.notify()
+
+    def leave(self, job: JobTelemetry) -> None:
+        with self._cond:
+            self._jobs.discard(job)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs:
+                    self._cond.wait()
+                jobs = list(self._jobs)
+            stats = next((j.stats for j in jobs if j.stats is not None), None)
+            if stats is not None:
+                got = stats()
+                vram = vram_used_mb(got) if got else None
+                if vram is not None:
+                    self.last_vram_mb = vram
+            else:
+                vram = None
+            rams = {pid: ram_mb(pid) for pid in {j.pid for j in jobs}}
+            with self._cond:
+                for job in self._jobs:
+                    job.note(rams.get(job.pid), vram)
+                self._cond.wait(SAMPLE_S.get())
+
+
+SAMPLER = Sampler()

@@ -1,101 +1,255 @@
 """The worker's job function: one job from input to result, and nothing of it left behind.
 
-`run_job(job)` is what runpod.serverless.start calls (see handler.__main__).
-It reads as its five steps: parse the input → prepare the inputs (load input
-images, wait for ComfyUI, check resources, upload, rewrite the prompt) → run
-the prompt (ComfyClient.run_prompt) → deliver the outputs → clean up.
+`handle(job)` is what runpod.serverless.start calls (see handler.__main__);
+it is a coroutine, so the SDK's event loop stays free while a job runs: its
+stop signal cancels the job at once, and the worker holds more than one job
+(`concurrency`). It reads as its steps: parse the input and prepare the
+inputs (load input images, know ComfyUI is there, check resources, upload,
+rewrite the prompt) → queue the prompt, in the jobs' order, and follow it to
+its end (ComfyClient.queue_prompt, follow_prompt) → deliver the outputs →
+clean up. The blocking steps run on the worker's threads.
+
+Pipelined jobs: while one prompt runs in ComfyUI, the next job is parsed,
+its images fetched and uploaded and its prompt queued behind it (at most
+`PROMPTS_IN_COMFYUI` of this worker's prompts sit in ComfyUI); the finished
+job's outputs are read and encoded while the next prompt runs. ComfyUI still
+runs one prompt at a time. Each job keeps its own timeout_s (counted from
+when the prompt ahead of it has left ComfyUI), telemetry, errors and
+clean-up. Memory stays bounded: at most BAKERY_MAX_JOBS jobs are held, one
+job loads and uploads its input images at a time, one job reads and encodes
+its outputs at a time.
+
 Every failure is returned as `{"error": message}`; when this worker cannot
 serve another job the result also carries `refresh_worker: True`, which the
-SDK turns into a request to replace the worker.
+SDK turns into a request to replace the worker. A cancelled job (RunPod's
+stop signal) has its prompt interrupted or taken out of ComfyUI's queue and
+its files and history removed; the SDK posts no result for it.
+
+`run_job(job)` runs `handle` to its end for a caller without an event loop
+(tests, the bench).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import logging
-import os
+import threading
 import time
 import uuid
+import weakref
 
 from handler import log, settings
-from handler.jobs import cleanup, images, outputs, resources
+from handler.jobs import cleanup, images, outputs, progress, resources
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError
 from handler.jobs.input import JobInput, api_keys, parse
-from handler.jobs.prompt import PromptRun
+from handler.jobs.prompt import STOP_WAIT_S, PromptRun, wait_gone
 from handler.jobs.telemetry import JobTelemetry
 from handler.models import readiness
 
+MAX_JOBS = settings.setting(
+    "BAKERY_MAX_JOBS",
+    8,
+    "The most jobs this worker holds at once while jobs are short (BAKERY_SHORT_JOB_S): the "
+    "next ones are checked, their images uploaded and their prompt queued while one runs "
+    "(ComfyUI still runs one prompt at a time); 1 = one job at a time.",
+    kind="int",
+)
+SHORT_JOB_S = settings.setting(
+    "BAKERY_SHORT_JOB_S",
+    2.0,
+    "A job whose prompt ran for less than this many seconds is short. After a long one the "
+    "worker holds at most 2 jobs (one running, the next prepared), so further jobs wait in "
+    "RunPod's queue, where other workers can take them.",
+    kind="float",
+)
+
 PROGRESS_EVERY_S = 0.5  # at most this often per node, so a 1000-step sampler stays quiet
+PROMPTS_IN_COMFYUI = 2  # this worker's prompts in ComfyUI: one running, the next queued
+THREADS = 16  # blocking steps of held jobs (a waiting prompt holds one)
 
 _log = log.get("worker")
 _client: ComfyClient | None = None
+_pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="job")
 
 
 def client() -> ComfyClient:
-    """One client (one HTTP session) per worker; rebuilt if its address or pid setting changes."""
+    """One client (one HTTP session, one WebSocket) per worker; rebuilt if its address or pid
+    setting changes."""
     global _client
     host, pid = settings.COMFY_HOST.get(), ComfyClient.configured_pid()
     if _client is None or (_client.host, _client.pid) != (host, pid):
+        if _client is not None:
+            _client.socket.close()
         _client = ComfyClient(host, pid)
     return _client
 
 
-def report_progress(job: dict, update: dict) -> None:
-    """Send a progress update through the SDK (only where RunPod listens for one)."""
-    if os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
-        import runpod
+# --- how many jobs the worker holds -------------------------------------------------------
+class _Load:
+    """Jobs in this worker now, and whether the last prompt was short."""
 
-        runpod.serverless.progress_update(job, update)
+    active = 0
+    short: bool | None = None  # unknown until a prompt has run
+
+
+def concurrency(current: int) -> int:
+    """The SDK's concurrency_modifier: how many jobs to hold (asked before every take).
+
+    When the answer changes, the SDK takes no job until none is in flight (it
+    waits in 1 s sleeps), then resizes. So the worker holds fewer at once when
+    a long prompt shows up (it lets its held jobs finish first), but more only
+    while it is idle (it would otherwise stop taking jobs to grow)."""
+    want = max(1, MAX_JOBS.get())
+    if not _Load.short:
+        want = min(want, PROMPTS_IN_COMFYUI)
+    if want > current and _Load.active:
+        return current
+    return want
+
+
+def _note_length(execution_s: float) -> None:
+    _Load.short = execution_s < SHORT_JOB_S.get()
+
+
+class _Pipeline:
+    """The gates jobs pass in order (one set per event loop)."""
+
+    def __init__(self):
+        self.prepare = asyncio.Lock()  # one job loads and uploads its input images at a time
+        self.prompts = asyncio.Semaphore(PROMPTS_IN_COMFYUI)
+        self.queue = asyncio.Lock()  # one POST /prompt at a time, in the jobs' order
+        self.deliver = asyncio.Lock()  # one job reads and encodes its outputs at a time
+        self.last: PromptRun | None = None  # this worker's prompt queued last
+
+
+_pipelines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _pipeline() -> _Pipeline:
+    loop = asyncio.get_running_loop()
+    pipe = _pipelines.get(loop)
+    if pipe is None:
+        pipe = _pipelines[loop] = _Pipeline()
+    return pipe
+
+
+# --- the job function ---------------------------------------------------------------------
+async def handle(job: dict) -> dict:
+    """Run one RunPod job; return its result (outputs, or `{"error": ...}`)."""
+    job_id = str(job.get("id") or "local")
+    raw = job.get("input")
+    with log.job_context(job_id), log.hidden(*api_keys(raw)):
+        _Load.active += 1
+        work = Job(job_id, client())
+        try:
+            try:
+                result = await work.run(raw, _pipeline())
+            except (JobError, settings.SettingError) as err:  # a bad setting is said as such
+                result = work.failed(err)
+            except Exception as err:  # a bug, not the user's mistake: say so, keep the worker
+                result = work.crashed(err)
+            await work.finish_progress()
+        except asyncio.CancelledError:  # RunPod's stop signal (or the worker is going away)
+            work.cancelled()
+            raise
+        finally:
+            _Load.active -= 1
+        ctx = contextvars.copy_context()  # the clean-up logs under the job's id
+        cleanup.CLEANER.submit(lambda: ctx.run(work.clean_up))  # off the next job's path
+        return result
+
+
+_runners = threading.local()
 
 
 def run_job(job: dict) -> dict:
-    """Run one RunPod job; return its result (outputs, or `{"error": ...}`)."""
-    job_id = str(job.get("id") or "local")
-    with log.job_context(job_id), log.hidden(*api_keys(job.get("input"))):
-        work = Job(job_id, client(), _progress_sender(job))
-        try:
-            job_input = parse(job.get("input"))  # 1. parse the input
-            deadline = time.monotonic() + job_input.timeout_s  # its models ready (or not)
-            readiness.wait_for_models(
-                job_input.workflow, deadline, lambda update: report_progress(job, update)
-            )
-            prompt = work.prepare_inputs(job_input)  # 2. prepare the inputs
-            run = work.run(prompt, job_input)  # 3. run the prompt
-            return work.deliver_outputs(run, job_input)  # 4. deliver the outputs
-        except (JobError, settings.SettingError) as err:  # a misconfigured setting is said as such
-            return work.failed(err)
-        except Exception as err:  # a bug, not the user's mistake: say so, keep the worker
-            return work.crashed(err)
-        finally:
-            work.clean_up()  # 5. clean up
+    """`handle(job)` to its end, for a caller without an event loop (one loop per thread)."""
+    runner = getattr(_runners, "runner", None)
+    if runner is None:
+        runner = _runners.runner = asyncio.Runner()
+    return runner.run(handle(job))
+
+
+def drain(timeout: float = 60.0) -> bool:
+    """Wait until every finished job's clean-up has run (before the worker exits)."""
+    return cleanup.CLEANER.drain(timeout)
+
+
+def close() -> None:
+    """Let go of ComfyUI: close the worker's WebSocket (the next job opens a new one)."""
+    global _client
+    drain()
+    if _client is not None:
+        _client.socket.close()
+        _client = None
 
 
 class Job:
     """One job's state between its steps: the ComfyUI client, its files, its telemetry."""
 
-    def __init__(self, job_id: str, comfy: ComfyClient, on_progress):
+    def __init__(self, job_id: str, comfy: ComfyClient):
         self.id = job_id
         self.comfy = comfy
-        self.on_progress = on_progress
         self.telemetry = JobTelemetry(comfy.pid, stats=comfy.stats_or_none)
         self.files = cleanup.JobFiles(f"bakery-{uuid.uuid4().hex[:12]}")
         self.prompt_run = PromptRun()
+        self.channel = progress.channel()
+        if self.channel is not None:
+            self.channel.start(job_id)
+        self.on_progress = _progress_sender(job_id, self.channel)
+        self._step_future: concurrent.futures.Future | None = None
         self.errors: list[str] = []  # what failed in a job that still produced something
         self.warnings: list[str] = []  # what the input had that was ignored
-        self.deadline: float | None = None  # the run's and its uploads' (set in run())
+        self.deadline: float | None = None  # the run's and its uploads' (set when following)
+
+    async def run(self, raw, pipe: _Pipeline) -> dict:
+        job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
+        self.warnings = job_input.warnings
+        # The models the workflow names, ready (they jump the download queue) or not, within
+        # its timeout_s; outside the gates, so jobs whose models are there go on meanwhile.
+        await readiness.wait_for_models_async(
+            job_input.workflow,
+            time.monotonic() + job_input.timeout_s,
+            lambda update: report_progress(self.id, update, self.channel),
+        )
+        async with pipe.prepare:
+            prompt = await self._step(self.prepare_inputs, job_input)
+        async with pipe.prompts:
+            run = self.prompt_run
+            async with pipe.queue:  # prompts reach ComfyUI in the order the jobs came
+                if pipe.last is not None and not pipe.last.has_left():
+                    run.ahead = pipe.last
+                pipe.last = run
+                await self._step(self.queue_prompt, prompt, job_input)
+            await self._step(self.follow_prompt, prompt, job_input)
+        async with pipe.deliver:
+            return await self._step(self.deliver_outputs, run, job_input)
+
+    async def _step(self, fn, *args):
+        """Run a blocking step on the worker's threads (with this job's log context)."""
+        ctx = contextvars.copy_context()
+        self._step_future = _pool.submit(ctx.run, fn, *args)
+        return await asyncio.wrap_future(self._step_future)
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
-        """Load the input images (nothing reaches ComfyUI before they pass), wait for ComfyUI,
-        check resources, upload the images; return the prompt to send."""
-        self.warnings = job_input.warnings
+        """Load the input images (nothing reaches ComfyUI before they pass), know ComfyUI is
+        there, check resources, upload the images; return the prompt to send."""
         t = time.monotonic()
         # Every network step ends by the job's timeout_s: input downloads counted from here,
         # the run and its uploads from the prompt's start (where ComfyUI's clock starts).
         loaded = images.load(job_input.images, deadline=t + job_input.timeout_s)
         self.telemetry.add("input_fetch", time.monotonic() - t)
-        stats = self.comfy.wait_ready()
+        probed = self.comfy.ready()
+
+        # Only the VRAM minimum needs ComfyUI's figures (a request): off by default.
+        stats = probed or {}
+        if not stats and resources.MIN_VRAM_MB.get() > 0:
+            stats = self.comfy.stats_or_none() or {}
         resources.check(stats, str(cleanup.folder("output")))
-        self.telemetry.start_sampling(stats)
+        self.telemetry.start_sampling(probed)
 
         t = time.monotonic()
         renames = {}
@@ -109,21 +263,25 @@ class Job:
         self.telemetry.add("input_upload", time.monotonic() - t)
         return _prompt(job_input.workflow, renames, self.files.job_folder)
 
-    def run(self, prompt: dict, job_input: JobInput) -> PromptRun:
+    def queue_prompt(self, prompt: dict, job_input: JobInput) -> None:
         extra = {"api_key_comfy_org": job_input.api_key} if job_input.api_key else {}
+        try:
+            self.comfy.queue_prompt(prompt, self.prompt_run, extra_data=extra)
+        except BaseException:
+            self.prompt_run.mark_left()
+            raise
+
+    def follow_prompt(self, prompt: dict, job_input: JobInput) -> PromptRun:
         run = self.prompt_run
         self.deadline = time.monotonic() + job_input.timeout_s
         try:
-            return self.comfy.run_prompt(
-                prompt, job_input.timeout_s, run, extra_data=extra, on_progress=self.on_progress
-            )
+            return self.comfy.follow_prompt(prompt, job_input.timeout_s, run, self.on_progress)
         except ExecutionFailed as err:  # a node failed: the outputs saved before it still count
             if not outputs.keep_partial(run, err, self.errors):
                 raise
             return run
         finally:
-            if run.prompt_id:  # it reached ComfyUI: note its times and the files it wrote
-                self._note(run)
+            self._note(run)  # its times and the files it wrote (also when it failed)
 
     def deliver_outputs(self, run: PromptRun, job_input: JobInput) -> dict:
         t = time.monotonic()
@@ -157,10 +315,45 @@ class Job:
             log.redact(f"the handler failed unexpectedly: {type(err).__name__}: {err}")
         )
 
+    async def finish_progress(self) -> None:
+        """No progress update of this job may arrive after its result."""
+        if self.channel is not None:
+            await asyncio.get_running_loop().run_in_executor(_pool, self.channel.finish, self.id)
+
+    def cancelled(self) -> None:
+        """RunPod stopped the job: stop following its prompt, interrupt it in ComfyUI now, and
+        clean up once its step in flight has ended (a thread cannot be stopped midway)."""
+        log.event(_log, "job stopped", level=logging.WARNING)
+        run = self.prompt_run
+        run.stop()
+        if self.channel is not None:
+            self.channel.finish(self.id, timeout=0)
+        if run.queued_at and not run.has_left():
+            _pool.submit(self.comfy.cancel, run.prompt_id)
+        ctx = contextvars.copy_context()
+        after = self._step_future
+        if after is None or after.done():
+            cleanup.CLEANER.submit(lambda: ctx.run(self._after_stop))
+        else:
+            after.add_done_callback(
+                lambda _: cleanup.CLEANER.submit(lambda: ctx.run(self._after_stop))
+            )
+
+    def _after_stop(self) -> None:
+        run = self.prompt_run
+        if run.queued_at and not run.has_left():
+            self.comfy.cancel(run.prompt_id)  # again: the POST may have landed after the first
+            wait_gone(self.comfy, run, timeout=STOP_WAIT_S)
+            for item in run.files():  # what it wrote before the interrupt took effect
+                self.files.add(item)
+        run.mark_left()  # also when it never reached ComfyUI: the job behind starts its clock
+        self.telemetry.finish()  # after the step: it may have started the sampling
+        self.clean_up()
+
     def clean_up(self) -> None:
         """Remove the job's files and its history entry: nothing of it is left for the next."""
         removed = self.files.remove()
-        if self.prompt_run.prompt_id:
+        if self.prompt_run.queued_at:
             self.comfy.forget(self.prompt_run.prompt_id)
         log.event(_log, "job files removed", files=removed)
 
@@ -170,6 +363,7 @@ class Job:
         if run.started_at is not None:
             tel.add("queue_wait", run.started_at - run.queued_at)
             tel.add("execution", end - run.started_at)
+            _note_length(end - run.started_at)
         elif run.queued_at:
             tel.add("execution", end - run.queued_at)  # start frame lost in a reconnect
         if run.reconnects:
@@ -208,7 +402,13 @@ def _prompt(workflow: dict, renames: dict[str, str], job_folder: str) -> dict:
     return prompt
 
 
-def _progress_sender(job: dict):
+def report_progress(job_id: str, update: dict, channel: progress.Channel | None) -> None:
+    """Send a progress update to RunPod (only where RunPod listens for one)."""
+    if channel is not None:
+        channel.send(job_id, update)
+
+
+def _progress_sender(job_id: str, channel: progress.Channel | None):
     last = {"node": None, "at": 0.0}
 
     def send(update: dict) -> None:
@@ -221,6 +421,6 @@ def _progress_sender(job: dict):
             text += f", step {update['step']}/{update['steps']}"
         update = {**update, "message": text}
         log.event(_log, "progress", level=10, **update)
-        report_progress(job, update)
+        report_progress(job_id, update, channel)
 
     return send

@@ -26,8 +26,9 @@ def handler_env(monkeypatch, tmp_path):
     monkeypatch.setenv("BAKERY_URL_ALLOW", "127.0.0.1")
     monkeypatch.setenv("COMFYUI_DIR", str(tmp_path / "comfyui-missing"))
     monkeypatch.setenv("COMFY_HOST", f"127.0.0.1:{free_port()}")  # nothing listens
-    monkeypatch.setattr(worker, "_client", None)
-    return monkeypatch
+    worker.close()  # each test starts with a new client (its own WebSocket)
+    yield monkeypatch
+    worker.close()
 
 
 @pytest.fixture
@@ -60,7 +61,8 @@ def start_double(handler_env, comfy_double_factory):
         handler_env.setenv("BAKERY_COMFY_PID", str(double.proc.pid))
         return double
 
-    return start
+    yield start
+    worker.close()  # before the doubles stop, so the worker's WebSocket does not see them go
 
 
 @pytest.fixture
@@ -76,6 +78,7 @@ def comfy_seen(handler_env, comfy_double_module):
     handler_env.setenv("COMFY_HOST", f"127.0.0.1:{relay.port}")
     handler_env.setenv("COMFYUI_DIR", str(comfy_double_module.base))
     yield lambda: relay.connections
+    worker.close()
     relay.close()
 
 
@@ -83,4 +86,5 @@ def comfy_seen(handler_env, comfy_double_module):
 def stub_comfy():
     stub = StubComfy()
     yield stub
+    worker.close()  # the worker keeps its WebSocket open: the stub waits for it when closing
     stub.close()

@@ -58,7 +58,11 @@ def decoded(entry: dict) -> bytes:
 
 
 def leftovers(double) -> list[str]:
-    """Every file in the double's input, output and temp folders (what a job left behind)."""
+    """Every file in the double's input, output and temp folders (what a job left behind),
+    once the clean-up of the jobs run so far has run (it follows each result)."""
+    from handler.jobs import worker
+
+    assert worker.drain(timeout=30), "the jobs' clean-up did not end"
     return sorted(
         str(p.relative_to(double.base))
         for kind in ("input", "output", "temp")
@@ -68,7 +72,12 @@ def leftovers(double) -> list[str]:
 
 
 def get_json(double, path: str):
+    """GET `path` from the double, once the clean-up of the jobs run so far has run."""
     import requests
+
+    from handler.jobs import worker
+
+    assert worker.drain(timeout=30), "the jobs' clean-up did not end"
 
     return requests.get(f"{double.url}{path}", timeout=5).json()
 

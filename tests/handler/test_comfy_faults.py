@@ -102,7 +102,34 @@ def test_comfyui_lost_mid_run_without_a_known_pid_gives_up_after_a_bound(start_d
     assert_serves_next_job(start_double())
 
 
-def test_view_failing_transiently_is_retried(comfy):
+def test_outputs_are_read_from_disk_when_comfyui_runs_beside_the_worker(comfy):
+    comfy.set_faults(view_fail_count=100, view_fail_status=500)  # /view would fail
+    result = run(empty_image(color=0x654321))
+    assert first_pixel(decoded(result["images"][0])) == 0x654321
+    assert comfy.faults()["view_fail_count"] == 100  # not asked once
+    assert leftovers(comfy) == []
+
+
+def test_no_file_outside_the_output_and_temp_folders_is_read_from_disk(comfy):
+    from handler.jobs import worker
+    from handler.jobs.errors import OutputGone
+
+    (comfy.base / "input" / "secret.png").write_bytes(b"not an output")
+    comfy.set_faults(view_fail_count=100, view_fail_status=404)  # what /view says is final
+    for entry in (
+        {"filename": "secret.png", "subfolder": "../input", "type": "output"},
+        {"filename": "secret.png", "subfolder": "", "type": "input"},
+    ):
+        try:
+            data = worker.client().read_output(entry)
+        except OutputGone:
+            continue
+        raise AssertionError(f"{entry} was read: {data!r}")
+    (comfy.base / "input" / "secret.png").unlink()
+
+
+def test_view_failing_transiently_is_retried(comfy, handler_env):
+    handler_env.setenv("BAKERY_OUTPUTS_FROM_DISK", "false")
     comfy.set_faults(view_fail_count=2, view_fail_status=503)
     result = run(empty_image(color=0x123456))
     assert first_pixel(decoded(result["images"][0])) == 0x123456
@@ -110,7 +137,8 @@ def test_view_failing_transiently_is_retried(comfy):
     assert_serves_next_job(comfy)
 
 
-def test_view_failing_for_good_gives_a_clear_error(comfy):
+def test_view_failing_for_good_gives_a_clear_error(comfy, handler_env):
+    handler_env.setenv("BAKERY_OUTPUTS_FROM_DISK", "false")
     comfy.set_faults(view_fail_count=100, view_fail_status=500)
     result = run(empty_image())
     assert result == {"error": "outputs: could not fetch 'test_00001_.png' from ComfyUI (HTTP 500)"}

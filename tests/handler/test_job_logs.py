@@ -8,7 +8,7 @@ import logging
 import time
 
 from handler import log
-from handler.jobs.worker import run_job
+from handler.jobs.worker import drain, run_job
 from tests.handler.helpers import load_invert_save, png_b64
 
 API_KEY = "comfyui-job-api-key-0123456789"
@@ -32,6 +32,7 @@ def test_log_lines_carry_the_job_id_and_no_secret_or_image_data(comfy, handler_e
     # A failing job too: its error must not echo the key either.
     job["input"]["workflow"] = {"1": {"class_type": "NoSuchNode", "inputs": {"key": API_KEY}}}
     assert "error" in run_job(job)
+    assert drain()  # each job's clean-up follows its result
     lines = project_log.events()
     text = "\n".join(json.dumps(line) for line in lines)
     assert lines and all(line["job_id"] == "job-logs" for line in lines)

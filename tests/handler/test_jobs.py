@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import time
 
 from handler.jobs.worker import run_job
 from tests.handler.helpers import (
@@ -175,8 +176,8 @@ def test_api_key_reaches_comfyui_as_extra_data(comfy, handler_env, monkeypatch):
     sent = []
     original = comfy_client.ComfyClient.submit
 
-    def spy(self, prompt, client_id, extra):
-        body = original(self, prompt, client_id, extra)
+    def spy(self, prompt, client_id, extra, prompt_id=None):
+        body = original(self, prompt, client_id, extra, prompt_id)
         sent.append(comfy.received(body["prompt_id"]))
         return body
 
@@ -195,7 +196,7 @@ def test_progress_reports_nodes_and_sampler_steps(comfy, monkeypatch):
     from handler.jobs import worker
 
     updates = []
-    monkeypatch.setattr(worker, "report_progress", lambda job, update: updates.append(update))
+    monkeypatch.setattr(worker, "report_progress", lambda job_id, u, channel: updates.append(u))
     monkeypatch.setattr(worker, "PROGRESS_EVERY_S", 0.0)
     workflow = slow(steps=3, seconds_per_step=0.01)
     assert "images" in run(workflow)
@@ -220,17 +221,32 @@ def test_base64_is_the_official_entry_shape(comfy):
     assert set(entry) == {"filename", "type", "data", "content_type"}
 
 
-def test_progress_goes_through_the_sdk_on_runpod(comfy, handler_env, monkeypatch):
-    import runpod
+def test_progress_goes_to_runpod_in_order_before_the_result(comfy, handler_env, monkeypatch):
+    from handler.jobs import progress
+    from tests.kit.runpod_api import JobApi
 
-    sent = []
-    monkeypatch.setattr(runpod.serverless, "progress_update", lambda job, u: sent.append((job, u)))
-    job = {"id": "job-progress", "input": {"workflow": slow(steps=2, seconds_per_step=0.01)}}
-    run_job(job)
-    assert sent == []  # not on RunPod (no result URL): progress is only logged
-    handler_env.setenv("RUNPOD_WEBHOOK_POST_OUTPUT", "http://127.0.0.1:9/job-done")
-    job["input"]["workflow"] = slow(steps=3, seconds_per_step=0.01)
-    run_job(job)
-    assert sent and all(j is job for j, _ in sent)
-    # EmptyImage is unchanged, so ComfyUI answers it from its cache: 2 nodes left to run.
-    assert sent[0][1]["message"] == "node 1 of 2 (DoubleSlowSampler)"
+    api = JobApi()
+    try:
+        job = {"id": "job-progress", "input": {"workflow": slow(steps=2, seconds_per_step=0.01)}}
+        run_job(job)
+        assert api.posts() == []  # not on RunPod (no result URL): progress is only logged
+        for name, value in api.env().items():
+            handler_env.setenv(name, value)
+        monkeypatch.setattr(progress, "_channel", None)
+        job["input"]["workflow"] = slow(steps=3, seconds_per_step=0.05)
+        run_job(job)
+        returned = time.monotonic()
+        sent = api.posts("job-progress")
+        assert sent and {(p.kind, p.request_id, p.is_stream) for p in sent} == {
+            ("progress", "job-progress", "false")
+        }
+        assert all(p.at < returned for p in sent)
+        # EmptyImage is unchanged, so ComfyUI answers it from its cache: 2 nodes left to run.
+        assert sent[0].body == {
+            "status": "IN_PROGRESS",
+            "output": {"node": 1, "nodes": 2, "node_id": "2", "class_type": "DoubleSlowSampler",
+                       "message": "node 1 of 2 (DoubleSlowSampler)"},
+        }  # fmt: skip
+        assert api.refused == []
+    finally:
+        api.close()
