@@ -7,9 +7,10 @@ WEBP/PNG/WEBM savers list there too, flagged `animated: [true]`), `gifs`
 runpod-workers/worker-comfyui does (docs/worker-comfyui-contract.md), every
 file listed under `images` except `temp` previews comes back under `images`,
 in history order, as `{filename, type: "base64" | "s3_url", data}` (plus
-`content_type`), each read from disk or through /view (ComfyClient.read_output). Our other keys carry only what that worker drops: `videos`
-(VideoHelperSuite's `gifs`), `audio`, `files` (any other file list) and
-`text` (`{filename, type: "text", data}`).
+`content_type`), each read from disk or through /view (ComfyClient.read_output).
+Our other keys carry only what that worker drops: `videos` (VideoHelperSuite's
+`gifs`), `audio`, `files` (any other file list) and `text` (`{filename, type:
+"text", data}`).
 
 `result()` and `failure()` give the job result its shape: what was produced
 plus `errors` when a node failed or a file could not be fetched or uploaded;
