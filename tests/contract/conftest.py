@@ -30,7 +30,12 @@ def files():
 @pytest.fixture(scope="module")
 def local_api(comfy_double_module, files, tmp_path_factory):
     """`python -m handler --rp_serve_api` in front of the module's double; `.double` is it."""
-    env = worker_env(comfy_double_module, BAKERY_URL_ALLOW="127.0.0.1")
+    # Outputs through /view (as when ComfyUI is not in the container), so the double's
+    # /view faults can stand for a file that cannot be fetched; reading from disk is tested
+    # in tests/handler. The contract is the same either way.
+    env = worker_env(
+        comfy_double_module, BAKERY_URL_ALLOW="127.0.0.1", BAKERY_OUTPUTS_FROM_DISK="false"
+    )
     worker = LocalWorker(env, tmp_path_factory.mktemp("local-api") / "worker.log")
     worker.double = comfy_double_module
     yield worker

@@ -363,8 +363,8 @@ def test_the_api_key_reaches_comfyui_under_every_name(comfy, handler_env, monkey
     sent = []
     original = comfyui.ComfyClient.submit
 
-    def spy(self, prompt, client_id, extra):
-        body = original(self, prompt, client_id, extra)
+    def spy(self, prompt, client_id, extra, *rest):
+        body = original(self, prompt, client_id, extra, *rest)
         sent.append(comfy.received(body["prompt_id"])["sensitive"].get("api_key_comfy_org"))
         return body
 
