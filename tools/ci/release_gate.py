@@ -6,9 +6,15 @@ manifest (the gate downloads no weights), then send one model-free job
 (EmptyImage -> SaveImage) and expect a COMPLETED answer with that picture. The
 container is removed whatever happens; its log is printed when the gate fails.
 
-Usage (the release workflow runs it on the candidate images of a job):
+Usage:
     python tools/ci/release_gate.py IMAGE [IMAGE ...] [--timeout 300]
-Exit 0 when every image answered; 1 otherwise.
+    python tools/ci/release_gate.py --promote '{"CANDIDATE": ["TAG", ...], ...}'
+With --promote (what a release build job runs after pushing its candidates): pull
+each candidate (the images of one job share their base: it is pulled once), print its
+size and check it for a shared library present twice (image_check.py), run it, and
+only then give it its real tags (`docker buildx imagetools create`, which copies the
+manifest with its attestations; nothing is rebuilt).
+Exit 0 when every image passed; 1 otherwise (no failed image gets its tags).
 """
 
 from __future__ import annotations
@@ -111,11 +117,46 @@ def gate(image: str, timeout: float) -> tuple[bool, str]:
             gate.last_log = logs.stdout + logs.stderr  # type: ignore[attr-defined]
 
 
+def image_check():
+    """The sibling script image_check.py as a module (tools/ci holds scripts)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "image_check", Path(__file__).with_name("image_check.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def promote(candidates: dict[str, list[str]], timeout: float) -> int:
+    checks = image_check()
+    failed = []
+    for candidate, tags in candidates.items():
+        subprocess.run(["docker", "pull", "-q", candidate], check=True)
+        if checks.main([candidate]) != 0:
+            failed.append(candidate)
+            continue
+        if main([candidate, "--timeout", str(timeout)]) != 0:
+            failed.append(candidate)
+            continue
+        tagging = ["docker", "buildx", "imagetools", "create"]
+        tagging += [arg for tag in tags for arg in ("--tag", tag)]
+        subprocess.run([*tagging, candidate], check=True)
+        print(f"{candidate}: published as {', '.join(tags)}", flush=True)
+    if failed:
+        print(f"not published (failed the gate): {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+")
+    parser.add_argument("images", nargs="*")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per image")
+    parser.add_argument("--promote", help="JSON {candidate: [tags]}: gate, then tag each")
     args = parser.parse_args(argv)
+    if args.promote:
+        return promote(json.loads(args.promote), args.timeout)
     failed = []
     for image in args.images:
         passed, what = gate(image, args.timeout)
