@@ -322,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"release plan: {error}", file=sys.stderr)
         return 1
     registry = registry_of(args.image or _image_of(outputs) or args.cache_ref)
+    if outputs["bases"] and not args.cache_ref and not args.group:
+        print(
+            "::warning::no BAKERY_CACHE_REF: each torch base (about 7 GB) goes to GitHub's "
+            "Actions cache, which keeps 10 GB per repository — set a registry cache"
+        )
     if args.group:
         found = [g for g in outputs["groups"] if g["name"] == args.group]
         if not found:
