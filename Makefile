@@ -6,7 +6,7 @@ BAKERY = $(PY) -m bakery
 # with its own Python (CI on GitHub: `make test PY=python`) skips it.
 NEEDS_PY := $(if $(filter $(VENV_PY),$(PY)),$(VENV_PY))
 
-.PHONY: build render check validate test lint smoke bench venv lock lock-handler
+.PHONY: build render check validate test lint smoke bench bench-install venv lock lock-handler
 
 ## build: validate variants.yaml, render, and `docker buildx bake` the default group
 build: $(NEEDS_PY)
@@ -36,6 +36,10 @@ smoke: $(NEEDS_PY)
 ## bench: every benchmark; each figure is a ratio against a baseline measured in the same run
 bench: $(NEEDS_PY)
 	$(PY) -m bench
+
+## bench-install: uv vs pip on the real path (real ComfyUI, torch: ~3 GB twice; BAKERY_SOURCES)
+bench-install: $(NEEDS_PY)
+	$(PY) -m bench.realpath_install
 
 ## venv: (re)make the local virtual environment with the pinned dev dependencies
 venv:

@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
         print(
             f"{len(found)} package(s) in this image are not pinned by {argv[0]}:\n  "
             + "\n  ".join(found)
-            + "\nre-lock (make lock, see lock/README.md) and run `bakery render`",
+            + "\nre-lock (`make lock`; README.md: Pinned and reproducible), then `bakery render`",
             file=sys.stderr,
         )
         return 1

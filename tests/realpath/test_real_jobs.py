@@ -9,6 +9,7 @@ import time
 
 import pytest
 import requests
+from realpath import image as real
 
 from tests.comfy_double import media, workflows
 
@@ -132,3 +133,20 @@ def test_pip_check_is_clean_and_every_package_is_locked(real_worker):
     assert code == 0, out
     code, out = real_worker.exec("python", "-c", "import torch; print(torch.__version__)")
     assert code == 0 and out.strip().startswith("2.8.0"), out
+
+
+def test_zz_real_path_figures_are_recorded(real_image, real_worker):
+    """Not a check: the real path's figures, for the README (bench/results/realpath.json)."""
+    figures = {
+        "bake_s": round(real_image.seconds, 1),
+        "lock_s": round(real_image.lock_seconds, 1),
+        "comfyui_ready_after_docker_run_s": round(real_worker.ready_s, 1),
+        "first_job_s": round(real_worker.first_job_s, 2),
+        "layers": [
+            {"bytes": size, "step": step} for size, step in real.layer_sizes(real_image.tag)
+        ],
+    }
+    out = real.REPO / "bench" / "results" / "realpath.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))

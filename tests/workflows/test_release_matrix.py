@@ -53,9 +53,13 @@ def test_every_variant_job_builds_on_its_own_base(release_plan, tmp_path):
     outputs = run_plan(release_plan, tmp_path)
     bases = {job["target"] for job in outputs["bases"]}
     printed = bake_print(REPO_ROOT)["target"]
-    for job in outputs["variants"]:
-        assert job["base"] in bases
-        assert printed[job["target"]]["contexts"]["base"] == f"target:{job['base']}"
+    built = []
+    for group in outputs["groups"]:
+        assert group["base"] in bases
+        for target in group["targets"].split():
+            assert printed[target]["contexts"]["base"] == f"target:{group['base']}"
+            built.append(target)
+    assert sorted(built) == sorted(job["target"] for job in outputs["variants"])
 
 
 def specs(values) -> list[dict]:
@@ -69,13 +73,30 @@ def specs(values) -> list[dict]:
     return parsed
 
 
+def group_lines(release_plan, tmp_path, name: str) -> dict:
+    """What a build job gets by running the plan for its group (release.yml: --group)."""
+    out = tmp_path / "group_output"
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--image", IMAGE, "--group", name]
+    assert release_plan.main([*argv, "--output", str(out)]) == 0
+    text = out.read_text()
+    bake_set = text.split("bake_set<<BAKERY_EOF\n", 1)[1].split("\nBAKERY_EOF", 1)[0]
+    promote = json.loads(text.split("promote=", 1)[1].splitlines()[0])
+    return {"bake_set": bake_set, "promote": promote}
+
+
 def test_a_variant_jobs_settings_resolve_in_bake_as_planned(release_plan, tmp_path):
     outputs = run_plan(release_plan, tmp_path)
-    job = outputs["variants"][0]
-    target, base = job["target"], job["base"]
+    group = outputs["groups"][0]
+    target, base = group["targets"].split()[0], group["base"]
+    job = group_lines(release_plan, tmp_path, group["name"])
     sets = [arg for line in job["bake_set"].splitlines() for arg in ("--set", line)]
     printed = bake_print(REPO_ROOT, target, *sets)["target"]
-    assert printed[target]["tags"] == [f"{IMAGE}:1.2.3-{target}", f"{IMAGE}:{target}"]
+    # pushed as a candidate; the release gate gives it its real tags
+    assert printed[target]["tags"] == [f"{IMAGE}:candidate-1.2.3-{target}"]
+    assert job["promote"][f"{IMAGE}:candidate-1.2.3-{target}"] == [
+        f"{IMAGE}:1.2.3-{target}",
+        f"{IMAGE}:{target}",
+    ]
     assert specs(printed[target]["cache-from"]) == [{"type": "gha", "scope": target}]
     assert specs(printed[target]["cache-to"]) == [{"type": "gha", "scope": target, "mode": "max"}]
     assert specs(printed[target]["output"]) == [{"type": "registry"}]
@@ -134,7 +155,7 @@ def test_a_model_set_added_to_variants_yaml_is_released_with_no_workflow_edit(
         release_plan, tmp_path, "--file", str(variants_file), "--bake-dir", str(project)
     )
     assert job_targets(after) - job_targets(before) == {f"upscale-{cuda}"}
-    added = next(job for job in after["variants"] if job["target"] == f"upscale-{cuda}")
+    added = next(g for g in after["groups"] if f"upscale-{cuda}" in g["targets"].split())
     assert added["base"] == f"base-{cuda}"
     assert set(bake_print(project)["target"]) == job_targets(after)
 
@@ -142,7 +163,7 @@ def test_a_model_set_added_to_variants_yaml_is_released_with_no_workflow_edit(
 def test_the_workflows_name_no_target_model_set_or_cuda_line(release_plan, tmp_path):
     outputs = run_plan(release_plan, tmp_path)
     names = job_targets(outputs)
-    names |= {job["model_set"] for job in outputs["variants"]}
+    names |= {job["target"].rsplit("-", 1)[0] for job in outputs["variants"]}  # model sets
     names |= {job["cuda"] for job in outputs["bases"]}
     for path in WORKFLOWS + ACTIONS:
         text = path.read_text()

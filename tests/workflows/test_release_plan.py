@@ -179,13 +179,19 @@ def test_the_registry_to_log_in_to_comes_from_the_image_name(release_plan, image
 def test_outputs_are_written_for_the_jobs_that_fan_out(release_plan, matrix, tmp_path):
     plan = release_plan.plan(matrix, printed_for(matrix, "1.2.0"), [], "1.2.0", True, "")
     out = tmp_path / "github_output"
-    release_plan.write_outputs({**plan, "registry": "ghcr.io"}, out)
+    release_plan.write_outputs({**release_plan.github_outputs(plan), "registry": "ghcr.io"}, out)
     written = dict(line.split("=", 1) for line in out.read_text().splitlines())
     assert written["version"] == "1.2.0"
     assert written["registry"] == "ghcr.io"
     # one line each: GitHub reads `key=value` up to the newline, and matrix.include takes the list
-    assert json.loads(written["variants"]) == plan["variants"]
+    assert json.loads(written["variants"]) == [
+        {"target": v["target"], "tags": v["tags"]} for v in plan["variants"]
+    ]
     assert json.loads(written["bases"]) == plan["bases"]
+    assert [g["targets"] for g in json.loads(written["groups"])] == [
+        "flux-cu126 sdxl-cu126",
+        "flux-cu128 sdxl-cu128",
+    ]
 
 
 def test_publishing_to_the_example_image_is_refused_with_the_two_fixes(release_plan, matrix):

@@ -159,11 +159,20 @@ def test_variants_build_after_the_bases_from_the_plans_matrix():
     assert jobs["bases"]["needs"] == "plan"
     assert jobs["variants"]["needs"] == ["plan", "bases"]
     assert jobs["notes"]["needs"] == ["plan", "variants"]
-    for job, output in (("bases", "bases"), ("variants", "variants")):
+    for job, output in (("bases", "bases"), ("variants", "groups")):
         include = jobs[job]["strategy"]["matrix"]["include"]
         assert include == f"${{{{ fromJSON(needs.plan.outputs.{output}) }}}}"
-        bake = next(
-            s for s in jobs[job]["steps"] if s.get("uses") == "./.github/actions/bake-target"
-        )
-        assert bake["with"]["target"] == "${{ matrix.target }}"
-        assert bake["with"]["set"] == "${{ matrix.bake_set }}"
+    bake = next(
+        s for s in jobs["bases"]["steps"] if s.get("uses") == "./.github/actions/bake-target"
+    )
+    assert bake["with"]["target"] == "${{ matrix.target }}"
+    assert bake["with"]["set"] == "${{ matrix.bake_set }}"
+    # A build job of variants plans its own lines (--group), bakes them as candidates, and
+    # the gate runs each image before it gets its real tags.
+    steps = jobs["variants"]["steps"]
+    names = [s.get("uses", s.get("name")) for s in steps]
+    bake_at = names.index("./.github/actions/bake-target")
+    assert names.index("Plan this job") < bake_at < names.index("Gate, check and tag each image")
+    assert "--group" in steps[names.index("Plan this job")]["run"]
+    assert steps[bake_at]["with"]["set"] == "${{ steps.lines.outputs.bake_set }}"
+    assert "release_gate.py --promote" in steps[-1]["run"]

@@ -34,6 +34,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # The image variants.yaml ships with; nobody can push there.
 EXAMPLE_IMAGE = "ghcr.io/your-org/"
 
+# GitHub's limits a plan must fit: jobs in one matrix, bytes in one job output.
+MATRIX_LIMIT = 256
+OUTPUT_LIMIT = 1_000_000
+# Variants one job builds: its base (several GB) is loaded once and shared by them all.
+GROUP_SIZE = 16
+
 
 class PlanError(Exception):
     """A release that cannot be planned as asked; the message says what to change."""
@@ -188,18 +194,99 @@ def plan(
         if not tags:
             raise PlanError(f"target {entry['target']!r} has no {version}-… tag to push")
         jobs.append(variant_job(entry, tags, cache_ref))
-    return {
+    outputs = {
         "version": version,
         "bases": [base_job(entry, cache_ref) for entry in bases],
         "variants": jobs,
+        "groups": groups([{**job, "version": version} for job in jobs]),
     }
+    check_limits(github_outputs(outputs))
+    return outputs
+
+
+def github_outputs(plan: dict) -> dict:
+    """What the plan job hands on: small enough for any number of variants. A build job
+    gets its own bake lines by running the plan again for its group (--group)."""
+    return {
+        "version": plan["version"],
+        "bases": plan["bases"],
+        "variants": [{"target": job["target"], "tags": job["tags"]} for job in plan["variants"]],
+        "groups": [
+            {key: group[key] for key in ("name", "base", "cuda", "targets")}
+            for group in plan["groups"]
+        ],
+    }
+
+
+def groups(variant_jobs: list[dict], size: int = GROUP_SIZE) -> list[dict]:
+    """The variant jobs packed into build jobs: each holds variants of one base only (so
+    it loads that multi-GB base once), at most `size` of them, and there are never more
+    than GitHub's matrix allows — with more variants, each job takes more.
+
+    A job pushes every image under a candidate tag first; the release gate runs each
+    candidate once and only then gives it its real tags (release_gate.py --promote).
+    """
+    by_base: dict[str, list[dict]] = {}
+    for job in sorted(variant_jobs, key=lambda j: (j["base"], j["target"])):
+        by_base.setdefault(job["base"], []).append(job)
+    while sum(-(-len(jobs) // size) for jobs in by_base.values()) > MATRIX_LIMIT:
+        size += 1
+    out = []
+    for base, jobs in by_base.items():
+        count = -(-len(jobs) // size)
+        for i in range(count):
+            chunk = jobs[i::count]  # near-equal parts, every target once
+            out.append(group_job(base, chunk, f"{base} {i + 1}/{count}"))
+    return out
+
+
+def candidate_tag(job: dict, version: str) -> str:
+    image = job["tags"][0].rpartition(":")[0]
+    return f"{image}:candidate-{version}-{job['target']}"
+
+
+def group_job(base: str, jobs: list[dict], name: str) -> dict:
+    lines: list[str] = []
+    promote = {}
+    for job in jobs:
+        version = job["version"]
+        candidate = candidate_tag(job, version)
+        promote[candidate] = job["tags"]
+        for line in job["bake_set"].splitlines():
+            if line.startswith(f"{job['target']}.tags="):
+                continue
+            if line not in lines:  # the base's lines once
+                lines.append(line)
+        lines.append(f"{job['target']}.tags={candidate}")
+    return {
+        "name": name,
+        "base": base,
+        "cuda": jobs[0]["cuda"],
+        "targets": " ".join(job["target"] for job in jobs),
+        "bake_set": "\n".join(lines),
+        "promote": json.dumps(promote, separators=(",", ":")),
+    }
+
+
+def check_limits(outputs: dict) -> None:
+    """Refuse a plan GitHub would refuse: too many jobs in a matrix, an output too big."""
+    for key in ("bases", "groups"):
+        if len(outputs.get(key, [])) > MATRIX_LIMIT:
+            raise PlanError(f"{len(outputs[key])} {key} jobs: GitHub runs {MATRIX_LIMIT} at most")
+    for key, value in outputs.items():
+        size = len(value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
+        if size > OUTPUT_LIMIT:
+            raise PlanError(f"output {key} is {size} bytes: GitHub keeps {OUTPUT_LIMIT} at most")
 
 
 def write_outputs(outputs: dict, path: Path) -> None:
     with path.open("a", encoding="utf-8") as out:
         for key, value in outputs.items():
             text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-            out.write(f"{key}={text}\n")
+            if "\n" in text:  # GitHub's multi-line form
+                out.write(f"{key}<<BAKERY_EOF\n{text}\nBAKERY_EOF\n")
+            else:
+                out.write(f"{key}={text}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, help="variants.yaml (default: the repository's)")
     parser.add_argument("--bake-dir", type=Path, default=REPO_ROOT, help="where docker-bake.hcl is")
     parser.add_argument("--output", type=Path, default=os.environ.get("GITHUB_OUTPUT"))
+    parser.add_argument(
+        "--group", help="write only this build job's bake_set and promote (its name)"
+    )
     args = parser.parse_args(argv)
     try:
         version = version_for(args.ref_type, args.ref_name, args.sha)
@@ -231,7 +321,22 @@ def main(argv: list[str] | None = None) -> int:
     except PlanError as error:
         print(f"release plan: {error}", file=sys.stderr)
         return 1
-    outputs["registry"] = registry_of(args.image or _image_of(outputs) or args.cache_ref)
+    registry = registry_of(args.image or _image_of(outputs) or args.cache_ref)
+    if outputs["bases"] and not args.cache_ref and not args.group:
+        print(
+            "::warning::no BAKERY_CACHE_REF: each torch base (about 7 GB) goes to GitHub's "
+            "Actions cache, which keeps 10 GB per repository — set a registry cache"
+        )
+    if args.group:
+        found = [g for g in outputs["groups"] if g["name"] == args.group]
+        if not found:
+            print(f"release plan: no build job {args.group!r}", file=sys.stderr)
+            return 1
+        outputs = {key: found[0][key] for key in ("bake_set", "promote")}
+        # bake-action reads a list separated by commas or newlines
+        outputs["targets"] = ",".join(found[0]["targets"].split())
+    else:
+        outputs = {**github_outputs(outputs), "registry": registry}
     if args.output:
         write_outputs(outputs, args.output)
     json.dump(outputs, sys.stdout, indent=2)

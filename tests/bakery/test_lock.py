@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from bakery.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = os.environ.get("BAKERY_SOURCES")
@@ -27,19 +26,15 @@ def _verify_module():
 verify = _verify_module()
 
 
-def run(capsys, *args) -> tuple[int, str]:
-    code = main([str(a) for a in args])
-    out = capsys.readouterr()
-    return code, out.out + out.err
-
-
 @pytest.fixture
-def project(tmp_path) -> Path:
-    out = tmp_path / "project"
-    out.mkdir()
-    shutil.copy(REPO / "variants.yaml", out / "variants.yaml")
-    shutil.copytree(REPO / "lock", out / "lock")
-    return out
+def run(bakery):
+    """The CLI in-process (conftest's `bakery`): exit code and everything it printed."""
+
+    def call(*args) -> tuple[int, str]:
+        result = bakery(*args)
+        return result.code, result.out + result.err
+
+    return call
 
 
 def test_every_lock_line_pins_one_version():
@@ -93,8 +88,8 @@ def test_a_lock_line_without_one_version_is_refused():
         verify.lock_pins("numpy>=1.25\n")
 
 
-def test_every_install_step_uses_the_lock_and_ends_with_its_check(capsys, project, tmp_path):
-    code, out = run(capsys, "render", "--out", project)
+def test_every_install_step_uses_the_lock_and_ends_with_its_check(run, project, tmp_path):
+    code, out = run("render", "--out", project)
     assert code == 0, out
     steps = 0
     for dockerfile in (project / "build").rglob("Dockerfile"):
@@ -108,13 +103,13 @@ def test_every_install_step_uses_the_lock_and_ends_with_its_check(capsys, projec
     assert steps >= 4  # two per base
 
 
-def test_a_comfyui_bump_tells_the_user_to_relock(capsys, project):
+def test_a_comfyui_bump_tells_the_user_to_relock(run, project):
     variants = project / "variants.yaml"
     variants.write_text(variants.read_text().replace("version: v0.3.64", "version: v0.3.65"))
-    code, out = run(capsys, "render", "--out", project)
+    code, out = run("render", "--out", project)
     assert code == 0
     assert "note: lock/cu126.txt: stale (comfyui is 'v0.3.65', the lock was made for " in out
-    code, out = run(capsys, "check", "--out", project)
+    code, out = run("check", "--out", project)
     assert code == 4
     assert (
         "lock/cu128.txt: stale (comfyui is 'v0.3.65', the lock was made for 'v0.3.64') — "
@@ -124,36 +119,64 @@ def test_a_comfyui_bump_tells_the_user_to_relock(capsys, project):
     ) in out
 
 
-def test_a_missing_lock_fails_check_and_the_build(capsys, project):
+def test_a_missing_lock_fails_check_and_the_build(run, project):
     shutil.rmtree(project / "lock")
-    code, out = run(capsys, "render", "--out", project)
+    code, out = run("render", "--out", project)
     assert code == 0
     assert (
         "# bakery: no lock for CUDA line cu126"
         in (project / "build/base-cu126/requirements.lock").read_text()
     )
-    code, out = run(capsys, "check", "--out", project)
+    code, out = run("check", "--out", project)
     assert code == 4 and "lock/cu126.txt: missing" in out
 
 
-def test_lock_without_sources_says_where_they_come_from(capsys, project, monkeypatch):
+def test_lock_without_sources_says_where_they_come_from(run, project, monkeypatch):
     monkeypatch.delenv("BAKERY_SOURCES", raising=False)
-    code, out = run(capsys, "lock", "--out", project)
+    code, out = run("lock", "--out", project)
     assert code == 1
     assert "set BAKERY_SOURCES (or --sources) to a folder holding ComfyUI/" in out
 
 
-def test_lock_refuses_sources_of_another_comfyui(capsys, project, tmp_path):
+def test_lock_refuses_sources_of_another_comfyui(run, project, tmp_path):
     fake = tmp_path / "sources" / "ComfyUI"
     fake.mkdir(parents=True)
     (fake / "comfyui_version.py").write_text('__version__ = "0.3.60"\n')
-    code, out = run(capsys, "lock", "--out", project, "--sources", tmp_path / "sources")
+    code, out = run("lock", "--out", project, "--sources", tmp_path / "sources")
     assert code == 1
     assert "is ComfyUI 0.3.60, variants.yaml pins v0.3.64: check out v0.3.64 there first" in out
 
 
 @pytest.mark.skipif(not SOURCES, reason="BAKERY_SOURCES is not set (.ci/run sets it)")
-def test_the_committed_lock_matches_a_fresh_lock_of_the_sources(capsys):
+def test_the_committed_lock_matches_a_fresh_lock_of_the_sources(run):
     """The staleness check with the sources: a changed requirements.txt upstream shows."""
-    code, out = run(capsys, "lock", "--check")
+    code, out = run("lock", "--check")
     assert code == 0, out
+
+
+@pytest.mark.skipif(not SOURCES, reason="BAKERY_SOURCES is not set (.ci/run sets it)")
+def test_a_node_sets_requirements_and_pip_extras_are_locked(run, project):
+    """VideoHelperSuite's unpinned requirements (opencv-python, imageio-ffmpeg) are pinned."""
+    variants = project / "variants.yaml"
+    text = variants.read_text().replace(
+        "node_sets: {}",
+        "node_sets:\n"
+        "  video:\n"
+        "    nodes:\n"
+        "      videohelpersuite:\n"
+        "        source: https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite.git\n"
+        "        commit: 4ee72c065db22c9d96c2427954dc69e7b908444b\n"
+        "        pip: [imageio==2.37.0]\n",
+    )
+    variants.write_text(text)
+    code, out = run("render", "--out", project)
+    assert code == 0 and "stale (node videohelpersuite is '4ee72c06" in out
+    code, out = run("lock", "--out", project)
+    assert code == 0, out
+    pins = verify.lock_pins((project / "lock/cu126.txt").read_text())
+    assert {"opencv-python", "imageio-ffmpeg"} <= set(pins)
+    assert pins["imageio"] == {"2.37.0"}
+    header = (project / "lock/cu126.txt").read_text()
+    assert "node videohelpersuite requirements.txt sha256:" in header
+    assert run("render", "--out", project)[0] == 0
+    assert run("check", "--out", project) == (0, f"generated files match {variants}\n")

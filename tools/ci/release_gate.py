@@ -1,0 +1,172 @@
+"""Release gate: run each built image once, as RunPod would, before its tags are pushed.
+
+For every image: `docker run --network host` its start script with the runpod SDK's
+local API on 127.0.0.1, ComfyUI with --cpu (a CI runner has no GPU) and an empty model
+manifest (the gate downloads no weights), then send one model-free job
+(EmptyImage -> SaveImage) and expect a COMPLETED answer with that picture. The
+container is removed whatever happens; its log is printed when the gate fails.
+
+Usage:
+    python tools/ci/release_gate.py IMAGE [IMAGE ...] [--timeout 300]
+    python tools/ci/release_gate.py --promote '{"CANDIDATE": ["TAG", ...], ...}'
+With --promote (what a release build job runs after pushing its candidates): pull
+each candidate (the images of one job share their base: it is pulled once), print its
+size and check it for a shared library present twice (image_check.py), run it, and
+only then give it its real tags (`docker buildx imagetools create`, which copies the
+manifest with its attestations; nothing is rebuilt).
+Exit 0 when every image passed; 1 otherwise (no failed image gets its tags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+START = "/opt/bakery/handler/start.sh"
+GATE_MANIFEST = "/opt/bakery/gate-models.json"
+JOB = {
+    "input": {
+        "workflow": {
+            "1": {
+                "class_type": "EmptyImage",
+                "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0x336699},
+            },
+            "2": {
+                "class_type": "SaveImage",
+                "inputs": {"images": ["1", 0], "filename_prefix": "gate"},
+            },
+        }
+    }
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def empty_manifest(image: str, folder: Path) -> Path:
+    """The image's own manifest with no models: the gate checks the image, not downloads."""
+    done = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "cat", image, "/opt/bakery/models.json"],
+        capture_output=True,
+        text=True,
+    )
+    data = json.loads(done.stdout) if done.returncode == 0 else {}
+    data["models"] = []
+    path = folder / "models.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def post_job(url: str, deadline: float) -> dict:
+    """POST the job to /runsync, retrying while the local API is not up yet."""
+    body = json.dumps(JOB).encode()
+    while True:
+        request = urllib.request.Request(
+            url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=max(1, deadline - time.monotonic())) as r:
+                return json.loads(r.read())
+        except (urllib.error.URLError, ConnectionError) as error:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer from {url}: {error}") from None
+            time.sleep(1)
+
+
+def gate(image: str, timeout: float) -> tuple[bool, str]:
+    """(passed, what happened) for one image."""
+    api, comfy = free_port(), free_port()
+    with tempfile.TemporaryDirectory(prefix="bakery-gate-") as tmp:
+        manifest = empty_manifest(image, Path(tmp))
+        run = [
+            "docker", "run", "-d", "--network", "host",
+            "-e", f"COMFY_HOST=127.0.0.1:{comfy}", "-e", "BAKERY_COMFY_ARGS=--cpu",
+            "-e", f"BAKERY_MANIFEST={GATE_MANIFEST}",
+            "-v", f"{manifest}:{GATE_MANIFEST}:ro",
+            image, START, "--rp_serve_api", "--rp_api_host", "127.0.0.1",
+            "--rp_api_port", str(api),
+        ]  # fmt: skip
+        started = subprocess.run(run, capture_output=True, text=True)
+        if started.returncode != 0:
+            return False, f"docker run failed: {started.stderr.strip()}"
+        container = started.stdout.strip()
+        t0 = time.monotonic()
+        try:
+            answer = post_job(f"http://127.0.0.1:{api}/runsync", t0 + timeout)
+            seconds = time.monotonic() - t0
+            images = (answer.get("output") or {}).get("images") or []
+            if answer.get("status") == "COMPLETED" and len(images) == 1:
+                return True, f"job COMPLETED {seconds:.1f} s after docker run"
+            return False, f"unexpected answer: {json.dumps(answer)[:2000]}"
+        except TimeoutError as error:
+            return False, str(error)
+        finally:
+            logs = subprocess.run(["docker", "logs", container], capture_output=True, text=True)
+            subprocess.run(["docker", "rm", "-f", container], capture_output=True)
+            gate.last_log = logs.stdout + logs.stderr  # type: ignore[attr-defined]
+
+
+def image_check():
+    """The sibling script image_check.py as a module (tools/ci holds scripts)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "image_check", Path(__file__).with_name("image_check.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def promote(candidates: dict[str, list[str]], timeout: float) -> int:
+    checks = image_check()
+    failed = []
+    for candidate, tags in candidates.items():
+        subprocess.run(["docker", "pull", "-q", candidate], check=True)
+        if checks.main([candidate]) != 0:
+            failed.append(candidate)
+            continue
+        if main([candidate, "--timeout", str(timeout)]) != 0:
+            failed.append(candidate)
+            continue
+        tagging = ["docker", "buildx", "imagetools", "create"]
+        tagging += [arg for tag in tags for arg in ("--tag", tag)]
+        subprocess.run([*tagging, candidate], check=True)
+        print(f"{candidate}: published as {', '.join(tags)}", flush=True)
+    if failed:
+        print(f"not published (failed the gate): {', '.join(failed)}", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("images", nargs="*")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per image")
+    parser.add_argument("--promote", help="JSON {candidate: [tags]}: gate, then tag each")
+    args = parser.parse_args(argv)
+    if args.promote:
+        return promote(json.loads(args.promote), args.timeout)
+    failed = []
+    for image in args.images:
+        passed, what = gate(image, args.timeout)
+        print(f"{image}: {'passed' if passed else 'FAILED'} — {what}", flush=True)
+        if not passed:
+            failed.append(image)
+            tail = "\n".join(getattr(gate, "last_log", "").splitlines()[-60:])
+            print(f"--- {image}: container log (last 60 lines) ---\n{tail}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
