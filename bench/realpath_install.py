@@ -31,16 +31,13 @@ from pathlib import Path
 
 import jinja2
 
+from bench.__main__ import format_row
+from bench.bench_build import fresh_base
+from tests.kit.standin import bake as stand_in
+from tests.kit.standin import base
+from tests.realpath import image as real
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from realpath import image as real  # noqa: E402
-from standin import bake as stand_in  # noqa: E402
-from standin import base  # noqa: E402
-
-from bench.__main__ import format_row  # noqa: E402
-from bench.bench_build import fresh_base  # noqa: E402
 
 BEFORE = "e38f047"  # the last commit before uv and the lock (issue #14)
 

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import requests
-from realpath import image as real
 
 from tests.comfy_double import media, workflows
+from tests.realpath import image as real
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 

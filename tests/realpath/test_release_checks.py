@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-from realpath.image import REPO
+
+from tests.realpath.image import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 

@@ -9,7 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from workflow_files import ci_script
+
+from tests.workflows.workflow_files import ci_script
 
 check = ci_script("image_check")
 LIBS = ("/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1")
