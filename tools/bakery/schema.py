@@ -23,6 +23,9 @@ URL_FIX = (
 HTTP_URL = with_wording(MODEL_SCHEMA["properties"]["url"], {"x-fix": URL_FIX})
 
 LIST_OF_TEXT = {"type": "array", "items": {"type": "string"}}
+# A package pinned to one version (extras allowed), and a bare package name.
+PINNED = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!_-]+$"
+PACKAGE_NAME = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
 
 # A model entry is the manifest's (handler.manifest owns its rules and says what is
 # wrong); variants.yaml adds how to fix it, and lets sha256, size and auth be left out.
@@ -88,8 +91,26 @@ NODE = {
             "x-example": "commit: <40-character commit hash>",
         },
         "pip": {
-            **LIST_OF_TEXT,
+            "type": "array",
+            "items": {
+                "type": "string",
+                "pattern": PINNED,
+                "x-what": "{value} is not pinned to one version",
+                "x-fix": "write name==version (e.g. imageio-ffmpeg==0.6.0): "
+                "`bakery lock` pins the rest, and an image never installs a moving version",
+            },
             "x-example": "pip: [some-package==1.2.3]",
+        },
+        "without": {
+            "type": "array",
+            "items": {
+                "type": "string",
+                "pattern": PACKAGE_NAME,
+                "x-what": "{value} is not a package name",
+                "x-fix": "write the name alone, as the node's requirements.txt spells it "
+                "(e.g. opencv-python)",
+            },
+            "x-example": "without: [opencv-python]",
         },
     },
 }
