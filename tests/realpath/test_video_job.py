@@ -54,15 +54,23 @@ def video_worker(video_image):
 
 
 def video_workflow() -> dict:
-    """Two colours, three frames each, as one batch: an MP4 through VHS_VideoCombine and an
-    animated WEBP through core ComfyUI; one second of silence as FLAC."""
+    """Six frames of different colours (the WebP encoder merges identical neighbours) as one
+    batch: an MP4 through VHS_VideoCombine and an animated WEBP through core ComfyUI; one
+    second of silence as FLAC."""
     prompt = {}
-    for node, color in (("1", 0xCC3311), ("2", 0x1133CC)):
-        prompt[node] = {
+    colors = (0xCC3311, 0x1133CC, 0x22AA44, 0xEEDD00, 0x8800AA, 0x00CCCC)[:FRAMES]
+    for i, color in enumerate(colors, start=1):
+        prompt[f"f{i}"] = {
             "class_type": "EmptyImage",
-            "inputs": {"width": WIDTH, "height": HEIGHT, "batch_size": 3, "color": color},
+            "inputs": {"width": WIDTH, "height": HEIGHT, "batch_size": 1, "color": color},
         }
-    prompt["3"] = {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}}
+        if i > 1:
+            first = "f1" if i == 2 else f"b{i - 1}"
+            prompt[f"b{i}"] = {
+                "class_type": "ImageBatch",
+                "inputs": {"image1": [first, 0], "image2": [f"f{i}", 0]},
+            }
+    prompt["3"] = prompt.pop(f"b{FRAMES}")
     prompt["4"] = {
         "class_type": "VHS_VideoCombine",
         "inputs": {
