@@ -11,12 +11,13 @@ import json
 import struct
 import subprocess
 
+import docker
 import pytest
 import requests
 
 from tests.kit.servers import S3Server
 from tests.kit.standin import bake as stand_in
-from tests.kit.standin import base
+from tests.kit.standin import base, worker
 from tests.realpath import image as real
 from tests.realpath.conftest import running_worker
 
@@ -238,3 +239,39 @@ def test_the_same_files_are_uploaded_to_s3_with_their_content_types(video_image,
         assert got.status_code == 200
         files[ext] = got.content
     check_files(files)
+
+
+def test_a_pack_that_cannot_import_stops_the_real_worker_naming_it(video_image, tmp_path):
+    """ComfyUI logs a failed import and starts without the pack; the start stops instead.
+    Here cv2 is made to fail (a cv2 module first on the path), as it would without libGL."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "cv2.py").write_text('raise ImportError("libGL.so.1: cannot open shared object")\n')
+    container = docker.from_env().containers.run(
+        video_image,
+        detach=True,
+        network_mode="host",
+        labels={stand_in.TEST_LABEL: "realpath"},
+        volumes={str(shadow): {"bind": "/opt/shadow", "mode": "ro"}},
+        environment={
+            "COMFY_HOST": f"127.0.0.1:{worker.free_port()}",
+            "BAKERY_COMFY_ARGS": "--cpu",
+            "BAKERY_MIN_FREE_DISK_MB": "0",
+            "PYTHONPATH": "/opt/shadow:/opt/bakery",
+        },
+    )
+    try:
+        code = container.wait(timeout=300)["StatusCode"]
+        logs = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert code == 1, logs[-3000:]
+    message = logs[logs.index("start: 1 of 1 custom node packs") :].splitlines()
+    assert message == [
+        "start: 1 of 1 custom node packs did not load in ComfyUI, so this worker stops "
+        "(a worker without them would fail every job that uses them):",
+        "  videohelpersuite (/opt/comfyui/custom_nodes/videohelpersuite): it failed to import: "
+        "libGL.so.1: cannot open shared object",
+        "Fix: install what the pack needs (its requirements, `pip` or `without` in "
+        "variants.yaml's node set) or pin a commit that imports, then rebuild the image.",
+    ]
