@@ -47,6 +47,8 @@ group "default" {
     "flux-schnell-cu128",
     "sdxl-cu126",
     "sdxl-cu128",
+    "wan22-ti2v-5b-cu126-video",
+    "wan22-ti2v-5b-cu128-video",
   ]
 }
 
@@ -55,11 +57,11 @@ group "bare" {
 }
 
 group "cu126" {
-  targets = ["bare-cu126", "flux-dev-cu126", "flux-schnell-cu126", "sdxl-cu126"]
+  targets = ["bare-cu126", "flux-dev-cu126", "flux-schnell-cu126", "sdxl-cu126", "wan22-ti2v-5b-cu126-video"]
 }
 
 group "cu128" {
-  targets = ["bare-cu128", "flux-dev-cu128", "flux-schnell-cu128", "sdxl-cu128"]
+  targets = ["bare-cu128", "flux-dev-cu128", "flux-schnell-cu128", "sdxl-cu128", "wan22-ti2v-5b-cu128-video"]
 }
 
 group "flux-dev" {
@@ -72,6 +74,10 @@ group "flux-schnell" {
 
 group "sdxl" {
   targets = ["sdxl-cu126", "sdxl-cu128"]
+}
+
+group "wan22-ti2v-5b" {
+  targets = ["wan22-ti2v-5b-cu126-video", "wan22-ti2v-5b-cu128-video"]
 }
 
 # --- targets ----------------------------------------------------------------------------
@@ -122,6 +128,8 @@ target "variant" {
       { name = "flux-schnell-cu128", cuda = "cu128", nodes = {} },
       { name = "sdxl-cu126", cuda = "cu126", nodes = {} },
       { name = "sdxl-cu128", cuda = "cu128", nodes = {} },
+      { name = "wan22-ti2v-5b-cu126-video", cuda = "cu126", nodes = { "node-videohelpersuite" = "https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite.git#4ee72c065db22c9d96c2427954dc69e7b908444b" } },
+      { name = "wan22-ti2v-5b-cu128-video", cuda = "cu128", nodes = { "node-videohelpersuite" = "https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite.git#4ee72c065db22c9d96c2427954dc69e7b908444b" } },
     ]
   }
   context    = "build/${v.name}"

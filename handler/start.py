@@ -10,7 +10,10 @@
 3. Start ComfyUI on 127.0.0.1 at COMFY_HOST's port, told where the models are
    (--extra-model-paths-config), with tcmalloc preloaded when the image has it.
 4. Wait, bounded, until it answers GET /system_stats. If it exits or never
-   answers, print its last log lines and exit non-zero.
+   answers, print its last log lines and exit non-zero. Then every custom node
+   pack the image names (BAKERY_CUSTOM_NODES) must have its node classes in
+   GET /object_info: ComfyUI logs a pack that fails to import and starts without
+   it, so here the container stops instead, naming the pack and ComfyUI's reason.
 5. Run the worker (`python -m handler`, with this command's arguments,
    so `--rp_serve_api --rp_api_host 127.0.0.1 --rp_api_port N` work), with
    BAKERY_COMFY_PID set so a job fails fast if ComfyUI is gone, and the model
@@ -27,6 +30,7 @@ import collections
 import glob
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -67,6 +71,14 @@ COMFY_ARGS = settings.setting(
     "BAKERY_COMFY_ARGS",
     "",
     "Extra ComfyUI command-line flags, e.g. `--lowvram --preview-method auto`.",
+)
+
+CUSTOM_NODES = settings.setting(
+    "BAKERY_CUSTOM_NODES",
+    "",
+    "Custom node packs (folder names in ComfyUI's custom_nodes/, space-separated) that must "
+    "load: the container stops at start, naming the pack, when one did not. Set by the image "
+    "from its node set; leave it as it is.",
 )
 
 _log = log.get("start")
@@ -126,11 +138,17 @@ def comfy_environment(env: dict | None = None, lib_dirs: tuple[str, ...] = LIB_D
     return out
 
 
+# What ComfyUI logs when a custom node pack fails to import (nodes.load_custom_node).
+CANNOT_IMPORT = re.compile(r"Cannot import (?P<path>.+?) module for custom nodes: (?P<why>.*)$")
+
+
 class ComfyProcess:
-    """ComfyUI as a child: its output goes on to ours, and the last lines are kept."""
+    """ComfyUI as a child: its output goes on to ours, and the last lines are kept, with
+    the custom node packs it could not import ({folder name: ComfyUI's reason})."""
 
     def __init__(self, command: list[str], env: dict):
         self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self.import_failures: dict[str, str] = {}
         self.proc = subprocess.Popen(
             command,
             env=env,
@@ -146,7 +164,11 @@ class ComfyProcess:
     def _relay(self) -> None:
         out = sys.stdout.buffer
         for line in self.proc.stdout:
-            self.tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            self.tail.append(text)
+            failed = CANNOT_IMPORT.search(text)
+            if failed:
+                self.import_failures[os.path.basename(failed["path"])] = failed["why"]
             out.write(line)
             out.flush()
 
@@ -177,6 +199,42 @@ class ComfyProcess:
                     "(BAKERY_COMFY_START_TIMEOUT_S); its last lines:\n" + self.last_lines()
                 )
             time.sleep(0.25)
+
+    def check_custom_nodes(self, env: dict | None = None) -> None:
+        """StartError naming each pack of BAKERY_CUSTOM_NODES that has no node class in
+        GET /object_info (ComfyUI starts without a pack that failed to import)."""
+        wanted = CUSTOM_NODES.get(env).split()
+        if not wanted:
+            return
+        url = f"http://{settings.COMFY_HOST.get(env)}/object_info"
+        try:
+            info = requests.get(url, timeout=120).json()
+        except (requests.RequestException, ValueError) as exc:
+            raise StartError(f"ComfyUI did not list its nodes at {url}: {exc}") from None
+        loaded = {str(n.get("python_module")) for n in info.values() if isinstance(n, dict)}
+        missing = [name for name in wanted if f"custom_nodes.{name}" not in loaded]
+        if not missing:
+            return
+        deadline = time.monotonic() + 2  # ComfyUI's reason may still be on its way to us
+        while time.monotonic() < deadline and not all(n in self.import_failures for n in missing):
+            time.sleep(0.05)
+        folder = Path(settings.COMFYUI_DIR.get(env)) / "custom_nodes"
+        lines = []
+        for name in missing:
+            if name in self.import_failures:
+                why = f"it failed to import: {self.import_failures[name]}"
+            elif not (folder / name).exists():
+                why = f"{folder / name} does not exist"
+            else:
+                why = "it registered no node class (ComfyUI's log above says why)"
+            lines.append(f"  {name} ({folder / name}): {why}")
+        raise StartError(
+            f"{len(missing)} of {len(wanted)} custom node packs did not load in ComfyUI, so "
+            "this worker stops (a worker without them would fail every job that uses them):\n"
+            + "\n".join(lines)
+            + "\nFix: install what the pack needs (its requirements, `pip` or `without` in "
+            "variants.yaml's node set) or pin a commit that imports, then rebuild the image."
+        )
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -297,6 +355,7 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
     signal.signal(signal.SIGINT, forward)
     try:
         seconds = comfy.wait_ready(timeout)
+        comfy.check_custom_nodes()
     except StartError as exc:
         if stopping:  # told to stop while ComfyUI started: not ComfyUI's fault
             stop(children)

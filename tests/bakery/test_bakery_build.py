@@ -132,7 +132,7 @@ def test_build_print_with_real_buildx_resolves_the_rendered_file(project):
     )
     assert done.returncode == 0, done.stderr
     rendered, command, printed = done.stdout.partition("$ docker buildx bake")
-    assert rendered.startswith("rendered 8 variants from ")
+    assert rendered.startswith("rendered 10 variants from ")
     assert command and printed.startswith(" -f docker-bake.hcl --print bare-cu128\n")
     resolved = json.loads(printed.split("\n", 1)[1])
     assert set(resolved["target"]) == {"bare-cu128", "base-cu128"}

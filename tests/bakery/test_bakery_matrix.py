@@ -47,7 +47,7 @@ def test_matrix_of_the_default_file_is_sorted_and_deterministic(bakery):
     assert first.code == 0 and first.out == second.out
     data = json.loads(first.out)
     targets = [v["target"] for v in data["variants"]]
-    assert targets == sorted(targets) and len(targets) == 8
+    assert targets == sorted(targets) and len(targets) == 10
     assert [b["target"] for b in data["bases"]] == ["base-cu126", "base-cu128"]
     assert all(v["tags"][1] == f"docker.io/me/img:{v['target']}" for v in data["variants"])
     assert all(v["tags"][0] == f"docker.io/me/img:dev-{v['target']}" for v in data["variants"])

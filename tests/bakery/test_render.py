@@ -119,7 +119,7 @@ def test_the_readme_table_lists_every_variant_and_nothing_else_in_readme_changes
     assert text.endswith("<!-- variants:end -->\n\nend\n")
     assert "\nold\n" not in text
     # The variant table, then its RunPod settings table: one row per variant in each.
-    assert sum(line.startswith("| `") for line in text.splitlines()) == 16
+    assert sum(line.startswith("| `") for line in text.splitlines()) == 20
     sdxl = next(line for line in text.splitlines() if line.startswith("| `sdxl-cu128`"))
     assert sdxl == (
         "| `sdxl-cu128` | 12.8 (`cu128`) | RTX 5090, RTX PRO 6000, B200, H100, L40S, RTX 4090, "

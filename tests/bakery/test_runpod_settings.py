@@ -40,7 +40,7 @@ CU126_POOLS = [
 
 def test_a_cu128_variant_never_allows_an_older_cuda(by_name):
     for name, s in by_name.items():
-        if name.endswith("-cu128"):
+        if s.cuda_line == "cu128":
             assert s.allowed_cuda_versions == ["12.8", "12.9", "13.0"], name
             assert s.min_driver == "570.26"
         else:
@@ -206,7 +206,8 @@ def test_flattened_dockerfiles_need_no_bake(config):
         assert "ADD ${COMFYUI_SOURCE} /opt/comfyui" in text
         assert text.rstrip().endswith('CMD ["/opt/bakery/handler/start.sh"]'), path
     hub_file = (REPO / ".runpod" / "Dockerfile").read_text()
-    for name in config.model_sets:
+    # The Hub image holds the model sets of the variants without a node set (#13).
+    for name in {v.model_set.name for v in config.variants if v.node_set is None}:
         assert f"/opt/bakery/sets/{name}/\n" in hub_file
 
 

@@ -4,6 +4,7 @@ worker container running it, ComfyUI started with --cpu, the runpod SDK's local 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -43,12 +44,13 @@ class Worker:
         return self.container.logs().decode(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def real_worker(real_image, tmp_path_factory):  # noqa: F811
+@contextlib.contextmanager
+def running_worker(tag: str, environment: dict | None = None):
+    """A worker container of image `tag` (ComfyUI --cpu, the SDK's local API), removed after."""
     client = docker.from_env()
     api_port, comfy_port = worker.free_port(), worker.free_port()
     container = client.containers.run(
-        real_image.tag,
+        tag,
         [
             worker.START,
             "--rp_serve_api",
@@ -64,6 +66,7 @@ def real_worker(real_image, tmp_path_factory):  # noqa: F811
             "COMFY_HOST": f"127.0.0.1:{comfy_port}",
             "BAKERY_COMFY_ARGS": "--cpu",
             "BAKERY_MIN_FREE_DISK_MB": "0",
+            **(environment or {}),
         },
     )
     comfy = f"http://127.0.0.1:{comfy_port}"
@@ -76,3 +79,9 @@ def real_worker(real_image, tmp_path_factory):  # noqa: F811
         yield Worker(container, api, comfy, ready)
     finally:
         container.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def real_worker(real_image):  # noqa: F811
+    with running_worker(real_image.tag) as running:
+        yield running

@@ -28,6 +28,10 @@ from tests.kit.standin import bake as stand_in
 REPO = stand_in.REPO
 SOURCES_ENV = "BAKERY_SOURCES"
 TARGET = "bare-cu126"
+# The same variant with the repository's `video` node set (VideoHelperSuite): one render,
+# one lock and so one base for both (tests/realpath/test_video_job.py bakes it).
+VIDEO_TARGET = "bare-cu126-video"
+VIDEO_NODES = "ComfyUI-VideoHelperSuite"  # its folder in BAKERY_SOURCES
 TORCH = ["torch==2.8.0", "torchvision==0.23.0", "torchaudio==2.8.0"]
 
 
@@ -46,11 +50,15 @@ def missing_sources() -> str | None:
         )
     if not (folder / "ComfyUI" / "comfyui_version.py").exists():
         return f"{SOURCES_ENV}={folder} holds no ComfyUI/ source tree"
+    if not (folder / VIDEO_NODES / "__init__.py").exists():
+        return f"{SOURCES_ENV}={folder} holds no {VIDEO_NODES}/ source tree (the video node set)"
     return None
 
 
 def variants() -> dict:
-    """One CUDA line, one empty model set: the smallest real variant."""
+    """One CUDA line, one empty model set: the smallest real variant; and it again with the
+    repository's own `video` node set, as variants.yaml pins it."""
+    shipped = yaml.safe_load((REPO / "variants.yaml").read_text(encoding="utf-8"))
     return {
         "image": "registry.example/bakery-realpath",
         "comfyui": {
@@ -66,9 +74,12 @@ def variants() -> dict:
                 "gpus": ["RTX 4090"],
             }
         },
-        "node_sets": {},
+        "node_sets": {"video": shipped["node_sets"]["video"]},
         "model_sets": {"bare": {"vram_gb": None, "models": []}},
-        "variants": [{"model_sets": ["bare"], "cuda": ["cu126"]}],
+        "variants": [
+            {"model_sets": ["bare"], "cuda": ["cu126"]},
+            {"model_sets": ["bare"], "cuda": ["cu126"], "node_sets": ["video"]},
+        ],
     }
 
 
@@ -103,12 +114,12 @@ def sets(base_image: str, source_dir: Path, handler: Path, run_id: str) -> list[
     ]
 
 
-def bake(out: Path, extra_sets: list[str], tag: str, log: Path) -> float:
+def bake(out: Path, extra_sets: list[str], tag: str, log: Path, target: str = TARGET) -> float:
     cmd = ["docker", "buildx", "bake", "--progress=plain"]
-    cmd += [f"--set={s}" for s in [*extra_sets, f"{TARGET}.tags={tag}"]]
+    cmd += [f"--set={s}" for s in [*extra_sets, f"{target}.tags={tag}"]]
     t0 = time.monotonic()
     with log.open("w") as f:
-        done = subprocess.run([*cmd, TARGET], stdout=f, stderr=subprocess.STDOUT, cwd=out)
+        done = subprocess.run([*cmd, target], stdout=f, stderr=subprocess.STDOUT, cwd=out)
     seconds = time.monotonic() - t0
     if done.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-60:])

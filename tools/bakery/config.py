@@ -50,6 +50,9 @@ class Node:
     source: str
     commit: str
     pip: tuple[str, ...]
+    # Packages of the node's requirements.txt left out (uv --excludes), e.g. opencv-python
+    # when `pip` brings opencv-python-headless in its place.
+    without: tuple[str, ...] = ()
 
     @property
     def context(self) -> str:
@@ -130,7 +133,13 @@ def build_config(data: dict, path: Path, made: list[tuple[str, str, str | None]]
             name=name,
             description=ns.get("description", ""),
             nodes=tuple(
-                Node(name, node["source"], node["commit"], tuple(node.get("pip", [])))
+                Node(
+                    name,
+                    node["source"],
+                    node["commit"],
+                    tuple(node.get("pip", [])),
+                    tuple(node.get("without", [])),
+                )
                 for name, node in sorted(ns["nodes"].items())
             ),
         )

@@ -107,8 +107,12 @@ def declared(config: Config, line: CudaLine, repo: Path) -> dict[str, str]:
     for rel in HANDLER_FILES:
         inputs[rel] = "sha256:" + _sha((repo / rel).read_bytes())[:16]
     for node in _nodes(config):
-        pip = " ".join(node.pip)
-        inputs[f"node {node.name}"] = node.commit + (f" pip: {pip}" if pip else "")
+        pip, without = " ".join(node.pip), " ".join(node.without)
+        inputs[f"node {node.name}"] = (
+            node.commit
+            + (f" pip: {pip}" if pip else "")
+            + (f" without: {without}" if without else "")
+        )
     return inputs
 
 
@@ -204,9 +208,14 @@ def uv_command() -> list[str]:
 
 
 def _compile(
-    line: CudaLine, inputs: list[Path], constraints: list[Path], previous: str = ""
+    line: CudaLine,
+    inputs: list[Path],
+    constraints: list[Path],
+    previous: str = "",
+    excludes: Path | None = None,
 ) -> str:
-    """uv's universal resolution of `inputs`, torch family left out.
+    """uv's universal resolution of `inputs`, torch family left out (and `excludes`, the
+    packages node sets leave out of their requirements, as the images' installs do).
 
     `previous` (the committed lock) is uv's starting point: pins that still fit are
     kept, so a re-lock changes only what the inputs' change needs (as pip-compile does),
@@ -230,6 +239,7 @@ def _compile(
         "--output-file",
         str(out),
         *(a for c in constraints for a in ("--constraint", str(c))),
+        *(["--excludes", str(excludes)] if excludes else []),
         *map(str, inputs),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -268,11 +278,15 @@ def compile_line(
         pips = [p for node in _nodes(config) for p in node.pip]
         extra.write_text("\n".join([*pips, "pip"]) + "\n")
         reqs = [f for f in files.values() if f.exists()]
+        without = sorted({w for node in _nodes(config) for w in node.without})
+        excludes = work / "without.txt"
+        excludes.write_text("".join(f"{w}\n" for w in without))
         everything = _compile(
             line,
             [repo / "handler/requirements.txt", torch, extra, *reqs],
             [handler_pins, torch_lock, torch],
             previous,
+            excludes if without else None,
         )
     return torch_deps, everything
 

@@ -138,6 +138,7 @@ def render(config: Config) -> dict[str, str]:
             variant=variant,
             labels=_labels(config, variant),
             node_pip=[p for node in _nodes(variant) for p in node.pip],
+            node_without=sorted({w for node in _nodes(variant) for w in node.without}),
             **common,
         )
         files[f"{folder}/models.json"] = _manifest(variant).dumps()

@@ -41,6 +41,9 @@ ONE_LINE = {
         "maxLength": "shorten it",
     },
 }
+# A package pinned to one version (extras allowed), and a bare package name: whole values.
+PINNED = r"\A[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9.+!_-]+\Z"
+PACKAGE_NAME = r"\A[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z"
 
 # A model entry is the manifest's (handler.manifest owns its rules and says what is
 # wrong); variants.yaml adds how to fix it, and lets sha256, size and auth be left out.
@@ -123,10 +126,27 @@ NODE = {
         "pip": {
             "type": "array",
             "items": {
-                **ONE_LINE,
-                "x-lands": "Dockerfile RUN pip install (escaped: shlex.quote; line breaks refused)",
+                "type": "string",
+                "pattern": PINNED,
+                "x-what": "{value} is not pinned to one version",
+                "x-fix": "write name==version (e.g. imageio-ffmpeg==0.6.0): "
+                "`bakery lock` pins the rest, and an image never installs a moving version",
+                "x-lands": "Dockerfile RUN uv pip install (refused: this pattern; also "
+                "shlex.quote)",
             },
             "x-example": "pip: [some-package==1.2.3]",
+        },
+        "without": {
+            "type": "array",
+            "items": {
+                "type": "string",
+                "pattern": PACKAGE_NAME,
+                "x-lands": "Dockerfile RUN uv pip install --excludes (refused: this pattern)",
+                "x-what": "{value} is not a package name",
+                "x-fix": "write the name alone, as the node's requirements.txt spells it "
+                "(e.g. opencv-python)",
+            },
+            "x-example": "without: [opencv-python]",
         },
     },
 }

@@ -91,8 +91,9 @@ def definition(out: Path, targets: list[str], sets: list[str]) -> dict:
 def node_folders(resolved: dict, where: Path) -> list[str]:
     """Make a tiny local custom node for every `node-<name>` context; return the --set lines.
 
-    A node is a ComfyUI-shaped package: an __init__.py exporting empty
-    mappings (ComfyUI imports it at start) and an empty requirements.txt.
+    A node is a ComfyUI-shaped package: an __init__.py exporting one node class
+    (ComfyUI imports it at start; the start checks that every pack registered one)
+    and an empty requirements.txt.
     """
     sets = []
     for target, spec in sorted(resolved.get("target", {}).items()):
@@ -102,8 +103,16 @@ def node_folders(resolved: dict, where: Path) -> list[str]:
             folder = where / context
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "__init__.py").write_text(
-                f'"""Stand-in custom node {context} for image tests."""\n'
-                "NODE_CLASS_MAPPINGS = {}\nNODE_DISPLAY_NAME_MAPPINGS = {}\n"
+                f'"""Stand-in custom node {context} for image tests."""\n\n\n'
+                "class StandIn:\n"
+                '    CATEGORY = "test"\n'
+                "    RETURN_TYPES = ()\n"
+                '    FUNCTION = "run"\n\n'
+                "    @classmethod\n"
+                "    def INPUT_TYPES(cls):\n"
+                '        return {"required": {}}\n\n\n'
+                f'NODE_CLASS_MAPPINGS = {{"StandIn_{context}": StandIn}}\n'
+                "NODE_DISPLAY_NAME_MAPPINGS = {}\n"
             )
             (folder / "requirements.txt").write_text("")
             sets.append(f"{target}.contexts.{context}={folder}")
