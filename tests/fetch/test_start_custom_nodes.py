@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from tests.fetch.test_start import container, listening  # noqa: F401  (a fixture)
+from tests.fetch.conftest import listening
 
 GOOD = """\
 class Frames:
