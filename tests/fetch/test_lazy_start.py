@@ -93,6 +93,8 @@ def production_env(api: JobApi, box) -> dict[str, str]:
         "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
         "RUNPOD_SKIP_GPU_CHECK": "true",
         "RUNPOD_PING_INTERVAL": "1000",
+        # No GPU here: start.py's fitness preflight would stop the worker (as worker_env).
+        "BAKERY_FITNESS_CHECKS": "false",
     }
 
 
