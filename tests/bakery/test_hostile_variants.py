@@ -84,9 +84,17 @@ INJECTIONS = {
     ),
     "a node set's pip extra (shlex.quote keeps the line break)": (
         "commit: 0123456789abcdef0123456789abcdef01234567",
-        'commit: 0123456789abcdef0123456789abcdef01234567\n        pip: ["x\\nRUN y"]',
-        "17:15: node_sets.video.nodes.vhs.pip.0: 'x\\nRUN y' is empty or holds a line break "
-        "or control character — write it on one line, without control characters",
+        'commit: 0123456789abcdef0123456789abcdef01234567\n        pip: ["x==1\\nRUN y"]',
+        "17:15: node_sets.video.nodes.vhs.pip.0: 'x==1\\nRUN y' is not pinned to one version "
+        "— write name==version (e.g. imageio-ffmpeg==0.6.0): `bakery lock` pins the rest, and "
+        "an image never installs a moving version",
+    ),
+    "a node set's pip extra with shell in it": (
+        "commit: 0123456789abcdef0123456789abcdef01234567",
+        'commit: 0123456789abcdef0123456789abcdef01234567\n        pip: ["pkg==1; touch x"]',
+        "17:15: node_sets.video.nodes.vhs.pip.0: 'pkg==1; touch x' is not pinned to one "
+        "version — write name==version (e.g. imageio-ffmpeg==0.6.0): `bakery lock` pins the "
+        "rest, and an image never installs a moving version",
     ),
     "a GPU name with a carriage return (README row, HCL)": (
         "gpus: [RTX 5090]",
@@ -164,7 +172,6 @@ def test_a_name_with_a_trailing_line_break_is_not_tag_safe(bakery, small):
 
 ODD = "we\"ird $HOME 'q' | <!-- variants:end --> & `x`.safetensors"
 ODD_GPU = "RTX | <!-- variants:end --> 5090"
-ODD_PIP = "pkg; touch /tmp/pwned $(id) 'q' \"x\""
 
 
 def odd_small() -> str:
@@ -172,10 +179,10 @@ def odd_small() -> str:
         "file: sd_xl_base_1.0.safetensors", f"file: '{ODD.replace(chr(39), 2 * chr(39))}'"
     )
     text = text.replace("gpus: [RTX 5090]", f"gpus: ['{ODD_GPU}']")
+    # A pip extra is a pinned name==version (refused otherwise: the cases above).
     text = text.replace(
         "commit: 0123456789abcdef0123456789abcdef01234567",
-        "commit: 0123456789abcdef0123456789abcdef01234567\n"
-        f"        pip: ['{ODD_PIP.replace(chr(39), 2 * chr(39))}']",
+        "commit: 0123456789abcdef0123456789abcdef01234567\n        pip: [plain==1.0]",
     )
     return text.replace("    cuda: [cu128]\n", "    cuda: [cu128]\n    node_sets: [video]\n")
 
@@ -186,7 +193,7 @@ def test_odd_characters_are_escaped_so_every_file_keeps_its_structure(bakery, tm
         tmp_path / "plain",
         SMALL.replace("    cuda: [cu128]\n", "    cuda: [cu128]\n    node_sets: [video]\n").replace(
             "commit: 0123456789abcdef0123456789abcdef01234567",
-            "commit: 0123456789abcdef0123456789abcdef01234567\n        pip: [plain]",
+            "commit: 0123456789abcdef0123456789abcdef01234567\n        pip: [plain==1.0]",
         ),
     )
     odd = render_small(bakery, tmp_path / "odd", odd_small())

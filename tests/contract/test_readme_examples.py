@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from handler.jobs.worker import run_job
+from tests.comfy_double import workflows
 from tests.contract.test_contract import FAIL_AFTER_SAVE, PREVIEW_ONLY, README, REJECTED, REPO
 from tests.kit.local_api import worker_env
 
@@ -50,7 +51,7 @@ def like(example, actual, where="") -> list[str]:
 
 
 def test_the_section_has_exactly_these_examples():
-    assert sorted(EXAMPLES) == ["failure", "job", "nothing", "output", "partial"]
+    assert sorted(EXAMPLES) == ["failure", "job", "nothing", "output", "partial", "video"]
     assert SECTION.count("```json") == len(EXAMPLES)
 
 
@@ -88,7 +89,12 @@ def test_the_job_example_runs_with_test_input(comfy_double_module):
 
 
 @pytest.mark.parametrize(
-    ("example", "workflow"), [("partial", FAIL_AFTER_SAVE), ("nothing", PREVIEW_ONLY)]
+    ("example", "workflow"),
+    [
+        ("partial", FAIL_AFTER_SAVE),
+        ("nothing", PREVIEW_ONLY),
+        ("video", workflows.video(prefix="clip")),
+    ],
 )
 def test_a_result_example_matches_a_real_result(example, workflow, local_api):
     reply = local_api.runsync({"workflow": workflow})
