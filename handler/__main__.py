@@ -5,7 +5,7 @@ The SDK's own flags work as documented: `--rp_serve_api --rp_api_host
 `--test_input '{"input": {...}}'` runs one job and exits.
 
 The job function is a coroutine (handler.jobs.worker.handle) and the
-worker holds more than one job (worker.concurrency); before the process
+worker holds more than one job (pipeline.concurrency); before the process
 exits, every finished job's clean-up has run (worker.drain), so no job's
 files outlive the worker.
 """
@@ -19,7 +19,7 @@ import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from handler import fitness, log, settings, timeline
-from handler.jobs import worker
+from handler.jobs import pipeline, worker
 
 
 def main() -> None:
@@ -32,7 +32,9 @@ def main() -> None:
     fitness.register()  # run by the SDK before the first job, on RunPod only (#13)
     timeline.mark("handler ready")
     atexit.register(worker.drain)  # also when the SDK ends the process with sys.exit
-    runpod.serverless.start({"handler": worker.handle, "concurrency_modifier": worker.concurrency})
+    runpod.serverless.start(
+        {"handler": worker.handle, "concurrency_modifier": pipeline.concurrency}
+    )
     worker.drain()
 
 

@@ -7,9 +7,8 @@ kernels); the host driver is at least the line's minimum; GPU 0 has the model se
 fetch. What the line and the set need comes from `fitness.json`, rendered by
 `bakery render` beside the manifest (tools/bakery/runpod.py).
 
-The GPU is read through NVML (nvidia-ml-py), or torch where NVML cannot be loaded,
-behind one seam: `BAKERY_GPU_RECORD` names a recorded answer (JSON) read instead, so
-tests decide on real GPUs' answers without one (tests/fitness/gpus/).
+The GPU is read by handler.gpu (NVML, torch, or a recorded answer); this module
+decides on what it read.
 
 Two callers: handler.start runs `preflight()` before fetching any model (an unfit
 worker should not download 30 GB first), and `python -m handler` registers every check
@@ -20,7 +19,6 @@ a failure. Like the SDK, neither runs them in local testing (`--rp_serve_api`,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sys
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from handler import log, manifest, settings
+from handler.gpu import Probe, probe
 from handler.models import volume
 
 CHECKS = settings.setting(
@@ -37,12 +36,6 @@ CHECKS = settings.setting(
     "Check at worker start, before the first job: a GPU, its architecture, the host driver, "
     "free VRAM and free disk; a worker that fails stops with one line saying why.",
     kind="bool",
-)
-GPU_RECORD = settings.setting(
-    "BAKERY_GPU_RECORD",
-    "",
-    "A recorded GPU answer (JSON, as in tests/fitness/gpus/) the fitness checks read instead "
-    "of NVML — for testing the checks without that GPU.",
 )
 
 FITNESS_FILE = "fitness.json"  # beside the manifest (/opt/bakery/fitness.json)
@@ -54,28 +47,6 @@ _log = log.get("fitness")
 
 class Unfit(RuntimeError):
     """This worker cannot serve; the message is the one line that says why."""
-
-
-@dataclass(frozen=True)
-class Gpu:
-    name: str
-    capability: tuple[int, int]
-    memory_total: int | None = None  # bytes
-    memory_free: int | None = None
-
-    @property
-    def arch(self) -> str:
-        return f"sm_{self.capability[0]}{self.capability[1]}"
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What the machine said about its GPUs, and through which library."""
-
-    source: str
-    gpus: tuple[Gpu, ...] = ()
-    driver: str | None = None
-    problem: str | None = None  # why no GPU could be read
 
 
 @dataclass(frozen=True)
@@ -95,95 +66,6 @@ class Verdict:
     ok: bool
     line: str = ""
     warning: bool = False
-
-
-# --- reading the GPU ------------------------------------------------------------------
-
-
-def from_record(data: dict, source: str = "record") -> Probe:
-    """A recorded answer: {"driver", "gpus": [{"name", "compute_capability": "8.9",
-    "memory_total_mib", "memory_free_mib"}]} or {"error": "..."} for no GPU."""
-    if data.get("error"):
-        return Probe(source, problem=str(data["error"]))
-    gpus = []
-    for g in data.get("gpus") or []:
-        major, minor = (int(p) for p in str(g["compute_capability"]).split("."))
-        mib = 1024 * 1024
-        total, free = g.get("memory_total_mib"), g.get("memory_free_mib")
-        gpus.append(
-            Gpu(
-                name=g["name"],
-                capability=(major, minor),
-                memory_total=None if total is None else int(total * mib),
-                memory_free=None if free is None else int(free * mib),
-            )
-        )
-    return Probe(source, tuple(gpus), data.get("driver"))
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def read_nvml() -> Probe:
-    try:
-        import pynvml
-    except ImportError as exc:
-        return Probe("nvml", problem=f"nvidia-ml-py is not installed ({exc})")
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        return Probe("nvml", problem=f"NVML: {exc}")
-    try:
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            try:
-                mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-                total, free = int(mem.total), int(mem.free)
-            except pynvml.NVMLError:  # some virtualised GPUs do not say
-                total = free = None
-            gpus.append(Gpu(_text(pynvml.nvmlDeviceGetName(handle)), (major, minor), total, free))
-        return Probe("nvml", tuple(gpus), driver)
-    except pynvml.NVMLError as exc:
-        return Probe("nvml", problem=f"NVML: {exc}")
-    finally:
-        try:
-            pynvml.nvmlShutdown()
-        except pynvml.NVMLError:
-            pass
-
-
-def read_torch() -> Probe:
-    """torch where it is in the image: no driver version (that check then warns)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return Probe("torch", problem="torch.cuda.is_available() is False")
-    gpus = []
-    for i in range(torch.cuda.device_count()):
-        free, total = torch.cuda.mem_get_info(i)
-        gpus.append(
-            Gpu(torch.cuda.get_device_name(i), torch.cuda.get_device_capability(i), total, free)
-        )
-    return Probe("torch", tuple(gpus))
-
-
-def probe(env: dict | None = None) -> Probe:
-    record = GPU_RECORD.get(env)
-    if record:
-        try:
-            return from_record(json.loads(Path(record).read_text()), f"record {record}")
-        except (OSError, ValueError, KeyError) as exc:
-            return Probe(f"record {record}", problem=f"cannot read the GPU record: {exc}")
-    found = read_nvml()
-    if found.problem and importlib.util.find_spec("torch") is not None:
-        by_torch = read_torch()
-        if not by_torch.problem:
-            return by_torch
-    return found
 
 
 # --- what the image needs ---------------------------------------------------------------

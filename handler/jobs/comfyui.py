@@ -2,9 +2,9 @@
 
 Written against ComfyUI's observed protocol (docs/comfyui-protocol.md),
 quirks included: uploads may come back renamed and malformed prompts get 500
-text. Running a prompt over the WebSocket (frames, reconnects, the deadline)
-is handler.jobs.prompt; `ComfyClient.run_prompt` is its entry. The client
-keeps one WebSocket for the worker (`socket`): while it is connected ComfyUI
+text. Running a prompt (its frames, the deadline) is handler.jobs.prompt;
+`ComfyClient.run_prompt` is its entry. The client keeps one WebSocket for the
+worker (`socket`, handler.jobs.socket: reconnects): while it is connected ComfyUI
 is known to be alive without a probe per job. Output files are read from
 ComfyUI's output/temp folders when ComfyUI runs beside the worker (loopback
 address, the file is there), else fetched through /view.
@@ -33,6 +33,7 @@ from handler.jobs.errors import (
     read_capped,
 )
 from handler.jobs.prompt import PromptRun
+from handler.jobs.socket import LOST_TIMEOUT, Socket
 
 COMFY_PID = settings.setting(
     "BAKERY_COMFY_PID",
@@ -69,7 +70,7 @@ class ComfyClient:
         self.pid = COMFY_PID.get() if pid is None else pid
         loopback = host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
         self.local = loopback and OUTPUTS_FROM_DISK.get()
-        self.socket = prompts.Socket(self)
+        self.socket = Socket(self)
         # Idempotent reads retry with backoff; probes and POSTs do not (the caller decides).
         self.http = http.session()
         self.once = http.session(total=0)
@@ -108,7 +109,7 @@ class ComfyClient:
                 raise self.gone_error()
             return None
         stats = self.wait_ready()
-        self.socket.ensure(prompts.LOST_TIMEOUT.get())
+        self.socket.ensure(LOST_TIMEOUT.get())
         return stats
 
     def gone_error(self) -> ComfyUnavailable:

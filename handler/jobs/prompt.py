@@ -1,16 +1,8 @@
-"""Running one prompt to its end (what `ComfyClient.run_prompt` does), over the worker's one
-WebSocket.
-
-`Socket` is the worker's one connection to ComfyUI's WebSocket (one client id
-for every prompt it sends): a reader thread hands each frame to the prompt it
-names, reconnects a dropped socket with backoff and tells every prompt it
-follows to read /history for what was missed (frames sent while no socket is
-connected are lost, docs/comfyui-protocol.md). While it is connected ComfyUI
-is alive, so a job needs no readiness probe of its own.
+"""Running one prompt to its end (what `ComfyClient.run_prompt` does).
 
 `run` is `queue_prompt` then `follow`: POST the prompt under an id the worker
-chose (registered before the POST, so no frame can come before its
-follower), then follow only its frames
+chose (followed on the worker's one WebSocket, handler.jobs.socket, before the
+POST, so no frame can come before its follower), then follow only its frames
 (progress, the end, errors) and, at the deadline, interrupts the prompt and
 waits (bounded) until ComfyUI has let it go. The last frame of a run is
 `executing` with `node: null`. `PromptRun.stop()` ends the following at once
@@ -19,7 +11,6 @@ waits (bounded) until ComfyUI has let it go. The last frame of a run is
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -29,9 +20,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import requests
-import websocket
 
-from handler import http, log, settings
+from handler import log
 from handler.jobs.errors import (
     ComfyUnavailable,
     ExecutionFailed,
@@ -40,25 +30,17 @@ from handler.jobs.errors import (
     format_execution_error,
     node_error_lines,
 )
+from handler.jobs.socket import LOST_TIMEOUT, RECONNECTED
 
 if TYPE_CHECKING:
     from handler.jobs.comfyui import ComfyClient
-
-LOST_TIMEOUT = settings.setting(
-    "BAKERY_COMFY_LOST_S",
-    20.0,
-    "Seconds a job keeps reconnecting to a ComfyUI that stopped answering mid-run before it "
-    "gives up and asks for a new worker.",
-    kind="float",
-)
 
 HISTORY_POLL_S = 2.0  # idle seconds on the socket before asking /history (a lost last frame)
 STOP_WAIT_S = 10.0  # after an interrupt, how long ComfyUI gets to stop the prompt
 
 _log = log.get("comfy")
 
-# What the socket's reader tells a followed prompt besides frames.
-_RECONNECTED = "reconnected"  # frames may have been lost: read /history
+# What a cancelled job tells its followed prompt (besides the socket's frames).
 _STOPPED = "stopped"  # the job was cancelled: stop following
 
 
@@ -119,122 +101,6 @@ class PromptRun:
         if not ahead.has_left():
             return None
         return max(self.queued_at, ahead.left_at)
-
-
-class Socket:
-    """The worker's one WebSocket to ComfyUI; a reader thread hands frames to their prompts."""
-
-    def __init__(self, client: ComfyClient):
-        self.client = client
-        self.client_id = uuid.uuid4().hex
-        self._runs: dict[str, PromptRun] = {}
-        self._lock = threading.Lock()
-        self._ws: websocket.WebSocket | None = None
-        self._connected = threading.Event()
-        self._lost: ComfyUnavailable | None = None
-        self._closed = False
-        self._thread: threading.Thread | None = None
-
-    # --- what jobs use -----------------------------------------------------------
-    def alive(self) -> bool:
-        """Connected now: ComfyUI answers (no probe needed)."""
-        return self._connected.is_set() and not self._closed
-
-    def ensure(self, timeout: float) -> None:
-        """Start the reader if needed; wait (bounded) until connected, or raise why not."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._lost = None
-                self._thread = threading.Thread(target=self._read, name="comfy-ws", daemon=True)
-                self._thread.start()
-        deadline = time.monotonic() + timeout + 5  # the reader gives up after `timeout` itself
-        while not self._connected.wait(0.05):
-            if not self._thread.is_alive() and self._lost is not None:
-                raise self._lost
-            if time.monotonic() >= deadline:
-                raise self.client.lost_error("no WebSocket")
-
-    def follow(self, run: PromptRun) -> None:
-        with self._lock:
-            self._runs[run.prompt_id] = run
-            lost = self._lost
-        if lost is not None:
-            run.frames.put(lost)
-
-    def unfollow(self, run: PromptRun) -> None:
-        with self._lock:
-            self._runs.pop(run.prompt_id, None)
-
-    def close(self) -> None:
-        self._closed = True
-        ws = self._ws
-        if ws is not None:
-            try:
-                ws.close()
-            except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
-                pass
-
-    # --- the reader thread ---------------------------------------------------------
-    def _read(self) -> None:
-        while not self._closed:
-            try:
-                ws = connect(self.client, self.client_id, running=self._following())
-            except ComfyUnavailable as err:
-                self._give_up(err)
-                return
-            self._ws = ws
-            ws.settimeout(None)
-            self._tell_all(_RECONNECTED)  # frames may have been lost while it was down
-            self._connected.set()
-            try:
-                while True:
-                    raw = ws.recv()
-                    if isinstance(raw, str):
-                        self._dispatch(raw)
-                    # binary preview frames (SaveImageWebsocket) are skipped
-            except (OSError, websocket.WebSocketException):
-                pass
-            finally:
-                self._connected.clear()
-                try:
-                    ws.close()
-                except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
-                    pass
-            if not self._closed:
-                log.event(_log, "WebSocket dropped; reconnecting")
-
-    def _following(self) -> bool:
-        with self._lock:
-            return bool(self._runs)
-
-    def _dispatch(self, raw: str) -> None:
-        try:
-            frame = json.loads(raw)
-            data = frame.get("data") or {}
-            prompt_id = data.get("prompt_id")
-        except (ValueError, AttributeError):
-            return
-        if prompt_id is None:
-            if frame.get("type") in ("executing", "executed"):
-                self._tell_all(frame)  # after a reconnect ComfyUI may leave the id out
-            return
-        with self._lock:
-            run = self._runs.get(prompt_id)
-        if run is not None:
-            run.frames.put(frame)
-
-    def _tell_all(self, what) -> None:
-        with self._lock:
-            runs = list(self._runs.values())
-        for run in runs:
-            run.frames.put(what)
-
-    def _give_up(self, err: ComfyUnavailable) -> None:
-        with self._lock:
-            self._lost = err
-            runs = list(self._runs.values())
-        for run in runs:
-            run.frames.put(err)
 
 
 def run(
@@ -333,37 +199,6 @@ def wait_gone(client: ComfyClient, record: PromptRun, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def connect(client: ComfyClient, client_id: str, running: bool = False):
-    """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
-
-    `running`: a prompt of this worker is in ComfyUI (the error then says so)."""
-    since = time.monotonic()
-    attempt = 0
-    while True:
-        attempt += 1
-        if client.process_gone():
-            if running:
-                raise ComfyUnavailable(
-                    f"ComfyUI's process (pid {client.pid}) exited while running this job; "
-                    "this worker asks to be replaced"
-                )
-            raise client.gone_error()
-        try:
-            return websocket.create_connection(f"{client.ws_base}?clientId={client_id}", timeout=10)
-        except (OSError, websocket.WebSocketException):
-            pass
-        now = time.monotonic()
-        if now - since >= LOST_TIMEOUT.get():
-            doing = "while running this job " if running else ""
-            raise ComfyUnavailable(
-                f"ComfyUI at {client.base} stopped answering {doing}(no connection for "
-                f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
-            )
-        if attempt == 1:
-            log.event(_log, "WebSocket refused or dropped; reconnecting")
-        time.sleep(http.backoff(attempt, base=0.2, cap=2.0) + 0.05)
-
-
 class _Follower:
     """Follows one prompt's frames to its end; fills its PromptRun as they arrive."""
 
@@ -398,7 +233,7 @@ class _Follower:
                 raise Stopped()
             if isinstance(frame, ComfyUnavailable):
                 raise frame
-            if frame == _RECONNECTED:
+            if frame == RECONNECTED:
                 result.reconnects += 1
                 log.event(_log, "WebSocket reconnected", reconnects=result.reconnects)
                 if self._settled():

@@ -11,7 +11,8 @@ clean up. The blocking steps run on the worker's threads.
 
 Pipelined jobs: while one prompt runs in ComfyUI, the next job is parsed,
 its images fetched and uploaded and its prompt queued behind it (at most
-`PROMPTS_IN_COMFYUI` of this worker's prompts sit in ComfyUI); the finished
+`PROMPTS_IN_COMFYUI` of this worker's prompts sit in ComfyUI; the gates and
+how many jobs are held are handler.jobs.pipeline); the finished
 job's outputs are read and encoded while the next prompt runs. ComfyUI still
 runs one prompt at a time. Each job keeps its own timeout_s (counted from
 when the prompt ahead of it has left ComfyUI), telemetry, errors and
@@ -38,10 +39,9 @@ import logging
 import threading
 import time
 import uuid
-import weakref
 
 from handler import log, settings
-from handler.jobs import cleanup, images, outputs, progress, resources
+from handler.jobs import cleanup, images, outputs, pipeline, progress, resources
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError
 from handler.jobs.input import JobInput, api_keys, parse
@@ -49,25 +49,7 @@ from handler.jobs.prompt import STOP_WAIT_S, PromptRun, wait_gone
 from handler.jobs.telemetry import JobTelemetry
 from handler.models import readiness
 
-MAX_JOBS = settings.setting(
-    "BAKERY_MAX_JOBS",
-    8,
-    "The most jobs this worker holds at once while jobs are short (BAKERY_SHORT_JOB_S): the "
-    "next ones are checked, their images uploaded and their prompt queued while one runs "
-    "(ComfyUI still runs one prompt at a time); 1 = one job at a time.",
-    kind="int",
-)
-SHORT_JOB_S = settings.setting(
-    "BAKERY_SHORT_JOB_S",
-    2.0,
-    "A job whose prompt ran for less than this many seconds is short. After a long one the "
-    "worker holds at most 2 jobs (one running, the next prepared), so further jobs wait in "
-    "RunPod's queue, where other workers can take them.",
-    kind="float",
-)
-
 PROGRESS_EVERY_S = 0.5  # at most this often per node, so a 1000-step sampler stays quiet
-PROMPTS_IN_COMFYUI = 2  # this worker's prompts in ComfyUI: one running, the next queued
 THREADS = 16  # blocking steps of held jobs (a waiting prompt holds one)
 
 _log = log.get("worker")
@@ -87,66 +69,17 @@ def client() -> ComfyClient:
     return _client
 
 
-# --- how many jobs the worker holds -------------------------------------------------------
-class _Load:
-    """Jobs in this worker now, and whether the last prompt was short."""
-
-    active = 0
-    short: bool | None = None  # unknown until a prompt has run
-
-
-def concurrency(current: int) -> int:
-    """The SDK's concurrency_modifier: how many jobs to hold (asked before every take).
-
-    When the answer changes, the SDK takes no job until none is in flight (it
-    waits in 1 s sleeps), then resizes. So the worker holds fewer at once when
-    a long prompt shows up (it lets its held jobs finish first), but more only
-    while it is idle (it would otherwise stop taking jobs to grow)."""
-    want = max(1, MAX_JOBS.get())
-    if not _Load.short:
-        want = min(want, PROMPTS_IN_COMFYUI)
-    if want > current and _Load.active:
-        return current
-    return want
-
-
-def _note_length(execution_s: float) -> None:
-    _Load.short = execution_s < SHORT_JOB_S.get()
-
-
-class _Pipeline:
-    """The gates jobs pass in order (one set per event loop)."""
-
-    def __init__(self):
-        self.prepare = asyncio.Lock()  # one job loads and uploads its input images at a time
-        self.prompts = asyncio.Semaphore(PROMPTS_IN_COMFYUI)
-        self.queue = asyncio.Lock()  # one POST /prompt at a time, in the jobs' order
-        self.deliver = asyncio.Lock()  # one job reads and encodes its outputs at a time
-        self.last: PromptRun | None = None  # this worker's prompt queued last
-
-
-_pipelines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _pipeline() -> _Pipeline:
-    loop = asyncio.get_running_loop()
-    pipe = _pipelines.get(loop)
-    if pipe is None:
-        pipe = _pipelines[loop] = _Pipeline()
-    return pipe
-
-
 # --- the job function ---------------------------------------------------------------------
 async def handle(job: dict) -> dict:
     """Run one RunPod job; return its result (outputs, or `{"error": ...}`)."""
     job_id = str(job.get("id") or "local")
     raw = job.get("input")
     with log.job_context(job_id), log.hidden(*api_keys(raw)):
-        _Load.active += 1
+        pipeline.Load.active += 1
         work = Job(job_id, client())
         try:
             try:
-                result = await work.run(raw, _pipeline())
+                result = await work.run(raw, pipeline.gates())
             except (JobError, settings.SettingError) as err:  # a bad setting is said as such
                 result = work.failed(err)
             except Exception as err:  # a bug, not the user's mistake: say so, keep the worker
@@ -156,7 +89,7 @@ async def handle(job: dict) -> dict:
             work.cancelled()
             raise
         finally:
-            _Load.active -= 1
+            pipeline.Load.active -= 1
         ctx = contextvars.copy_context()  # the clean-up logs under the job's id
         cleanup.CLEANER.submit(lambda: ctx.run(work.clean_up))  # off the next job's path
         return result
@@ -205,7 +138,7 @@ class Job:
         self.warnings: list[str] = []  # what the input had that was ignored
         self.deadline: float | None = None  # the run's and its uploads' (set when following)
 
-    async def run(self, raw, pipe: _Pipeline) -> dict:
+    async def run(self, raw, pipe: pipeline.Pipeline) -> dict:
         job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
         self.warnings = job_input.warnings
         # The models the workflow names, ready (they jump the download queue) or not, within
@@ -363,7 +296,7 @@ class Job:
         if run.started_at is not None:
             tel.add("queue_wait", run.started_at - run.queued_at)
             tel.add("execution", end - run.started_at)
-            _note_length(end - run.started_at)
+            pipeline.note_length(end - run.started_at)
         elif run.queued_at:
             tel.add("execution", end - run.queued_at)  # start frame lost in a reconnect
         if run.reconnects:

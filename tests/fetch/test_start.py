@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from handler import start
+from handler import comfy_process
 from tests.comfy_double import workflows
 from tests.fetch.conftest import START_SH, listening
 from tests.kit.model_server import blob, manifest_entry
@@ -120,8 +120,8 @@ def test_comfyui_command_line(tmp_path):
         "COMFY_LOG_LEVEL": "debug",
         "BAKERY_COMFY_ARGS": "--lowvram --preview-method auto",
     }
-    assert start.comfy_command(Path("/opt/bakery/extra_model_paths.yaml"), env) == [
-        start.sys.executable,
+    assert comfy_process.comfy_command(Path("/opt/bakery/extra_model_paths.yaml"), env) == [
+        comfy_process.sys.executable,
         str(tmp_path / "main.py"),
         "--listen",
         "127.0.0.1",
@@ -136,12 +136,12 @@ def test_comfyui_command_line(tmp_path):
         "auto",
     ]
     env.pop("COMFY_LOG_LEVEL")
-    assert "--verbose" not in start.comfy_command(Path("x.yaml"), env)
+    assert "--verbose" not in comfy_process.comfy_command(Path("x.yaml"), env)
 
 
 def test_comfyui_without_its_folder_is_named(tmp_path):
-    with pytest.raises(start.StartError) as err:
-        start.comfy_command(Path("x.yaml"), {"COMFYUI_DIR": str(tmp_path / "nope")})
+    with pytest.raises(comfy_process.StartError) as err:
+        comfy_process.comfy_command(Path("x.yaml"), {"COMFYUI_DIR": str(tmp_path / "nope")})
     assert str(err.value) == (
         f"no ComfyUI at {tmp_path / 'nope' / 'main.py'} — set COMFYUI_DIR to ComfyUI's folder"
     )
@@ -150,10 +150,10 @@ def test_comfyui_without_its_folder_is_named(tmp_path):
 def test_tcmalloc_is_preloaded_into_comfyui_when_the_image_has_it(tmp_path):
     lib = tmp_path / "lib"
     lib.mkdir()
-    assert "LD_PRELOAD" not in start.comfy_environment({}, (str(lib),))
+    assert "LD_PRELOAD" not in comfy_process.comfy_environment({}, (str(lib),))
     (lib / "libtcmalloc_minimal.so.4").touch()
     (lib / "libtcmalloc.so.4").touch()
-    env = start.comfy_environment({"LD_PRELOAD": "/x/other.so"}, (str(lib),))
+    env = comfy_process.comfy_environment({"LD_PRELOAD": "/x/other.so"}, (str(lib),))
     assert env["LD_PRELOAD"] == f"{lib / 'libtcmalloc.so.4'}:/x/other.so"
     assert env["PYTHONUNBUFFERED"] == "1"
 

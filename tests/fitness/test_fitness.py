@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from handler import fitness
+from handler.gpu import Gpu, Probe, from_record, read_nvml
 from tests.kit.runpod_api import JobApi
 
 REPO = Path(__file__).resolve().parents[2]
 GPUS = Path(__file__).with_name("gpus")
 
 
-def record(name: str) -> fitness.Probe:
-    return fitness.from_record(json.loads((GPUS / f"{name}.json").read_text()), name)
+def record(name: str) -> Probe:
+    return from_record(json.loads((GPUS / f"{name}.json").read_text()), name)
 
 
 def needs_of(variant: str) -> fitness.Needs:
@@ -89,16 +90,14 @@ def test_the_failure_lines_say_what_is_wrong_and_what_to_change(roomy):
 
 
 def test_too_little_free_vram_fails_and_unknown_vram_warns(roomy):
-    busy = fitness.Probe(
-        "busy", (fitness.Gpu("NVIDIA GeForce RTX 4090", (8, 9), 24 << 30, 10 << 30),), "560.35.03"
-    )
+    busy = Probe("busy", (Gpu("NVIDIA GeForce RTX 4090", (8, 9), 24 << 30, 10 << 30),), "560.35.03")
     verdict = fitness.vram(busy, needs_of("flux-dev-cu126"))
     assert not verdict.ok
     assert verdict.line == (
         "NVIDIA GeForce RTX 4090 has 10.7 GB of VRAM free but this model set needs 24 GB "
         "(vram_gb) — choose GPU pools with more memory"
     )
-    unknown = fitness.Probe("torch", (fitness.Gpu("NVIDIA L4", (8, 9)),))
+    unknown = Probe("torch", (Gpu("NVIDIA L4", (8, 9)),))
     assert fitness.vram(unknown, needs_of("sdxl-cu126")) == fitness.Verdict(
         "vram", True, "free VRAM of NVIDIA L4 unknown; not checked against 12 GB", warning=True
     )
@@ -223,7 +222,7 @@ def test_an_unfit_worker_exits_before_taking_a_job_in_the_sdk_production_loop(ro
 
 def test_nvml_is_really_called_and_a_machine_without_a_driver_says_so():
     """The real nvidia-ml-py on this GPU-less machine: the no-GPU record is its answer."""
-    found = fitness.read_nvml()
+    found = read_nvml()
     assert found.gpus == ()
     assert found.problem == "NVML: " + json.loads((GPUS / "none.json").read_text())["error"]
     assert not fitness.gpu_present(found).ok
@@ -252,5 +251,5 @@ def test_nvml_answers_become_the_same_probe_as_the_record(monkeypatch):
         ),
     )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    found = fitness.read_nvml()
-    assert found == fitness.Probe("nvml", record("rtx5090").gpus, data["driver"])
+    found = read_nvml()
+    assert found == Probe("nvml", record("rtx5090").gpus, data["driver"])

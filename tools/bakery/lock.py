@@ -21,6 +21,9 @@ folder per custom node named like its repository (`ComfyUI-VideoHelperSuite/`).
 The lock's header records what it was made from, so `bakery check` finds a
 stale lock without the sources (a ComfyUI bump, a new node commit, new torch
 pins or handler requirements) and says how to re-lock.
+
+One idea, though over 350 lines: the lock file's life (what goes in, compiling it,
+its header, finding it stale), all around the one header format.
 """
 
 from __future__ import annotations

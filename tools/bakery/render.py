@@ -3,6 +3,8 @@
 Rendering is a pure function from a Config to {relative path: text}; writing it
 replaces build/ as a whole (a removed variant disappears) and never leaves a
 half-written tree behind. `stale()` compares a fresh render with what is on disk.
+One idea, though over 350 lines: the {path: text} render, its template filters and
+the writing and comparing of that same mapping.
 """
 
 from __future__ import annotations

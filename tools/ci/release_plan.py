@@ -14,6 +14,9 @@ Every build job gets its `docker buildx bake --set` lines from here:
   one base and would race), reads and writes its own scope, and pushes the
   variant with provenance and SBOM attestations.
 
+One idea, though over 350 lines: the plan and the outputs the workflow reads from it;
+the workflow runs this one file.
+
 Usage (what the workflow runs; outputs go to $GITHUB_OUTPUT):
     python tools/ci/release_plan.py [--targets "sdxl-cu128 flux-cu128"]
         [--image REPO] [--cache-ref REPO] [--ref-type tag --ref-name v1.2.0 --sha SHA]

@@ -1,0 +1,88 @@
+"""How many jobs the worker holds, and the gates held jobs pass in order.
+
+The SDK asks `concurrency` before every take: up to BAKERY_MAX_JOBS while
+prompts are short, `PROMPTS_IN_COMFYUI` after a long one. A `Pipeline` is one
+event loop's gates: one job prepares its inputs at a time, at most
+`PROMPTS_IN_COMFYUI` of this worker's prompts sit in ComfyUI, prompts are
+queued in the jobs' order, one job delivers its outputs at a time
+(handler.jobs.worker's `Job.run` passes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from typing import TYPE_CHECKING
+
+from handler import settings
+
+if TYPE_CHECKING:
+    from handler.jobs.prompt import PromptRun
+
+MAX_JOBS = settings.setting(
+    "BAKERY_MAX_JOBS",
+    8,
+    "The most jobs this worker holds at once while jobs are short (BAKERY_SHORT_JOB_S): the "
+    "next ones are checked, their images uploaded and their prompt queued while one runs "
+    "(ComfyUI still runs one prompt at a time); 1 = one job at a time.",
+    kind="int",
+)
+SHORT_JOB_S = settings.setting(
+    "BAKERY_SHORT_JOB_S",
+    2.0,
+    "A job whose prompt ran for less than this many seconds is short. After a long one the "
+    "worker holds at most 2 jobs (one running, the next prepared), so further jobs wait in "
+    "RunPod's queue, where other workers can take them.",
+    kind="float",
+)
+
+PROMPTS_IN_COMFYUI = 2  # this worker's prompts in ComfyUI: one running, the next queued
+
+
+class Load:
+    """Jobs in this worker now, and whether the last prompt was short."""
+
+    active = 0
+    short: bool | None = None  # unknown until a prompt has run
+
+
+def concurrency(current: int) -> int:
+    """The SDK's concurrency_modifier: how many jobs to hold (asked before every take).
+
+    When the answer changes, the SDK takes no job until none is in flight (it
+    waits in 1 s sleeps), then resizes. So the worker holds fewer at once when
+    a long prompt shows up (it lets its held jobs finish first), but more only
+    while it is idle (it would otherwise stop taking jobs to grow)."""
+    want = max(1, MAX_JOBS.get())
+    if not Load.short:
+        want = min(want, PROMPTS_IN_COMFYUI)
+    if want > current and Load.active:
+        return current
+    return want
+
+
+def note_length(execution_s: float) -> None:
+    Load.short = execution_s < SHORT_JOB_S.get()
+
+
+class Pipeline:
+    """The gates jobs pass in order (one set per event loop)."""
+
+    def __init__(self):
+        self.prepare = asyncio.Lock()  # one job loads and uploads its input images at a time
+        self.prompts = asyncio.Semaphore(PROMPTS_IN_COMFYUI)
+        self.queue = asyncio.Lock()  # one POST /prompt at a time, in the jobs' order
+        self.deliver = asyncio.Lock()  # one job reads and encodes its outputs at a time
+        self.last: PromptRun | None = None  # this worker's prompt queued last
+
+
+_pipelines: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def gates() -> Pipeline:
+    """The running event loop's gates."""
+    loop = asyncio.get_running_loop()
+    pipe = _pipelines.get(loop)
+    if pipe is None:
+        pipe = _pipelines[loop] = Pipeline()
+    return pipe

@@ -1,0 +1,186 @@
+"""The worker's one WebSocket to ComfyUI (one client id for every prompt it sends).
+
+`Socket`'s reader thread hands each frame to the prompt it names (a
+`PromptRun` that handler.jobs.prompt follows), reconnects a dropped socket with
+backoff and tells every prompt it follows to read /history for what was missed
+(frames sent while no socket is connected are lost, docs/comfyui-protocol.md).
+While it is connected ComfyUI is alive, so a job needs no readiness probe of
+its own.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import websocket
+
+from handler import http, log, settings
+from handler.jobs.errors import ComfyUnavailable
+
+if TYPE_CHECKING:
+    from handler.jobs.comfyui import ComfyClient
+    from handler.jobs.prompt import PromptRun
+
+LOST_TIMEOUT = settings.setting(
+    "BAKERY_COMFY_LOST_S",
+    20.0,
+    "Seconds a job keeps reconnecting to a ComfyUI that stopped answering mid-run before it "
+    "gives up and asks for a new worker.",
+    kind="float",
+)
+
+_log = log.get("comfy")
+
+# What the reader tells every followed prompt besides frames.
+RECONNECTED = "reconnected"  # frames may have been lost: read /history
+
+
+class Socket:
+    """The worker's one WebSocket to ComfyUI; a reader thread hands frames to their prompts."""
+
+    def __init__(self, client: ComfyClient):
+        self.client = client
+        self.client_id = uuid.uuid4().hex
+        self._runs: dict[str, PromptRun] = {}
+        self._lock = threading.Lock()
+        self._ws: websocket.WebSocket | None = None
+        self._connected = threading.Event()
+        self._lost: ComfyUnavailable | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # --- what jobs use -----------------------------------------------------------
+    def alive(self) -> bool:
+        """Connected now: ComfyUI answers (no probe needed)."""
+        return self._connected.is_set() and not self._closed
+
+    def ensure(self, timeout: float) -> None:
+        """Start the reader if needed; wait (bounded) until connected, or raise why not."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._lost = None
+                self._thread = threading.Thread(target=self._read, name="comfy-ws", daemon=True)
+                self._thread.start()
+        deadline = time.monotonic() + timeout + 5  # the reader gives up after `timeout` itself
+        while not self._connected.wait(0.05):
+            if not self._thread.is_alive() and self._lost is not None:
+                raise self._lost
+            if time.monotonic() >= deadline:
+                raise self.client.lost_error("no WebSocket")
+
+    def follow(self, run: PromptRun) -> None:
+        with self._lock:
+            self._runs[run.prompt_id] = run
+            lost = self._lost
+        if lost is not None:
+            run.frames.put(lost)
+
+    def unfollow(self, run: PromptRun) -> None:
+        with self._lock:
+            self._runs.pop(run.prompt_id, None)
+
+    def close(self) -> None:
+        self._closed = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                ws.close()
+            except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
+                pass
+
+    # --- the reader thread ---------------------------------------------------------
+    def _read(self) -> None:
+        while not self._closed:
+            try:
+                ws = connect(self.client, self.client_id, running=self._following())
+            except ComfyUnavailable as err:
+                self._give_up(err)
+                return
+            self._ws = ws
+            ws.settimeout(None)
+            self._tell_all(RECONNECTED)  # frames may have been lost while it was down
+            self._connected.set()
+            try:
+                while True:
+                    raw = ws.recv()
+                    if isinstance(raw, str):
+                        self._dispatch(raw)
+                    # binary preview frames (SaveImageWebsocket) are skipped
+            except (OSError, websocket.WebSocketException):
+                pass
+            finally:
+                self._connected.clear()
+                try:
+                    ws.close()
+                except Exception:  # noqa: BLE001 — closing a dead socket may fail in many ways
+                    pass
+            if not self._closed:
+                log.event(_log, "WebSocket dropped; reconnecting")
+
+    def _following(self) -> bool:
+        with self._lock:
+            return bool(self._runs)
+
+    def _dispatch(self, raw: str) -> None:
+        try:
+            frame = json.loads(raw)
+            data = frame.get("data") or {}
+            prompt_id = data.get("prompt_id")
+        except (ValueError, AttributeError):
+            return
+        if prompt_id is None:
+            if frame.get("type") in ("executing", "executed"):
+                self._tell_all(frame)  # after a reconnect ComfyUI may leave the id out
+            return
+        with self._lock:
+            run = self._runs.get(prompt_id)
+        if run is not None:
+            run.frames.put(frame)
+
+    def _tell_all(self, what) -> None:
+        with self._lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            run.frames.put(what)
+
+    def _give_up(self, err: ComfyUnavailable) -> None:
+        with self._lock:
+            self._lost = err
+            runs = list(self._runs.values())
+        for run in runs:
+            run.frames.put(err)
+
+
+def connect(client: ComfyClient, client_id: str, running: bool = False):
+    """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
+
+    `running`: a prompt of this worker is in ComfyUI (the error then says so)."""
+    since = time.monotonic()
+    attempt = 0
+    while True:
+        attempt += 1
+        if client.process_gone():
+            if running:
+                raise ComfyUnavailable(
+                    f"ComfyUI's process (pid {client.pid}) exited while running this job; "
+                    "this worker asks to be replaced"
+                )
+            raise client.gone_error()
+        try:
+            return websocket.create_connection(f"{client.ws_base}?clientId={client_id}", timeout=10)
+        except (OSError, websocket.WebSocketException):
+            pass
+        now = time.monotonic()
+        if now - since >= LOST_TIMEOUT.get():
+            doing = "while running this job " if running else ""
+            raise ComfyUnavailable(
+                f"ComfyUI at {client.base} stopped answering {doing}(no connection for "
+                f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
+            )
+        if attempt == 1:
+            log.event(_log, "WebSocket refused or dropped; reconnecting")
+        time.sleep(http.backoff(attempt, base=0.2, cap=2.0) + 0.05)
