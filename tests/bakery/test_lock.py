@@ -156,25 +156,21 @@ def test_the_committed_lock_matches_a_fresh_lock_of_the_sources(run):
 
 @pytest.mark.skipif(not SOURCES, reason="BAKERY_SOURCES is not set (.ci/run sets it)")
 def test_a_node_sets_requirements_and_pip_extras_are_locked(run, project):
-    """VideoHelperSuite's unpinned requirements (opencv-python, imageio-ffmpeg) are pinned."""
+    """VideoHelperSuite's unpinned requirements (imageio-ffmpeg) are pinned, the package a
+    node set leaves out (`without: [opencv-python]`) is not, and a new pip extra makes the
+    lock stale until `bakery lock` runs."""
     variants = project / "variants.yaml"
-    text = variants.read_text().replace(
-        "node_sets: {}",
-        "node_sets:\n"
-        "  video:\n"
-        "    nodes:\n"
-        "      videohelpersuite:\n"
-        "        source: https://github.com/Kosinkadink/ComfyUI-VideoHelperSuite.git\n"
-        "        commit: 4ee72c065db22c9d96c2427954dc69e7b908444b\n"
-        "        pip: [imageio==2.37.0]\n",
-    )
-    variants.write_text(text)
+    text = variants.read_text()
+    extras = "pip: [opencv-python-headless==4.14.0.94]"
+    assert extras in text
+    variants.write_text(text.replace(extras, extras[:-1] + ", imageio==2.37.0]"))
     code, out = run("render", "--out", project)
     assert code == 0 and "stale (node videohelpersuite is '4ee72c06" in out
     code, out = run("lock", "--out", project)
     assert code == 0, out
     pins = verify.lock_pins((project / "lock/cu126.txt").read_text())
-    assert {"opencv-python", "imageio-ffmpeg"} <= set(pins)
+    assert {"opencv-python-headless", "imageio-ffmpeg"} <= set(pins)
+    assert "opencv-python" not in pins
     assert pins["imageio"] == {"2.37.0"}
     header = (project / "lock/cu126.txt").read_text()
     assert "node videohelpersuite requirements.txt sha256:" in header

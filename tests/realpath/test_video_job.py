@@ -214,7 +214,7 @@ def test_an_mp4_an_animated_webp_and_audio_come_back_as_base64(video_worker):
     found = outputs(video_worker.job({"workflow": video_workflow()}))
     assert {ext: (e["kind"], e["type"], e["content_type"]) for ext, e in found.items()} == {
         "mp4": ("videos", "base64", "video/mp4"),
-        "webp": ("videos", "base64", "image/webp"),
+        "webp": ("images", "base64", "image/webp"),  # ComfyUI lists it under images
         "flac": ("audio", "base64", "audio/flac"),
     }
     check_files({ext: base64.b64decode(e["data"]) for ext, e in found.items()})
