@@ -2,7 +2,8 @@
 
 For every variant: allowed CUDA versions (the line's and every newer one, never an
 older one), the minimum host driver, the GPU pools it may run on, container disk,
-network volume, whether RUNPOD_INIT_TIMEOUT must be raised, and the Hugging Face
+network volume, the RUNPOD_INIT_TIMEOUT to set when every model is fetched before the
+worker starts (BAKERY_MODELS_BEFORE_START=1; never by default), and the Hugging Face
 repository to name as the endpoint's cached model. `files(config)` renders them:
 `build/<variant>/runpod.json` (for people and scripts) and `build/<variant>/fitness.json`
 (what the worker checks at start, read by handler/fitness.py beside the manifest).
