@@ -12,8 +12,7 @@ import requests
 from tests.comfy_double import workflows
 from tests.fetch.conftest import listening
 from tests.kit.model_server import MiB, blob, manifest_entry
-from tests.kit.runpod_api import JobApi
-from tests.kit.runpod_api.production import GUARD, REPO
+from tests.kit.runpod_api import JobApi, loop_env
 
 LARGE_RATE = MiB  # bytes/s: the large model takes about LARGE_MIB seconds
 LARGE_MIB = 6
@@ -84,20 +83,6 @@ def test_a_job_needing_only_the_small_model_runs_while_the_large_one_downloads(t
     proc.output(timeout=30)
 
 
-def production_env(api: JobApi, box) -> dict[str, str]:
-    """The RunPod production loop against the loopback job API (worker_env without a double)."""
-    return {
-        **api.env(),
-        "PYTHONPATH": f"{GUARD}:{REPO}",
-        "HOME": str(box.tmp / "home"),
-        "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-        "RUNPOD_SKIP_GPU_CHECK": "true",
-        "RUNPOD_PING_INTERVAL": "1000",
-        # No GPU here: start.py's fitness preflight would stop the worker (as worker_env).
-        "BAKERY_FITNESS_CHECKS": "false",
-    }
-
-
 def test_jobs_wait_for_their_models_with_progress_and_a_failed_one_fails_only_its_jobs(
     server, two_models
 ):
@@ -107,7 +92,7 @@ def test_jobs_wait_for_their_models_with_progress_and_a_failed_one_fails_only_it
     box.write_manifest(*box.entries, manifest_entry(gone, b"x", file="gone.safetensors"))
     api = JobApi()
     try:
-        proc = box.run(**production_env(api, box), BAKERY_FETCH_WORKERS="1")
+        proc = box.run(**loop_env(api, box.tmp / "home"), BAKERY_FETCH_WORKERS="1")
         ids = {
             "gone": api.enqueue({"workflow": workflows.txt2img(ckpt_name="gone.safetensors")}),
             "late": api.enqueue(

@@ -49,25 +49,34 @@ class ProductionWorker:
                 self.proc.wait()
 
 
+def loop_env(api: JobApi, home: Path) -> dict[str, str]:
+    """What any worker in the SDK's production loop needs here, whatever starts it (the
+    worker alone, or the whole start sequence): the job API's URLs, the loopback-only
+    guard, a HOME of its own, and no fitness checks."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        **api.env(),
+        "PYTHONPATH": os.pathsep.join([str(GUARD), str(REPO)]),
+        # ~/.runpod/config.toml would replace RUNPOD_AI_API_KEY (http_client.get_auth_header).
+        "HOME": str(home),
+        # In ms, floored to whole seconds by the SDK (0 would ping in a tight loop).
+        "RUNPOD_PING_INTERVAL": "1000",
+        # No GPU here: the fitness checks (tests/fitness) would stop the worker at start.
+        "BAKERY_FITNESS_CHECKS": "false",
+    }
+
+
 def worker_env(api: JobApi, double, home: Path, extra: dict | None = None) -> dict[str, str]:
     """The environment of a worker on an endpoint, every URL on loopback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
     for name in ("BAKERY_LOG_URL", "COMFY_ORG_API_KEY"):
         env.pop(name, None)
-    home.mkdir(parents=True, exist_ok=True)
     env.update(
-        api.env(),
-        PYTHONPATH=os.pathsep.join([str(GUARD), str(REPO)]),
-        # ~/.runpod/config.toml would replace RUNPOD_AI_API_KEY (http_client.get_auth_header).
-        HOME=str(home),
-        # In ms, floored to whole seconds by the SDK (0 would ping in a tight loop).
-        RUNPOD_PING_INTERVAL="1000",
+        loop_env(api, home),
         COMFY_HOST=double.host_port,
         COMFYUI_DIR=str(double.base),
         BAKERY_COMFY_PID=str(double.proc.pid),
         PYTHONUNBUFFERED="1",
-        # No GPU here: the fitness checks (tests/fitness) would stop the worker at start.
-        BAKERY_FITNESS_CHECKS="false",
     )
     env.update(extra or {})
     return env
