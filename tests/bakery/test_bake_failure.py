@@ -4,8 +4,8 @@ bake's own last word is often about a sibling it cancelled or a crash of its own
 from __future__ import annotations
 
 import pytest
-
 from bakery import build
+
 from tests.kit.engine import engine_problem
 
 # Plain progress as buildx 0.13 printed it here for a bake of two targets, `a` failing

@@ -67,11 +67,11 @@ def bake(out: Path, extra: list[str], env: dict[str, str] | None = None) -> int:
     cmd = bake_command(out, extra)
     seen: list[str] = []
     with subprocess.Popen(
-        cmd, cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        errors="replace", bufsize=1,
+        cmd, cwd=out, env=env, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
     ) as proc:  # fmt: skip
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        # stdout (`--print`'s JSON, a metadata file) passes through untouched.
+        assert proc.stderr is not None
+        for line in proc.stderr:
             sys.stderr.write(line)
             if _worth_keeping(line):
                 seen.append(line.rstrip("\n"))
