@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import yaml
+from bakery import dockerfiles, manifests, output, tables
 from bakery import render as renderer
 from bakery.variants import parse
 
@@ -140,7 +141,7 @@ def run(quick: bool) -> list[dict]:
         files = renderer.render(config)
 
         def render_and_write():
-            renderer.write(renderer.render(config), work / "render")
+            output.write(renderer.render(config), work / "render")
 
         def plain_write():
             out = work / "plain"
@@ -164,12 +165,7 @@ def run(quick: bool) -> list[dict]:
         # #13 adds per-variant RunPod settings, fitness facts, a standalone Dockerfile
         # and the Hub listing to every render: what do they cost?
         def without_runpod():
-            hooks = renderer.runpod_settings.files, renderer.hub.files
-            renderer.runpod_settings.files = renderer.hub.files = lambda *a: {}
-            try:
-                renderer.render(config)
-            finally:
-                renderer.runpod_settings.files, renderer.hub.files = hooks
+            renderer.render(config, (dockerfiles.files, manifests.files, tables.files))
 
         figures.append(
             figure(
