@@ -10,7 +10,8 @@ validate.py          every check at once; after it nothing refuses a user's file
 derive.py            the Config: each derived fact computed once (names, CUDA, RunPod)
   config.py          its types; facts.py: runpod_facts.yaml and the CUDA version rule
 render.py            the renderers side by side, each `files(config, done)`:
-  dockerfiles.py     Dockerfiles, locks, bake file, standalone Dockerfiles (flatten.py)
+  dockerfiles.py     Dockerfiles, locks, bake file
+  flatten.py         standalone Dockerfiles: base and variant in one, for `docker build`
   manifests.py       models.json (handler.manifest's schema)
   runpod.py          runpod.json and fitness.json (handler's fitness schema)
   tables.py          the variant table (README.md)

@@ -1,14 +1,13 @@
 """Renderer: the Dockerfiles and the bake file that build every image.
 
 `build/base-<cuda>/` (the shared base of a CUDA line, with its lock), each
-`build/<variant>/Dockerfile` on top of it, `docker-bake.hcl` joining them through
-named contexts, and each variant's `standalone.Dockerfile` (the two flattened for a
-plain `docker build`, bakery.flatten).
+`build/<variant>/Dockerfile` on top of it, and `docker-bake.hcl` joining them through
+named contexts (bakery.flatten joins each pair into one standalone Dockerfile).
 """
 
 from __future__ import annotations
 
-from bakery import flatten, lock
+from bakery import lock
 from bakery.config import BAKE_FILE, BUILD_DIR, Config, Variant, base_target
 from bakery.templating import TEMPLATES, dq, fill
 
@@ -70,10 +69,6 @@ def files(config: Config, done: dict[str, str]) -> dict[str, str]:
         groups=_groups(config),
         **common,
     )
-    for variant in config.variants:
-        out[f"{BUILD_DIR}/{variant.name}/standalone.Dockerfile"] = flatten.standalone(
-            config, variant, out, source
-        )
     return out
 
 

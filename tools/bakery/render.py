@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bakery import dockerfiles, hub, manifests, runpod, tables
+from bakery import dockerfiles, flatten, hub, manifests, runpod, tables
 from bakery.config import Config
 
 Renderer = Callable[[Config, dict[str, str]], dict[str, str]]
 
 RENDERERS: tuple[Renderer, ...] = (
     dockerfiles.files,  # build/base-*/, build/<variant>/Dockerfile, docker-bake.hcl
+    flatten.files,  # build/<variant>/standalone.Dockerfile (after the Dockerfiles)
     manifests.files,  # build/<variant>/models.json
     runpod.files,  # build/<variant>/runpod.json, fitness.json
     tables.files,  # build/variants.md (and README.md's table)
