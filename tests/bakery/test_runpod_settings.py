@@ -235,9 +235,9 @@ def test_a_node_context_becomes_a_pinned_git_add_a_test_can_replace(tmp_path):
 
 
 def test_the_readme_deploy_steps_quote_the_generated_values(by_name):
-    """The worked example in README's "Deploy on RunPod" is flux-dev-cu128's row."""
-    readme = (REPO / "README.md").read_text()
-    steps = readme.split("## Deploy on RunPod", 1)[1].split("\n## ", 1)[0]
+    """The worked example in the deploy guide's endpoint steps is flux-dev-cu128's row."""
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    steps = guide.split("## 2. Create the endpoint", 1)[1].split("\n## ", 1)[0]
     s = by_name["flux-dev-cu128"]
     flat = " ".join(steps.split())
     assert ", ".join(f"`{p}`" for p in s.gpu_ids) in flat

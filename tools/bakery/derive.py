@@ -55,6 +55,7 @@ def derive(data: dict, path: Path, made: list[tuple[str, str, str | None]]) -> C
                     node["commit"],
                     tuple(node.get("pip", [])),
                     tuple(node.get("without", [])),
+                    node.get("version"),
                 )
                 for name, node in sorted(ns["nodes"].items())
             ),
