@@ -4,13 +4,11 @@ default variants; the Hub listing against its schema; the flattened Dockerfiles.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 
 import pytest
 from bakery import hub_schema
-from bakery import runpod as rp
 from bakery.variants import load
 
 from tests.bakery.bakery_helpers import REPO
@@ -23,7 +21,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def by_name(config):
-    return {v.name: rp.settings(config, v) for v in config.variants}
+    return {v.name: v.runpod for v in config.variants}
 
 
 CU126_POOLS = [
@@ -135,14 +133,17 @@ def test_the_rendered_files_carry_the_settings(config, by_name):
         }
 
 
-def test_a_cuda_version_the_facts_do_not_know_is_an_error(config):
-    from bakery.errors import BakeryError
-
-    line = dataclasses.replace(
-        config.cuda["cu128"], base_image="nvidia/cuda:14.1.0-runtime", torch_index="x"
+def test_a_cuda_version_the_facts_do_not_know_is_an_error(bakery, small):
+    text = small.read_text()
+    small.write_text(text.replace("whl/cu128", "whl/cu141"))
+    line = text.splitlines().index(next(t for t in text.splitlines() if "whl/cu128" in t))
+    result = bakery("validate", "--file", small)
+    assert (result.code, result.out) == (3, "")
+    assert result.err == (
+        f"{small}:{line + 1}:18: cuda.cu128.torch_index: CUDA line 'cu128' needs CUDA 14.1, "
+        "which runpod_facts.yaml does not know — add it (with its minimum driver) to "
+        "tools/bakery/runpod_facts.yaml\n"
     )
-    with pytest.raises(BakeryError, match="needs CUDA 14.1, which runpod_facts.yaml does not know"):
-        rp.allowed_cuda_versions(line)
 
 
 # --- the Hub listing --------------------------------------------------------------------
@@ -248,12 +249,14 @@ def test_the_readme_deploy_steps_quote_the_generated_values(by_name):
     assert f"`{s.cached_model}`" in flat
 
 
-def test_a_line_listing_a_gpu_it_has_no_kernels_for_is_refused(bakery, project):
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_a_line_listing_a_gpu_it_has_no_kernels_for_is_refused(bakery, project, command):
+    """`validate` says so, as `render` does (it used to say ok, and render then failed)."""
     variants = project / "variants.yaml"
     text = variants.read_text()
     variants.write_text(text.replace("gpus: [A100, A40,", "gpus: [RTX 5090, A100, A40,", 1))
-    result = bakery("render", "--out", project)
-    assert result.code == 3
+    result = bakery(command, "--out", project)
+    assert (result.code, result.out) == (3, "")
     line = text.splitlines().index(next(t for t in text.splitlines() if "gpus: [A100, A40," in t))
     assert result.err == (
         f"{variants}:{line + 1}:12: cuda.cu126.gpus.0: RTX 5090 is sm_120, which gpu_archs "

@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bakery.config import BAKE_FILE
 from bakery.errors import DockerMissingError
-from bakery.render import BAKE_FILE
 
 BUILDX_HELP = (
     "install the buildx plugin (Debian/Ubuntu: apt-get install docker-buildx; Docker Desktop "

@@ -9,11 +9,10 @@ from pathlib import Path
 from bakery import build as docker_build
 from bakery import lock as locks
 from bakery import matrix as ci_matrix
-from bakery import render as renderer
-from bakery import sources, try_local
+from bakery import output, sources, try_local
 from bakery.config import Config
-from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError
-from bakery.variants import display_name
+from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError, display_name
+from bakery.render import render
 from bakery.variants import load as load_variants
 
 EPILOG = """\
@@ -240,16 +239,16 @@ def run(argv: list[str]) -> int:
             print(f"wrote {display_name(path)}")
         print("now run `bakery render` and commit lock/ and build/")
         return EXIT_OK
-    files = renderer.render(config)
+    files = render(config)
     if args.command == "check" or (args.command == "build" and args.check):
-        problems = renderer.stale(files, out) + locks.stale(config, _handler_home(out))
+        problems = output.stale(files, out) + locks.stale(config, _handler_home(out))
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
             print(f"generated files match {display_name(file)}")
             return EXIT_OK
     else:
-        changed = renderer.write(files, out)
+        changed = output.write(files, out)
         print(
             f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "
             + (f"{_count(len(changed), 'file')} changed" if changed else "nothing changed")
