@@ -270,3 +270,21 @@ def test_a_line_listing_a_gpu_it_has_no_kernels_for_is_refused(bakery, project, 
         "(sm_80, sm_86, sm_89, sm_90) does not include — remove it, or add sm_120 to gpu_archs "
         "with a torch build that has its kernels (Blackwell needs CUDA 12.8 or newer)\n"
     )
+
+
+def test_the_pool_legend_says_each_card_as_the_console_does_and_stars_gpus_in_two_pools():
+    """A pool named `AMPERE_24` is the console's 24 GB card: the legend must not call it
+    20 GB (its smallest GPU's), and a GPU RunPod lists in two pools is marked, not silently
+    shown twice."""
+    from bakery.facts import facts
+
+    legend = facts().pool_legend()
+    for pool in facts().pools:
+        assert f"`{pool}` ({pool.rsplit('_', 2)[1]} GB: " in legend
+    assert "`AMPERE_24` (24 GB: RTX A5000, RTX 3090, L4*, RTX A4500*; 20 GB on an RTX A4500)" in (
+        legend
+    )
+    assert legend.endswith(
+        "\\* L4, RTX A4500: RunPod's pages place each in two pools; the pools listed for a "
+        "variant serve it wherever they sit"
+    )

@@ -49,10 +49,27 @@ class Facts:
         return out
 
     def pool_legend(self) -> str:
-        """`AMPERE_16` (16 GB: RTX A4000, ...), ...: the console's GPU cards as pool ids."""
-        return "; ".join(
-            f"`{pool}` ({self.pool_memory_gb(pool)} GB: {', '.join(members)})"
-            for pool, members in self.pools.items()
+        """`AMPERE_16` (16 GB: RTX A4000, ...), ...: the console's GPU cards as pool ids.
+
+        A pool is shown with the memory RunPod's card says (its id's number). A GPU that
+        RunPod's own pages place in two pools is starred once per pool, and where such a
+        GPU has less memory than the card says, that is said too: a variant's pools are
+        chosen so that either placement serves it."""
+        twice = {g for g in self.gpus if sum(g in m for m in self.pools.values()) > 1}
+        parts = []
+        for pool, members in self.pools.items():
+            named = ", ".join(f"{g}*" if g in twice else g for g in members)
+            card = int(re.search(r"(\d+)", pool).group(1))
+            least = self.pool_memory_gb(pool)
+            small = [g for g in members if self.gpus[g]["memory_gb"] == least]
+            note = f"; {least} GB on an {' or '.join(small)}" if least < card else ""
+            parts.append(f"`{pool}` ({card} GB: {named}{note})")
+        starred = ", ".join(sorted(twice))
+        return "; ".join(parts) + (
+            f". \\* {starred}: RunPod's pages place each in two pools; the pools listed for a "
+            "variant serve it wherever they sit"
+            if twice
+            else ""
         )
 
 
