@@ -50,13 +50,14 @@ $(VENV_PY):
 	python3 -m venv .venv
 	.venv/bin/pip install -q -e '.[dev]' -c handler/constraints.txt
 
-## lock: re-pin every package the handler's dependencies pull in (handler/constraints.txt),
-## then every package of each CUDA line's images (lock/<cuda>.txt, from the local source
-## trees in BAKERY_SOURCES: ComfyUI/ at the pinned version, one folder per custom node)
-lock: lock-handler $(NEEDS_PY)
+## lock: re-pin what its inputs changed in each CUDA line's lock (lock/<cuda>.txt): bakery
+## fetches ComfyUI and every custom node at its pin (offline: BAKERY_SOURCES=DIR)
+lock: $(NEEDS_PY)
 	$(BAKERY) lock
 	$(BAKERY) render
 
+## lock-handler: re-pin every package the handler's dependencies pull in
+## (handler/constraints.txt); only on request, then `make lock`
 lock-handler:
 	rm -rf .cache/lock && python3 -m venv .cache/lock
 	.cache/lock/bin/pip install -q -r handler/requirements.txt

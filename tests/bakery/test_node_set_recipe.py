@@ -69,8 +69,14 @@ def test_the_recipe_with_its_lock_step_passes_bakery_check(bakery, project, tmp_
     for tree in given.iterdir():
         if tree.is_dir():
             (sources / tree.name).symlink_to(tree)
+    # A plain tree stands for the pack (GitHub is not reachable here): one is checked by
+    # its pyproject.toml against the `version` its entry states (bakery.sources).
     (sources / "ComfyUI-KJNodes").mkdir()
     (sources / "ComfyUI-KJNodes" / "requirements.txt").write_text(KJ_REQUIREMENTS)
+    (sources / "ComfyUI-KJNodes" / "pyproject.toml").write_text('[project]\nversion = "1.1.7"\n')
+    variants = project / "variants.yaml"
+    pin = f"commit: {COMMIT}\n"
+    variants.write_text(variants.read_text().replace(pin, pin + "        version: 1.1.7\n"))
     locked = bakery("lock", "--out", project, "--sources", sources)
     assert locked.code == 0, locked.err
     lock = (project / "lock" / "cu128.txt").read_text()

@@ -10,6 +10,7 @@ the repository root: pytest puts the root on the path (pyproject.toml), and
 | `model_server` | `ModelServer` (ranges, faults, counters); model bytes and manifest entries |
 | `local_api` | `LocalWorker`: `python -m handler --rp_serve_api` (the SDK local API) |
 | `double` | start and stop the ComfyUI test double (tests/comfy_double) as a subprocess |
+| `git_repos` | real git repositories standing for GitHub's (`Mirror`, BAKERY_GIT_MIRROR's layout) |
 | `engine` | whether a Docker engine and buildx answer here (the reason when not) |
 | `standin` | stand-ins for what CI cannot reach: base image, bake, running a built image |
 """

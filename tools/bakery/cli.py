@@ -10,6 +10,7 @@ from bakery import build as docker_build
 from bakery import lock as locks
 from bakery import matrix as ci_matrix
 from bakery import render as renderer
+from bakery import sources
 from bakery.config import Config
 from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError
 from bakery.variants import display_name
@@ -99,9 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         "Resolve, with uv, everything each CUDA line's images install — ComfyUI's and every "
         "custom node's requirements, node pip extras, the handler's requirements, torch's own "
         "dependencies — and write lock/<cuda>.txt next to the variants file (torch and the CUDA "
-        f"wheels it pins come from the line's index). Requirements are read from local source "
-        f"trees: --sources DIR or ${locks.SOURCES_ENV}, holding ComfyUI/ at the pinned version "
-        "and each custom node in a folder named like its repository. Then run `bakery render`.",
+        "wheels it pins come from the line's index). A line whose inputs did not change keeps "
+        "its pins. The source trees are fetched at their pins into the user's cache (as "
+        f"`bakery sources` does); offline, --sources DIR or ${locks.SOURCES_ENV} names a folder "
+        "holding ComfyUI/ and each custom node in a folder named like its repository, each "
+        "checked against its pin. Then run `bakery render`.",
     )
     k.add_argument("--sources", type=Path, default=None, metavar="DIR")
     k.add_argument(
@@ -109,6 +112,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing: exit 4 when a fresh lock would differ from the committed one",
     )
+    src = command(
+        "sources",
+        "fetch ComfyUI and every custom node at its pin (what `bakery lock` reads)",
+        "Fetch ComfyUI at its pinned tag or commit and every custom node of every node set at "
+        "its commit (git init + git fetch --depth 1 + checkout, https only), each into "
+        "DEST/<repository name>, and check that each is at its pin. A tree already at its pin "
+        f"is kept. DEST defaults to the user's cache ({sources.default_dir()}); "
+        f"`{locks.SOURCES_ENV}=DEST bakery lock` then needs no network.",
+    )
+    src.add_argument("dest", type=Path, nargs="?", default=None, metavar="DEST")
     b = command(
         "build",
         "render, then docker buildx bake (extra arguments pass through)",
@@ -186,6 +199,11 @@ def run(argv: list[str]) -> int:
         return EXIT_OK
     if args.command == "matrix":
         sys.stdout.write(ci_matrix.dumps(ci_matrix.matrix(config, args.image, args.version)))
+        return EXIT_OK
+    if args.command == "sources":
+        dest = args.dest or sources.default_dir()
+        trees = sources.fetch(config, dest)
+        print(f"{_count(len(trees), 'source tree')} at their pins in {dest}")
         return EXIT_OK
     if args.command == "lock" and args.check:
         problems = locks.differences(config, _handler_home(out), args.sources)

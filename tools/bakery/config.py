@@ -53,6 +53,9 @@ class Node:
     # Packages of the node's requirements.txt left out (uv --excludes), e.g. opencv-python
     # when `pip` brings opencv-python-headless in its place.
     without: tuple[str, ...] = ()
+    # The pack's own version at `commit` (its pyproject.toml): how a plain source tree
+    # (no .git) is checked before `bakery lock` reads it (bakery.sources).
+    version: str | None = None
 
     @property
     def context(self) -> str:
@@ -139,6 +142,7 @@ def build_config(data: dict, path: Path, made: list[tuple[str, str, str | None]]
                     node["commit"],
                     tuple(node.get("pip", [])),
                     tuple(node.get("without", [])),
+                    node.get("version"),
                 )
                 for name, node in sorted(ns["nodes"].items())
             ),

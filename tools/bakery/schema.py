@@ -148,6 +148,12 @@ NODE = {
             },
             "x-example": "without: [opencv-python]",
         },
+        "version": {
+            **ONE_LINE,
+            "maxLength": 64,
+            "x-lands": "nowhere generated (bakery lock checks a plain source tree by it)",
+            "x-example": "version: 1.7.9",
+        },
     },
 }
 
