@@ -357,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", default="", help="targets to build (default: all)")
     parser.add_argument("--image", default="", help="image repository (default: variants.yaml)")
     parser.add_argument(
-        "--candidates", default="", help="private repository for candidates (default: IMAGE-candidates)"
+        "--candidates",
+        default="",
+        help="private repository for candidates (default: IMAGE-candidates)",
     )
     parser.add_argument("--cache-ref", default="", help="registry cache repository (optional)")
     parser.add_argument("--ref-type", default=os.environ.get("GITHUB_REF_TYPE", "branch"))

@@ -75,9 +75,7 @@ def checked_images(records: list[dict], expected: list[str]) -> list[dict]:
 
 
 def _imagetools(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", "buildx", "imagetools", *args], capture_output=True, text=True
-    )
+    return subprocess.run(["docker", "buildx", "imagetools", *args], capture_output=True, text=True)
 
 
 def digest_of(ref: str) -> str | None:
@@ -144,7 +142,7 @@ def promote(records: list[dict], expected: list[str], version: str) -> list[dict
         print(f"{image['target']}: {', '.join(mine)} -> {image['candidate']}", flush=True)
         published.append({"target": image["target"], "tags": mine, "candidate": image["candidate"]})
     # Floating tags after every version tag: users' endpoints follow them.
-    for image, entry in zip(images, published):
+    for image, entry in zip(images, published, strict=True):
         floating = [t for t in image["tags"] if t not in entry["tags"]]
         move, stay = floating_moves(floating, version)
         tag(image["candidate"], move)
