@@ -7,7 +7,7 @@ fans out over what it prints. Nothing here lists a target: the targets come from
 variants.yaml and rendering is all a user does to publish it.
 
 Every build job gets its `docker buildx bake --set` lines from here
-(docs/releasing.md says why each is so):
+(docs/publishing.md says why each is so):
 - a `base-<cuda>` job pushes the shared base to the private candidate repository
   under `base-<cuda>-<version>`; its digest is recorded (release_records.py) and
   each variant of that line builds FROM exactly that digest, as the named context
@@ -45,7 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_IMAGE = "ghcr.io/your-org/"
 
 # GitHub's limits a plan must fit: jobs in one matrix; all outputs of one job together,
-# counted as GitHub counts them (UTF-16, 2 bytes per code unit; docs/releasing.md).
+# counted as GitHub counts them (UTF-16, 2 bytes per code unit; docs/publishing.md).
 MATRIX_LIMIT = 256
 OUTPUT_LIMIT = 1_000_000
 # Variants one job builds: its base (several GB) is pulled once and shared by them all.
@@ -251,7 +251,7 @@ def github_outputs(plan: dict, cache_ref: str = "") -> dict:
     return {
         "version": plan["version"],
         "registry": registry_of(plan["image"]),
-        # Log in there too: a cache on another registry would answer 401 (docs/releasing.md).
+        # Log in there too: a cache on another registry would answer 401 (docs/publishing.md).
         "cache_registry": registry_of(cache_ref) if cache_ref else "",
         "bases": plan["bases"],
         "groups": [
