@@ -11,6 +11,7 @@ import pytest
 from bakery import hub_schema
 from bakery.variants import load
 
+from handler import fitness_facts
 from tests.bakery.bakery_helpers import REPO
 
 
@@ -125,12 +126,18 @@ def test_the_rendered_files_carry_the_settings(config, by_name):
         written = json.loads((REPO / "build" / v.name / "runpod.json").read_text())
         del written["_generated"]
         assert written == json.loads(json.dumps(by_name[v.name].as_json()))
-        checked = json.loads((REPO / "build" / v.name / "fitness.json").read_text())
-        assert {k: checked[k] for k in ("gpu_archs", "min_driver", "vram_gb")} == {
-            "gpu_archs": list(v.cuda.gpu_archs),
-            "min_driver": by_name[v.name].min_driver,
-            "vram_gb": v.model_set.vram_gb,
-        }
+        # Read as the worker reads it: through the fitness facts' schema.
+        checked = fitness_facts.load(REPO / "build" / v.name / "fitness.json")
+        assert (checked.variant, checked.cuda_line, checked.cuda_version) == (
+            v.name,
+            v.cuda.name,
+            by_name[v.name].cuda_version,
+        )
+        assert (checked.gpu_archs, checked.min_driver, checked.vram_gb) == (
+            v.cuda.gpu_archs,
+            by_name[v.name].min_driver,
+            v.model_set.vram_gb,
+        )
 
 
 def test_a_cuda_version_the_facts_do_not_know_is_an_error(bakery, small):

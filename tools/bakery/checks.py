@@ -11,9 +11,9 @@ import re
 from bakery.errors import Problem
 from bakery.facts import Facts, cuda_version
 from bakery.marked_yaml import Marked, get_in, items_of, keys_of
-from bakery.schema import GPU_ARCH
 from bakery.secret_scan import shown
 from handler import manifest
+from handler.fitness_facts import GPU_ARCH
 from handler.schema_errors import dotted
 
 # Names become bake target names, image tags, Dockerfile COPY --from and LABEL values

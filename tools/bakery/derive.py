@@ -26,7 +26,8 @@ from bakery.config import (
 from bakery.facts import Facts, cuda_version, facts
 
 # A model set holds manifest entries: the same typed record the run-time side reads.
-from handler.manifest import Model, best_cached_repo
+from handler.huggingface import best_cached_repo
+from handler.manifest import Model
 
 
 def derive(data: dict, path: Path, made: list[tuple[str, str, str | None]]) -> Config:
@@ -115,7 +116,7 @@ def _round_up(gb: float, step: int) -> int:
 
 def _cached_repo(model_set: ModelSet) -> dict | None:
     """The repository saving the most bytes, by the worker's own rule
-    (handler.manifest.best_cached_repo). None when no model is downloaded from
+    (handler.huggingface.best_cached_repo). None when no model is downloaded from
     Hugging Face (none, or the set's models are in the image)."""
     if model_set.delivery == "image":
         return None

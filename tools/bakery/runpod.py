@@ -2,8 +2,9 @@
 
 `build/<variant>/runpod.json` (what a user sets in the RunPod console, for people and
 scripts) and `build/<variant>/fitness.json` (what handler/fitness.py checks at worker
-start, beside the manifest). The settings themselves are derived once
-(bakery.derive, from variants.yaml and runpod_facts.yaml); this only writes them.
+start, beside the manifest, written through its schema: handler.fitness_facts). The
+settings themselves are derived once (bakery.derive, from variants.yaml and
+runpod_facts.yaml); this only writes them.
 """
 
 from __future__ import annotations
@@ -11,18 +12,19 @@ from __future__ import annotations
 import json
 
 from bakery.config import BUILD_DIR, Config, RunpodSettings
+from handler.fitness_facts import FITNESS_FILE, FitnessFacts
 
 
-def fitness(s: RunpodSettings) -> dict:
+def fitness(s: RunpodSettings) -> FitnessFacts:
     """What handler/fitness.py checks at worker start (a file beside the manifest)."""
-    return {
-        "variant": s.variant,
-        "cuda_line": s.cuda_line,
-        "cuda_version": s.cuda_version,
-        "gpu_archs": s.gpu_archs,
-        "min_driver": s.min_driver,
-        "vram_gb": s.vram_gb,
-    }
+    return FitnessFacts(
+        variant=s.variant,
+        cuda_line=s.cuda_line,
+        cuda_version=s.cuda_version,
+        gpu_archs=tuple(s.gpu_archs),
+        min_driver=s.min_driver,
+        vram_gb=s.vram_gb,
+    )
 
 
 def dumps(data: dict) -> str:
@@ -31,13 +33,14 @@ def dumps(data: dict) -> str:
 
 def files(config: Config, done: dict[str, str]) -> dict[str, str]:
     """build/<variant>/runpod.json and fitness.json for every variant."""
-    head = {
-        "_generated": f"by `bakery render` from {config.path.name} and "
-        "tools/bakery/runpod_facts.yaml — do not edit"
-    }
+    generated = (
+        f"by `bakery render` from {config.path.name} and tools/bakery/runpod_facts.yaml "
+        "— do not edit"
+    )
     out = {}
     for variant in config.variants:
         s = variant.runpod
-        out[f"{BUILD_DIR}/{variant.name}/runpod.json"] = dumps({**head, **s.as_json()})
-        out[f"{BUILD_DIR}/{variant.name}/fitness.json"] = dumps({**head, **fitness(s)})
+        folder = f"{BUILD_DIR}/{variant.name}"
+        out[f"{folder}/runpod.json"] = dumps({"_generated": generated, **s.as_json()})
+        out[f"{folder}/{FITNESS_FILE}"] = fitness(s).dumps(generated)
     return out

@@ -18,6 +18,7 @@ sets, nodes) are checked in bakery.checks.TAG_SAFE, and every key is capped ther
 
 from __future__ import annotations
 
+from handler.fitness_facts import FITNESS_SCHEMA
 from handler.manifest import AUTH_KINDS, MODEL_FOLDERS, MODEL_SCHEMA, NO_CONTROL
 from handler.schema_errors import with_wording
 
@@ -28,8 +29,6 @@ URL_FIX = (
 
 # Every URL in the file follows the manifest's rule for a model's URL.
 HTTP_URL = with_wording(MODEL_SCHEMA["properties"]["url"], {"x-fix": URL_FIX})
-
-GPU_ARCH = r"sm_[0-9]{2,3}[a-z]?"  # a CUDA compute capability
 
 # One line of text without control characters (a line break would end a Dockerfile
 # instruction or a Markdown table row).
@@ -210,20 +209,18 @@ CUDA_LINE = {
             "x-lands": "Dockerfile ARG TORCH_INDEX_URL (refused), bake file (escaped)",
             "x-example": "torch_index: https://download.pytorch.org/whl/cu128",
         },
-        "gpu_archs": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "string",
-                "pattern": rf"\A{GPU_ARCH}\Z",
-                "x-lands": "Dockerfile LABEL (refused and escaped: templating.dq)",
-                "x-what": "{value} is not a GPU architecture",
-                "x-fix": "write a CUDA compute capability such as sm_89 or sm_120",
+        # The fitness facts' rule (handler.fitness_facts: the worker checks the same list).
+        "gpu_archs": with_wording(
+            FITNESS_SCHEMA["properties"]["gpu_archs"],
+            {
+                "items": {
+                    "x-lands": "Dockerfile LABEL (refused and escaped: templating.dq)",
+                    "x-fix": "write a CUDA compute capability such as sm_89 or sm_120",
+                },
+                "x-fix": "list the compute capabilities this line serves, e.g. [sm_80, sm_89]",
+                "x-example": "gpu_archs: [sm_80, sm_86, sm_89, sm_90]",
             },
-            "x-what": "no GPU architectures listed",
-            "x-fix": "list the compute capabilities this line serves, e.g. [sm_80, sm_89]",
-            "x-example": "gpu_archs: [sm_80, sm_86, sm_89, sm_90]",
-        },
+        ),
         "gpus": {
             "type": "array",
             "items": {**ONE_LINE, "x-lands": "README table cell (escaped: templating.md)"},
