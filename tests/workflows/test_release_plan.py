@@ -119,7 +119,7 @@ def test_a_variant_is_pushed_as_a_candidate_with_attestations_and_best_effort_ca
 
 
 def test_on_a_tag_githubs_cache_is_read_but_not_written(release_plan, matrix):
-    # A cache written on a tag is readable from that tag alone (docs/releasing.md).
+    # A cache written on a tag is readable from that tag alone (docs/publishing.md).
     plan = release_plan.plan(matrix, printed_for(matrix, "1.2.0"), [], "1.2.0", True, "")
     for job in plan["variants"] + plan["bases"]:
         assert not [line for line in set_lines(job) if "cache-to=type=gha" in line]
