@@ -200,7 +200,7 @@ def test_variants_build_after_the_bases_from_the_plans_matrix():
     assert "--group" in steps[names.index("Plan this job")]["run"]
     assert "--bases records" in steps[names.index("Plan this job")]["run"]
     assert steps[bake_at]["with"]["set"] == "${{ steps.lines.outputs.bake_set }}"
-    assert "release_gate.py --images" in steps[gate_at]["run"]
+    assert "release_gate.py --job-images" in steps[gate_at]["run"]
 
 
 def test_one_cuda_lines_failure_does_not_stop_the_other():
