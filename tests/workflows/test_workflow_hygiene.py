@@ -275,3 +275,11 @@ def test_the_base_goes_to_the_registry_not_to_githubs_cache():
     upload = next(s for s in steps if "upload-artifact" in s.get("uses", ""))
     assert upload["with"]["name"] == "${{ matrix.target }}"
     assert upload["with"]["if-no-files-found"] == "error"
+
+
+def test_a_rerun_of_failed_jobs_can_record_again():
+    # upload-artifact refuses a name the run already has unless told to overwrite.
+    for job in release_jobs().values():
+        for step in job["steps"]:
+            if "upload-artifact" in step.get("uses", ""):
+                assert step["with"]["overwrite"] is True
