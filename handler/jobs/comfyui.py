@@ -194,6 +194,14 @@ class ComfyClient:
                 return [str(c) for c in spec[0]]
         return None
 
+    def classes(self) -> list[str] | None:
+        """Every node class ComfyUI has (GET /object_info: megabytes on a real ComfyUI,
+        asked only when a workflow names a class it lacks)."""
+        try:
+            return sorted(self.get("/object_info").json())
+        except (JobError, ValueError, AttributeError):
+            return None
+
     def view(self, entry: dict) -> tuple[bytes, str]:
         """Fetch one output file; transient 5xx are retried by the session."""
         resp = self.get(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from handler import log
+from handler.comfy_process import CUSTOM_NODES
 from handler.jobs.budget import RUN, Budget
 from handler.jobs.errors import (
     ComfyUnavailable,
@@ -150,7 +151,8 @@ def submit(
     if resp.status_code == 200 and isinstance(answer, dict) and answer.get("prompt_id"):
         return answer
     if isinstance(answer, dict) and ("node_errors" in answer or "error" in answer):
-        raise WorkflowRejected(format_rejection(answer, client.choices))
+        packs = CUSTOM_NODES.get().split()
+        raise WorkflowRejected(format_rejection(answer, client.choices, client.classes, packs))
     text = raw.decode("utf-8", errors="replace")
     raise WorkflowRejected(format_server_error(resp.status_code, text))
 
