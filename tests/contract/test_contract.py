@@ -28,7 +28,8 @@ from tests.kit.local_api import LocalWorker, worker_env
 from tests.kit.runpod_api import start_worker
 
 REPO = Path(__file__).resolve().parents[2]
-README = (REPO / "README.md").read_text(encoding="utf-8")
+# The job API reference: its "Coming from worker-comfyui" table and its examples.
+README = (REPO / "docs" / "jobs.md").read_text(encoding="utf-8")
 
 
 # --- what a reply is compared with ---------------------------------------------------
@@ -358,17 +359,17 @@ def test_a_failure_with_several_problems_lists_them_in_details(comfy):
 @pins("`comfy_org_api_key`, `COMFY_ORG_API_KEY`")
 @pins("`api_key_comfy_org`")
 def test_the_api_key_reaches_comfyui_under_every_name(comfy, handler_env, monkeypatch):
-    from handler.jobs import comfyui
+    from handler.jobs import prompt as prompts
 
     sent = []
-    original = comfyui.ComfyClient.submit
+    original = prompts.submit
 
-    def spy(self, prompt, client_id, extra, *rest):
-        body = original(self, prompt, client_id, extra, *rest)
+    def spy(client, prompt, client_id, extra, *rest):
+        body = original(client, prompt, client_id, extra, *rest)
         sent.append(comfy.received(body["prompt_id"])["sensitive"].get("api_key_comfy_org"))
         return body
 
-    monkeypatch.setattr(comfyui.ComfyClient, "submit", spy)
+    monkeypatch.setattr(prompts, "submit", spy)
     for name in ("comfy_org_api_key", "api_key_comfy_org"):
         result = run_job({"id": name, "input": {"workflow": empty_image(), name: f"key-{name}"}})
         assert "warnings" not in result
