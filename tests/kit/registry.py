@@ -13,6 +13,7 @@ Facts behind the flags (docs/registry.md): `--bridge=none` would delete the host
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -198,22 +199,11 @@ def release_plan(*args: str | Path) -> dict:
     return json.loads("\n".join(lines))
 
 
-def promote(engine: EmptyEngine, candidates: dict, timeout: float = 300) -> str:
-    """release_gate.py --promote run against `engine`: pull each candidate there, check
-    it, answer a job from it, then give it its tags. Returns the gate's output."""
-    done = subprocess.run(
-        [sys.executable, str(REPO / "tools/ci/release_gate.py"),
-         "--promote", json.dumps(candidates), "--timeout", str(timeout)],
-        env=engine.env, capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"release_gate.py --promote failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout
-
-
 def manifest(reference: str) -> dict:
-    """The image manifest of `reference` (REGISTRY/repository:tag) in the local registry."""
-    repository, _, tag = reference.removeprefix(f"{REGISTRY}/").rpartition(":")
+    """The image manifest of `reference` (REGISTRY/repository:tag or @digest) in the
+    local registry."""
+    name = reference.removeprefix(f"{REGISTRY}/")
+    repository, _, tag = name.partition("@") if "@" in name else name.rpartition(":")
     accept = "application/vnd.docker.distribution.manifest.v2+json, " + ", ".join(
         ["application/vnd.oci.image.manifest.v1+json", "application/vnd.oci.image.index.v1+json"]
     )
@@ -238,9 +228,12 @@ def new_layer_bytes(reference: str, already: list[str]) -> tuple[int, int]:
     return fresh, sum(layer["size"] for layer in layers)
 
 
-def bake_push(bake_dir: Path, targets: list[str], sets: list[str], log: Path) -> float:
-    """`docker buildx bake` `targets` with the plan's lines (which push them): seconds taken."""
-    command = ["docker", "buildx", "bake", "--progress=plain", *(f"--set={s}" for s in sets)]
+def bake_push(bake_dir: Path, targets: list[str], sets: list[str], log: Path) -> tuple[float, dict]:
+    """`docker buildx bake` `targets` with the plan's lines (which push them):
+    (seconds taken, bake's metadata: the digests pushed)."""
+    metadata = log.with_suffix(".metadata.json")
+    command = ["docker", "buildx", "bake", "--progress=plain", f"--metadata-file={metadata}"]
+    command += [f"--set={s}" for s in sets]
     t0 = time.monotonic()
     with log.open("w") as out:
         done = subprocess.run([*command, *targets], stdout=out, stderr=subprocess.STDOUT,
@@ -248,29 +241,102 @@ def bake_push(bake_dir: Path, targets: list[str], sets: list[str], log: Path) ->
     if done.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-40:])
         raise RuntimeError(f"docker buildx bake (release push) failed (log: {log}):\n{tail}")
-    return time.monotonic() - t0
+    return time.monotonic() - t0, json.loads(metadata.read_text())
+
+
+def _job_bake(bake_dir, targets, sets, lines, logs: Path, build_first: bool):
+    name = targets[0]
+    if build_first:  # the same build, its output to the build cache only
+        build = [line for line in lines if ".output=" not in line and ".tags=" not in line]
+        build += [f"{target}.output=type=cacheonly" for target in targets]
+        bake_push(bake_dir, targets, [*sets, *build], logs / f"build-{name}.log")
+    return bake_push(bake_dir, targets, [*sets, *lines], logs / f"push-{name}.log")
 
 
 def release_push(
-    bake_dir: Path, plan_args: list, sets: list[str], logs: Path, build_first: bool = False
+    bake_dir: Path, plan_args: list, sets: list[str], work: Path, build_first: bool = False
 ) -> dict:
-    """The release workflow's plan and build jobs, here: plan, then for each build job its
-    bake lines (`--group`) and a bake that pushes its variants under candidate tags.
+    """release.yml's plan, base and build jobs, here: the plan; each base baked with its
+    lines (pushed to the candidate repository) and its digest recorded
+    (release_records.py base); each build job's lines planned from those records
+    (`--group ID --bases DIR`) and baked, which pushes its variants as candidates.
 
-    `sets` replace what CI cannot reach (stand-ins). With `build_first` each job's images
-    are built before the timed bake, so `push_s` is the push alone. Returns the plan,
-    each job's outputs (`promote` maps candidates to tags) and the push seconds."""
+    `sets` replace what CI cannot reach (stand-ins). With `build_first` every image is
+    built before the timed bakes, so `push_s` is the pushes alone. Returns the plan,
+    each build job's outputs with its bake metadata, and `records` (the folder)."""
     plan = release_plan(*plan_args)
-    jobs, seconds = [], 0.0
+    records, seconds = work / "records", 0.0
+    records.mkdir(parents=True, exist_ok=True)
+    for base in plan["bases"]:
+        target = base["target"]
+        lines = local_lines(base["bake_set"])
+        took, metadata = _job_bake(bake_dir, [target], sets, lines, work, build_first)
+        seconds += took
+        recorded = repo_python(REPO / "tools/ci/release_records.py", "base", "--target", target,
+                               "--metadata", json.dumps(metadata), "--dir", records)  # fmt: skip
+        if recorded.returncode != 0:
+            raise RuntimeError(f"release_records.py base failed:\n{recorded.stderr}")
+    jobs = []
     for group in plan["groups"]:
-        job = release_plan(*plan_args, "--group", group["name"])
-        targets = job["targets"].split(",")
+        job = release_plan(*plan_args, "--group", group["id"], "--bases", records)
         lines = local_lines(job["bake_set"])
-        name = targets[0]
-        if build_first:
-            build = [line for line in lines if ".output=" not in line and ".tags=" not in line]
-            build += [f"{target}.output=type=cacheonly" for target in targets]
-            bake_push(bake_dir, targets, [*sets, *build], logs / f"build-{name}.log")
-        seconds += bake_push(bake_dir, targets, [*sets, *lines], logs / f"push-{name}.log")
-        jobs.append(job)
-    return {"plan": plan, "jobs": jobs, "push_s": seconds}
+        targets = job["targets"].split(",")
+        took, metadata = _job_bake(bake_dir, targets, sets, lines, work, build_first)
+        seconds += took
+        jobs.append({**job, "id": group["id"], "metadata": metadata})
+    return {"plan": plan, "jobs": jobs, "records": records, "push_s": seconds}
+
+
+def gate(engine: EmptyEngine, job: dict, records: Path, timeout: float = 300) -> str:
+    """release.yml's gate step against `engine`: release_gate.py pulls each candidate of
+    the build job there, checks it, answers a job from it and records the digest tested.
+    Returns its output; raises when an image failed."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools/ci/release_gate.py"),
+         "--job-images", job["images"], "--metadata", json.dumps(job["metadata"]),
+         "--record", str(records / f"gate-{job['id']}.json"), "--timeout", str(timeout)],
+        env=engine.env, capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"release_gate.py failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def promote(pushed: dict) -> str:
+    """release.yml's promote job: release_promote.py gives every gated digest its tags
+    (IMAGE:VERSION-<variant>, IMAGE:<variant>). Returns its output."""
+    plan = pushed["plan"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "tools/ci/release_promote.py"), "--records",
+         str(pushed["records"]), "--version", plan["version"]],
+        env={**os.environ, "GROUPS": json.dumps(plan["groups"])},
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"release_promote.py failed:\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def candidates(pushed: dict) -> dict[str, str]:
+    """{target: `REPO@digest` it was pushed as} for every variant of a release, read from
+    bake's metadata as the release flow reads it (release_records.pushed)."""
+    spec = importlib.util.spec_from_file_location(
+        "release_records", REPO / "tools/ci/release_records.py"
+    )
+    records = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(records)
+    return {
+        target: records.pushed(job["metadata"], target)
+        for job in pushed["jobs"]
+        for target in job["targets"].split(",")
+    }
+
+
+def points_at(reference: str, digest: str) -> bool:
+    """Whether the tag `reference` serves the image manifest `digest`: that manifest itself,
+    or an index of just it (imagetools' copy of a manifest pushed without attestations)."""
+    served = manifest(reference)
+    if "manifests" in served:
+        return [entry["digest"] for entry in served["manifests"]] == [digest]
+    repository = reference.removeprefix(f"{REGISTRY}/").rpartition(":")[0]
+    return served == manifest(f"{REGISTRY}/{repository}@{digest}")

@@ -7,7 +7,6 @@ from this single run."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -29,7 +28,7 @@ def shipped(real_image, tmp_path_factory):  # noqa: F811  (real_image: a session
     image = f"{registry.REGISTRY}/{repository}"
     work = tmp_path_factory.mktemp("ship")
     plan_args = ["--file", real_image.out / "variants.yaml", "--bake-dir", real_image.out,
-                 "--image", image, "--ref-type", "tag", "--ref-name", f"v0.0.0-{run_id}",
+                 "--image", image, "--ref-type", "tag", "--ref-name", "v1.0.0",
                  "--sha", "0" * 40, "--targets", real.TARGET]  # fmt: skip
     handler = real_image.out.parent / "handler"  # the copy the real image was baked from
     sets = real.sets(base.ensure(), real.sources(), handler, real_image.tag.rpartition(":")[2])
@@ -38,26 +37,26 @@ def shipped(real_image, tmp_path_factory):  # noqa: F811  (real_image: a session
         (job,) = pushed["jobs"]
         with registry.empty_engine() as engine:
             started_with = engine.docker("images", "-q").stdout.split()
-            gate = registry.promote(engine, json.loads(job["promote"]), timeout=300)
-            pulled = engine.docker("images", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}").stdout
-        yield {"plan": pushed["plan"], "image": image, "repository": repository, "gate": gate,
-               "started_with": started_with, "pulled": pulled}  # fmt: skip
+            gate = registry.gate(engine, job, pushed["records"], timeout=300)
+            pulled = engine.docker("images", "--digests", "--format", "{{.Digest}}").stdout
+        promoted = registry.promote(pushed)
+        yield {"version": pushed["plan"]["version"], "image": image, "repository": repository,
+               "candidate": registry.candidates(pushed)[real.TARGET], "gate": gate,
+               "promoted": promoted, "started_with": started_with, "pulled": pulled}  # fmt: skip
     finally:
-        for tag in registry.tags(repository) if not registry.registry_problem() else []:
-            registry.delete_image(repository, tag)
+        for repo in (repository, f"{repository}-candidates"):
+            for tag in registry.tags(repo) if not registry.registry_problem() else []:
+                registry.delete_image(repo, tag)
 
 
-def test_the_real_image_is_pushed_pulled_into_an_empty_engine_and_answers_a_job(
-    shipped,
-    real_image,  # noqa: F811
-):
-    version = shipped["plan"]["version"]
-    candidate = f"{shipped['image']}:candidate-{version}-{real.TARGET}"
+def test_the_real_image_is_pushed_pulled_into_an_empty_engine_and_answers_a_job(shipped):
+    candidate = shipped["candidate"]
     assert shipped["started_with"] == []
-    # What the empty engine pulled is the image the real-path tests built and ran.
-    assert f"{real_image.image.removeprefix('sha256:')[:12]} {candidate}" in shipped["pulled"]
+    # The empty engine holds exactly the digest the release pushed (and will tag).
+    assert shipped["pulled"].split() == [candidate.partition("@")[2]]
     assert f"{candidate}: passed — job COMPLETED" in shipped["gate"]
     assert "no shared library twice" in shipped["gate"]
+    version = shipped["version"]
     published = set(registry.tags(shipped["repository"]))
     assert {f"{version}-{real.TARGET}", real.TARGET} <= published
-    assert registry.manifest(f"{shipped['image']}:{real.TARGET}") == registry.manifest(candidate)
+    assert registry.points_at(f"{shipped['image']}:{real.TARGET}", candidate.partition("@")[2])
