@@ -102,6 +102,9 @@ COPY handler /opt/bakery/handler
 COPY build/sdxl-cu126/models.json /opt/bakery/models.json
 # What the worker checks at start (GPU architecture, driver, VRAM): beside the manifest.
 COPY build/sdxl-cu126/fitness.json /opt/bakery/fitness.json
+# The model set's recipes (named, typed parameters for its workflows): beside the manifest,
+# where the worker looks for them (BAKERY_RECIPES).
+COPY build/sdxl-cu126/recipes.json /opt/bakery/recipes.json
 ENV BAKERY_MANIFEST=/opt/bakery/models.json
 
 ARG VERSION=dev

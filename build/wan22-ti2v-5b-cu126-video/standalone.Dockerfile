@@ -138,6 +138,9 @@ COPY handler /opt/bakery/handler
 COPY build/wan22-ti2v-5b-cu126-video/models.json /opt/bakery/models.json
 # What the worker checks at start (GPU architecture, driver, VRAM): beside the manifest.
 COPY build/wan22-ti2v-5b-cu126-video/fitness.json /opt/bakery/fitness.json
+# The model set's recipes (named, typed parameters for its workflows): beside the manifest,
+# where the worker looks for them (BAKERY_RECIPES).
+COPY build/wan22-ti2v-5b-cu126-video/recipes.json /opt/bakery/recipes.json
 ENV BAKERY_MANIFEST=/opt/bakery/models.json
 
 ARG VERSION=dev

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import jinja2
 
-from bakery import hub, lock
+from bakery import hub, lock, recipe_files
 from bakery import runpod as runpod_settings
 from bakery.config import Config, Variant, base_target
 from bakery.errors import BakeryError
@@ -155,6 +155,7 @@ def render(config: Config) -> dict[str, str]:
     files[f"{BUILD_DIR}/variants.md"] = table(config)
     # RunPod settings, fitness facts, standalone Dockerfiles and the Hub listing (#13).
     files.update(runpod_settings.files(config, source))
+    files.update(recipe_files.files(config, source))
     files.update(hub.files(config, files, source))
     return files
 

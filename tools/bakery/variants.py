@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from bakery import recipes
 from bakery.checks import comfyui_problems, model_problems, name_problems
 from bakery.config import Config, build_config
 from bakery.errors import BakeryError, Problem, VariantsError
@@ -88,11 +89,17 @@ def parse(text: str, path: Path) -> Config:
         problems += name_problems(marked)
         problems += comfyui_problems(marked)
         problems += model_problems(marked)
+    workflows: dict = {}
+    if isinstance(marked.data, dict):
+        more, workflows = recipes.problems(marked, path.parent)
+        problems += more
     variants, more = expand(marked)
     problems += more
     if problems:
         raise VariantsError(source, [_safe(p) for p in problems])
-    return build_config(marked.data, path, variants)
+    config = build_config(marked.data, path, variants)
+    config.recipes = recipes.build(marked.data, workflows)
+    return config
 
 
 def _safe(problem: Problem) -> Problem:
