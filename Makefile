@@ -6,11 +6,12 @@ BAKERY = $(PY) -m bakery
 # with its own Python (CI on GitHub: `make test PY=python`) skips it.
 NEEDS_PY := $(if $(filter $(VENV_PY),$(PY)),$(VENV_PY))
 
-.PHONY: build render check validate test lint smoke bench bench-install venv lock lock-handler
+.PHONY: build render check validate matrix try test lint smoke bench bench-install venv lock lock-handler
 
-## build: validate variants.yaml, render, and `docker buildx bake` the default group
+## build: validate variants.yaml, render, and `docker buildx bake` every variant, or one:
+## `make build VARIANT=sdxl-cu128` (a target or group of docker-bake.hcl)
 build: $(NEEDS_PY)
-	$(BAKERY) build
+	$(BAKERY) build $(VARIANT)
 
 render: $(NEEDS_PY)
 	$(BAKERY) render
@@ -20,6 +21,14 @@ check: $(NEEDS_PY)
 
 validate: $(NEEDS_PY)
 	$(BAKERY) validate
+
+matrix: $(NEEDS_PY)
+	$(BAKERY) matrix
+
+## try: ComfyUI on the CPU with the worker's local API on 127.0.0.1:8000, to send examples/:
+## `make try COMFYUI=~/ComfyUI` (a checkout) or `make try IMAGE=sdxl-cu128` (a built image)
+try: $(NEEDS_PY)
+	$(BAKERY) try $(if $(COMFYUI),--comfyui $(COMFYUI)) $(if $(IMAGE),--image $(IMAGE))
 
 ## test: the whole test suite (docker tests skip, with the reason, when no engine answers)
 test: $(NEEDS_PY)
@@ -50,13 +59,14 @@ $(VENV_PY):
 	python3 -m venv .venv
 	.venv/bin/pip install -q -e '.[dev]' -c handler/constraints.txt
 
-## lock: re-pin every package the handler's dependencies pull in (handler/constraints.txt),
-## then every package of each CUDA line's images (lock/<cuda>.txt, from the local source
-## trees in BAKERY_SOURCES: ComfyUI/ at the pinned version, one folder per custom node)
-lock: lock-handler $(NEEDS_PY)
+## lock: re-pin what its inputs changed in each CUDA line's lock (lock/<cuda>.txt): bakery
+## fetches ComfyUI and every custom node at its pin (offline: BAKERY_SOURCES=DIR)
+lock: $(NEEDS_PY)
 	$(BAKERY) lock
 	$(BAKERY) render
 
+## lock-handler: re-pin every package the handler's dependencies pull in
+## (handler/constraints.txt); only on request, then `make lock`
 lock-handler:
 	rm -rf .cache/lock && python3 -m venv .cache/lock
 	.cache/lock/bin/pip install -q -r handler/requirements.txt

@@ -113,9 +113,8 @@ def test_a_comfyui_bump_tells_the_user_to_relock(run, project):
     assert code == 4
     assert (
         "lock/cu128.txt: stale (comfyui is 'v0.3.65', the lock was made for 'v0.3.64') — "
-        "re-lock: BAKERY_SOURCES=DIR make lock (or `bakery lock --sources DIR`), DIR holding "
-        "ComfyUI at v0.3.65 and each custom node at its commit, then commit lock/ and run "
-        "`bakery render`"
+        "re-lock: `make lock` (fetches ComfyUI at v0.3.65 and each custom node at its commit; "
+        "offline, BAKERY_SOURCES=DIR holds them), then commit lock/ and run `bakery render`"
     ) in out
 
 
@@ -131,11 +130,16 @@ def test_a_missing_lock_fails_check_and_the_build(run, project):
     assert code == 4 and "lock/cu126.txt: missing" in out
 
 
-def test_lock_without_sources_says_where_they_come_from(run, project, monkeypatch):
+def test_lock_without_sources_fetches_them_and_says_so_when_it_cannot(run, project, monkeypatch):
+    """No BAKERY_SOURCES: the lock fetches its own; the source's host cannot be reached here
+    (an empty mirror stands for it), and the one error says how to go offline."""
     monkeypatch.delenv("BAKERY_SOURCES", raising=False)
+    monkeypatch.setenv("BAKERY_GIT_MIRROR", str(project / "no-mirror"))
+    (project / "no-mirror").mkdir()
     code, out = run("lock", "--out", project)
     assert code == 1
-    assert "set BAKERY_SOURCES (or --sources) to a folder holding ComfyUI/" in out
+    assert "https://github.com/comfyanonymous/ComfyUI.git: no mirror at " in out
+    assert not (project / "lock/cu126.txt").read_text().startswith("# bakery: no lock")
 
 
 def test_lock_refuses_sources_of_another_comfyui(run, project, tmp_path):
@@ -144,7 +148,7 @@ def test_lock_refuses_sources_of_another_comfyui(run, project, tmp_path):
     (fake / "comfyui_version.py").write_text('__version__ = "0.3.60"\n')
     code, out = run("lock", "--out", project, "--sources", tmp_path / "sources")
     assert code == 1
-    assert "is ComfyUI 0.3.60, variants.yaml pins v0.3.64: check out v0.3.64 there first" in out
+    assert "is ComfyUI 0.3.60, variants.yaml pins 0.3.64 (v0.3.64) — run `bakery sources`" in out
 
 
 @pytest.mark.skipif(not SOURCES, reason="BAKERY_SOURCES is not set (.ci/run sets it)")

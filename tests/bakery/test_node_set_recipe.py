@@ -19,7 +19,7 @@ KJ_REQUIREMENTS = "librosa\nnumpy\npillow>=10.3.0\nscipy\ncolor-matcher\nmatplot
 
 def recipe_blocks() -> list[str]:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Add a node set\n", 1)[1].split("\n### ", 1)[0]
+    section = readme.split("## Add a node set\n", 1)[1].split("\n## ", 1)[0]
     # Each block sits in a numbered list item (3 spaces); its YAML indentation is the rest.
     blocks = re.findall(r"```yaml\n(.*?)   ```", section, re.S)
     return [re.sub(r"^   ", "", b, flags=re.M) for b in blocks]
@@ -69,8 +69,14 @@ def test_the_recipe_with_its_lock_step_passes_bakery_check(bakery, project, tmp_
     for tree in given.iterdir():
         if tree.is_dir():
             (sources / tree.name).symlink_to(tree)
+    # A plain tree stands for the pack (GitHub is not reachable here): one is checked by
+    # its pyproject.toml against the `version` its entry states (bakery.sources).
     (sources / "ComfyUI-KJNodes").mkdir()
     (sources / "ComfyUI-KJNodes" / "requirements.txt").write_text(KJ_REQUIREMENTS)
+    (sources / "ComfyUI-KJNodes" / "pyproject.toml").write_text('[project]\nversion = "1.1.7"\n')
+    variants = project / "variants.yaml"
+    pin = f"commit: {COMMIT}\n"
+    variants.write_text(variants.read_text().replace(pin, pin + "        version: 1.1.7\n"))
     locked = bakery("lock", "--out", project, "--sources", sources)
     assert locked.code == 0, locked.err
     lock = (project / "lock" / "cu128.txt").read_text()

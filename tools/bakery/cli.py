@@ -9,10 +9,10 @@ from pathlib import Path
 from bakery import build as docker_build
 from bakery import lock as locks
 from bakery import matrix as ci_matrix
-from bakery import render as renderer
+from bakery import output, sources, try_local
 from bakery.config import Config
-from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError
-from bakery.variants import display_name
+from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError, display_name
+from bakery.render import render
 from bakery.variants import load as load_variants
 
 EPILOG = """\
@@ -99,9 +99,11 @@ def _parser() -> argparse.ArgumentParser:
         "Resolve, with uv, everything each CUDA line's images install — ComfyUI's and every "
         "custom node's requirements, node pip extras, the handler's requirements, torch's own "
         "dependencies — and write lock/<cuda>.txt next to the variants file (torch and the CUDA "
-        f"wheels it pins come from the line's index). Requirements are read from local source "
-        f"trees: --sources DIR or ${locks.SOURCES_ENV}, holding ComfyUI/ at the pinned version "
-        "and each custom node in a folder named like its repository. Then run `bakery render`.",
+        "wheels it pins come from the line's index). A line whose inputs did not change keeps "
+        "its pins. The source trees are fetched at their pins into the user's cache (as "
+        f"`bakery sources` does); offline, --sources DIR or ${locks.SOURCES_ENV} names a folder "
+        "holding ComfyUI/ and each custom node in a folder named like its repository, each "
+        "checked against its pin. Then run `bakery render`.",
     )
     k.add_argument("--sources", type=Path, default=None, metavar="DIR")
     k.add_argument(
@@ -109,6 +111,16 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing: exit 4 when a fresh lock would differ from the committed one",
     )
+    src = command(
+        "sources",
+        "fetch ComfyUI and every custom node at its pin (what `bakery lock` reads)",
+        "Fetch ComfyUI at its pinned tag or commit and every custom node of every node set at "
+        "its commit (git init + git fetch --depth 1 + checkout, https only), each into "
+        "DEST/<repository name>, and check that each is at its pin. A tree already at its pin "
+        f"is kept. DEST defaults to the user's cache ({sources.default_dir()}); "
+        f"`{locks.SOURCES_ENV}=DEST bakery lock` then needs no network.",
+    )
+    src.add_argument("dest", type=Path, nargs="?", default=None, metavar="DEST")
     b = command(
         "build",
         "render, then docker buildx bake (extra arguments pass through)",
@@ -122,6 +134,25 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not render: fail (exit 4) when the committed files are stale, as CI should",
     )
+    t = command(
+        "try",
+        "start ComfyUI on the CPU with the worker's local API, to send examples/ by hand",
+        "From a ComfyUI checkout (--comfyui DIR; its Python needs ComfyUI's and the handler's "
+        "requirements: --python) or a built image (--image TAG, run on the host network), "
+        "start ComfyUI with --cpu and the worker's local API on 127.0.0.1:PORT; then "
+        "`curl -s localhost:PORT/runsync -H 'content-type: application/json' "
+        "-d @examples/plain.json`.",
+    )
+    t.add_argument("--comfyui", type=Path, default=None, metavar="DIR")
+    t.add_argument("--image", default=None, metavar="TAG")
+    t.add_argument(
+        "--python",
+        default=None,
+        metavar="PY",
+        help="the Python to run ComfyUI and the worker with (default: this one)",
+    )
+    t.add_argument("--port", type=int, default=8000, help="the local API's port (default 8000)")
+    t.add_argument("--comfy-port", type=int, default=8188, help="ComfyUI's port (default 8188)")
     return ap
 
 
@@ -178,6 +209,10 @@ def run(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     file, out = _paths(args)
     config: Config = load_variants(file)
+    if args.command == "try":
+        return try_local.run(
+            args.comfyui, args.image, config.image, args.port, args.comfy_port, args.python
+        )
     if args.command == "validate":
         print(
             f"{display_name(file)}: ok — {_count(len(config.variants), 'variant')} on "
@@ -186,6 +221,11 @@ def run(argv: list[str]) -> int:
         return EXIT_OK
     if args.command == "matrix":
         sys.stdout.write(ci_matrix.dumps(ci_matrix.matrix(config, args.image, args.version)))
+        return EXIT_OK
+    if args.command == "sources":
+        dest = args.dest or sources.default_dir()
+        trees = sources.fetch(config, dest)
+        print(f"{_count(len(trees), 'source tree')} at their pins in {dest}")
         return EXIT_OK
     if args.command == "lock" and args.check:
         problems = locks.differences(config, _handler_home(out), args.sources)
@@ -199,22 +239,26 @@ def run(argv: list[str]) -> int:
             print(f"wrote {display_name(path)}")
         print("now run `bakery render` and commit lock/ and build/")
         return EXIT_OK
-    files = renderer.render(config)
+    files = render(config)
     if args.command == "check" or (args.command == "build" and args.check):
-        problems = renderer.stale(files, out) + locks.stale(config, _handler_home(out))
+        problems = output.stale(files, out) + locks.stale(config, _handler_home(out))
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
             print(f"generated files match {display_name(file)}")
             return EXIT_OK
     else:
-        changed = renderer.write(files, out)
+        changed = output.write(files, out)
         print(
             f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "
             + (f"{_count(len(changed), 'file')} changed" if changed else "nothing changed")
         )
         for rel in changed:
             print(f"  {rel}")
+        if changed:
+            tops = sorted({rel.split("/", 1)[0] for rel in map(str, changed)})
+            name = display_name(file)
+            print(f"commit them with {name}: git add {name} {' '.join(tops)}")
         for problem in locks.stale(config, _handler_home(out)):
             print(f"note: {problem}", file=sys.stderr)
         if args.command == "render":

@@ -15,9 +15,11 @@ Torch and the CUDA wheels it pins itself (nvidia-*, triton) are left out of the
 lock: they come from the line's own wheel index, where the same torch version
 pins other CUDA wheels than on PyPI, and torch's metadata pins each exactly.
 
-Requirements are read from local source trees, never from GitHub: BAKERY_SOURCES
-(or --sources) names a folder holding `ComfyUI/` at the pinned version and one
-folder per custom node named like its repository (`ComfyUI-VideoHelperSuite/`).
+Requirements are read from the source trees at their pins: fetched by
+bakery.sources into the user's cache (git, verified by commit), or, offline, from
+BAKERY_SOURCES (or --sources), a folder holding `ComfyUI/` and one folder per custom
+node named like its repository (`ComfyUI-VideoHelperSuite/`), each checked against
+its pin before it is read. Only a line whose inputs changed is re-pinned.
 The lock's header records what it was made from, so `bakery check` finds a
 stale lock without the sources (a ComfyUI bump, a new node commit, new torch
 pins or handler requirements) and says how to re-lock.
@@ -37,6 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bakery import sources
 from bakery.config import Config, CudaLine, Node
 from bakery.errors import BakeryError
 
@@ -76,9 +79,9 @@ def torch_lock_file(config: Config, line: str) -> Path:
 
 def relock_hint(config: Config) -> str:
     return (
-        f"re-lock: {SOURCES_ENV}=DIR make lock (or `bakery lock --sources DIR`), DIR holding "
-        f"ComfyUI at {config.comfyui_version} and each custom node at its commit, "
-        "then commit lock/ and run `bakery render`"
+        "re-lock: `make lock` (fetches ComfyUI at "
+        f"{config.comfyui_version} and each custom node at its commit; offline, "
+        f"{SOURCES_ENV}=DIR holds them), then commit lock/ and run `bakery render`"
     )
 
 
@@ -156,48 +159,22 @@ def stale(config: Config, repo: Path) -> list[str]:
 # --- reading the sources ------------------------------------------------------------------
 
 
-def sources_dir(given: Path | None) -> Path:
+def source_trees(config: Config, given: Path | None, say=print) -> dict[str, Path]:
+    """{what: source tree} the lock reads: the folder given (--sources, BAKERY_SOURCES),
+    verified against the pins, else every tree fetched at its pin into the user's cache."""
     folder = given or (Path(os.environ[SOURCES_ENV]) if os.environ.get(SOURCES_ENV) else None)
     if folder is None:
-        raise LockError(
-            f"bakery lock reads ComfyUI's and the custom nodes' requirements from local source "
-            f"trees: set {SOURCES_ENV} (or --sources) to a folder holding ComfyUI/ and one "
-            "folder per custom node named like its repository"
-        )
-    if not folder.is_dir():
-        raise LockError(f"{folder}: no such folder ({SOURCES_ENV} / --sources)")
-    return folder
+        return sources.fetch(config, sources.default_dir(), say)
+    return sources.verify(config, folder)
 
 
-def _repo_name(url: str) -> str:
-    return url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-
-
-def requirement_files(config: Config, sources: Path) -> dict[str, Path]:
-    """{what: requirements.txt} for ComfyUI and every custom node, checked against the pins."""
-    comfy = sources / _repo_name(config.comfyui_source)
-    if not comfy.is_dir():
-        comfy = sources / "ComfyUI"
-    version_file = comfy / "comfyui_version.py"
-    if not version_file.exists():
-        raise LockError(f"{comfy}: not a ComfyUI source tree (no comfyui_version.py)")
-    found = re.search(r"__version__\s*=\s*['\"]([^'\"]+)", version_file.read_text())
-    tag = config.comfyui_version.removeprefix("v")
-    if re.fullmatch(r"[0-9.]+", tag) and (not found or found[1] != tag):
-        raise LockError(
-            f"{comfy} is ComfyUI {found[1] if found else '(unknown)'}, variants.yaml pins "
-            f"{config.comfyui_version}: check out {config.comfyui_version} there first"
-        )
-    files = {"comfyui": comfy / "requirements.txt"}
-    for node in _nodes(config):
-        folder = sources / _repo_name(node.source)
-        if not folder.is_dir():
-            raise LockError(
-                f"{folder}: missing — custom node {node.name} ({node.source} at {node.commit}) "
-                f"must be checked out there"
-            )
-        files[f"node {node.name}"] = folder / "requirements.txt"
-    return files
+def requirement_files(trees: dict[str, Path]) -> dict[str, Path]:
+    """{what: requirements.txt}, keyed as the lock's header names them."""
+    return {
+        ("comfyui" if what == "ComfyUI" else what.replace("custom node ", "node ")): tree
+        / "requirements.txt"
+        for what, tree in trees.items()
+    }
 
 
 # --- making the lock --------------------------------------------------------------------------
@@ -294,7 +271,8 @@ def compile_line(
     return torch_deps, everything
 
 
-def render_lock(config: Config, line: CudaLine, repo: Path, files: dict[str, Path], body: str):
+def inputs(config: Config, line: CudaLine, repo: Path, files: dict[str, Path]) -> dict[str, str]:
+    """Everything a line's lock is made from, as its header records it (sources included)."""
     values = declared(config, line, repo)
     values["sources"] = ", ".join(
         f"{what} requirements.txt sha256:{_sha(path.read_bytes())[:16]}"
@@ -302,6 +280,10 @@ def render_lock(config: Config, line: CudaLine, repo: Path, files: dict[str, Pat
         else f"{what} (no requirements.txt)"
         for what, path in files.items()
     )
+    return values
+
+
+def render_lock(config: Config, line: CudaLine, repo: Path, files: dict[str, Path], body: str):
     head = [
         f"# Generated by `bakery lock` from {config.path.name} — do not edit; "
         f"{relock_hint(config)}.",
@@ -309,18 +291,39 @@ def render_lock(config: Config, line: CudaLine, repo: Path, files: dict[str, Pat
         f"--universal, Python >= {PYTHON_FLOOR}).",
         f"# Not here: {' '.join(line.torch)} and the CUDA wheels they pin (nvidia-*, triton),",
         f"# installed from {line.torch_index}.",
-        *(f"# @ {key}: {value}" for key, value in values.items()),
+        *(f"# @ {key}: {value}" for key, value in inputs(config, line, repo, files).items()),
     ]
     return "\n".join(head) + "\n" + body
 
 
-def locks(config: Config, repo: Path, sources: Path | None) -> dict[Path, str]:
-    """{lock file: text} for every CUDA line, resolved afresh from the sources."""
-    files = requirement_files(config, sources_dir(sources))
+def _kept_body(config: Config, line: CudaLine, repo: Path, files: dict[str, Path]) -> str | None:
+    """The pins of the line's committed lock when it was made from these very inputs (then
+    nothing needs re-pinning), else None."""
+    path, torch = lock_file(config, line.name), torch_lock_file(config, line.name)
+    if not path.exists() or not torch.exists():
+        return None
+    text = path.read_text(encoding="utf-8")
+    if header_values(text) != inputs(config, line, repo, files):
+        return None
+    return "".join(x for x in text.splitlines(keepends=True) if not x.startswith("#"))
+
+
+def locks(
+    config: Config, repo: Path, given: Path | None, say=print, only_changed: bool = False
+) -> dict[Path, str]:
+    """{lock file: text} for every CUDA line, resolved afresh from the sources; with
+    `only_changed`, a line whose lock was made from the same inputs is left out (kept)."""
+    files = requirement_files(source_trees(config, given, say))
     made = {}
     for name, line in sorted(config.cuda.items()):
-        torch_deps, everything = compile_line(config, line, repo, files)
         path = lock_file(config, name)
+        kept = _kept_body(config, line, repo, files) if only_changed else None
+        if kept is not None:
+            # Same inputs, same pins: only the header's wording may be rewritten.
+            say(f"{LOCK_DIR}/{name}.txt: made from the same inputs — its pins are kept")
+            made[path] = render_lock(config, line, repo, files, kept)
+            continue
+        torch_deps, everything = compile_line(config, line, repo, files)
         made[path] = render_lock(config, line, repo, files, everything)
         made[torch_lock_file(config, name)] = (
             f"# Generated by `bakery lock` from {config.path.name} — do not edit.\n"
@@ -330,20 +333,24 @@ def locks(config: Config, repo: Path, sources: Path | None) -> dict[Path, str]:
     return made
 
 
-def generate(config: Config, repo: Path, sources: Path | None) -> list[Path]:
-    """Write lock/<cuda>.txt (and its torch part) for every CUDA line; returns the files."""
-    made = locks(config, repo, sources)
-    for path, text in made.items():
+def generate(config: Config, repo: Path, given: Path | None, say=print) -> list[Path]:
+    """Write lock/<cuda>.txt (and its torch part) for every CUDA line whose inputs changed;
+    returns the files whose bytes changed."""
+    written = []
+    for path, text in locks(config, repo, given, say, only_changed=True).items():
+        if path.exists() and path.read_text(encoding="utf-8") == text:
+            continue
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    return list(made)
+        written.append(path)
+    return written
 
 
-def differences(config: Config, repo: Path, sources: Path | None) -> list[str]:
+def differences(config: Config, repo: Path, given: Path | None, say=print) -> list[str]:
     """The lock files a fresh `bakery lock` would change (it writes nothing): the check
     with sources, which also sees a changed requirements.txt upstream."""
     out = []
-    for path, text in locks(config, repo, sources).items():
+    for path, text in locks(config, repo, given, say).items():
         if not path.exists() or path.read_text(encoding="utf-8") != text:
             out.append(f"{LOCK_DIR}/{path.name}: differs from a fresh lock — {relock_hint(config)}")
     return out

@@ -14,14 +14,16 @@ from __future__ import annotations
 import json
 import re
 
+from bakery.config import BUILD_DIR
+from bakery.templating import md
 from handler import recipes as contract
 from handler.jobs.input import api_schema
 
-BUILD_DIR = "build"
 RECIPES_TABLE = f"{BUILD_DIR}/recipes.md"
 
 
-def files(config, source: str) -> dict[str, str]:
+def files(config, done: dict[str, str]) -> dict[str, str]:
+    source = config.path.name
     out = {}
     for variant in config.variants:
         known = recipes_of(config, variant.model_set.name)
@@ -54,11 +56,6 @@ def _public(schema):
     if isinstance(schema, list):
         return [_public(v) for v in schema]
     return schema
-
-
-def _md(value: object) -> str:
-    text = str(value).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;")
-    return text.replace(">", "&gt;").replace("|", "\\|").replace("`", "\\`")
 
 
 def rule(p: contract.Param) -> str:
@@ -107,15 +104,15 @@ def table(config, source: str) -> str:
         for name, recipe in sorted(known.recipes.items()):
             lines += [
                 "",
-                f"`{name}` — {_md(recipe.description)}",
+                f"`{name}` — {md(recipe.description)}",
                 "",
                 "| Parameter | Type | Default | Allowed | What it sets |",
                 "|---|---|---|---|---|",
             ]
             for p in recipe.params:
                 lines.append(
-                    f"| `{p.name}` | {p.type} | {_md(default(p))} | {_md(rule(p))} | "
-                    f"{_md(p.description)} |"
+                    f"| `{p.name}` | {p.type} | {md(default(p))} | {md(rule(p))} | "
+                    f"{md(p.description)} |"
                 )
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -129,7 +126,7 @@ def summary(config) -> list[dict]:
                 {
                     "model_set": set_name,
                     "recipe": name,
-                    "description": _md(recipe.description),
+                    "description": md(recipe.description),
                     "params": ", ".join(f"`{p.name}`" for p in recipe.params),
                 }
             )

@@ -7,7 +7,8 @@ handler.recipes.PARAM_SCHEMA, with this file's fixes laid over). `problems()` re
 each workflow and reports, at the line and column in variants.yaml, a workflow that
 is missing or not in API format and a parameter that points at a missing node or
 input (handler.recipes.problems says what is wrong; this module says where).
-`build()` turns the checked file into one handler.recipes.Recipes per model set.
+`build()` turns the checked file into one handler.recipes.Recipes per model set
+(bakery.derive), reading the workflows again.
 """
 
 from __future__ import annotations
@@ -99,12 +100,10 @@ RECIPES = {
 }
 
 
-def problems(marked: Marked, root: Path) -> tuple[list[Problem], dict]:
-    """Every problem of the file's recipes, and the workflows read {(set, recipe): workflow}.
-
-    Run after the schema check: entries the schema refuses are skipped here."""
+def problems(marked: Marked, root: Path) -> list[Problem]:
+    """Every problem of the file's recipes (`root`: the file's folder). Entries the schema
+    refuses are left to it."""
     out: list[Problem] = []
-    workflows: dict = {}
     for set_name, model_set in items_of(marked.data.get("model_sets")):
         recipes = model_set.get("recipes") if isinstance(model_set, dict) else None
         for name, recipe in items_of(recipes):
@@ -114,15 +113,19 @@ def problems(marked: Marked, root: Path) -> tuple[list[Problem], dict]:
                 continue
             for param in recipe.get("params") or {}:
                 out += _name_problems(marked, (*at, "params", param), "parameter")
-            workflow, found = _workflow(marked, at, recipe.get("workflow"), root)
-            out += found
+            rel = recipe.get("workflow")
+            if not isinstance(rel, str) or not re.search(WORKFLOW_PATTERN, rel):
+                continue  # the schema says so
+            workflow, refused = read_workflow(root, rel)
+            if refused:
+                path = (*at, "workflow")
+                out.append(Problem(*marked.at(path), dotted(path), *refused))
             if workflow is None or not _well_formed(recipe):
                 continue
-            workflows[(set_name, name)] = workflow
             for p in contract.problems({**recipe, "workflow": workflow}):
                 path = (*at, *p.path)
                 out.append(Problem(*marked.at(path), dotted(path), p.what, p.fix))
-    return out, workflows
+    return out
 
 
 def _name_problems(marked: Marked, path: tuple, kind: str) -> list[Problem]:
@@ -149,31 +152,25 @@ def _well_formed(recipe: dict) -> bool:
 _PARAM_CHECK = jsonschema.Draft202012Validator(contract.PARAM_SCHEMA)
 
 
-def _workflow(marked: Marked, at: tuple, rel: object, root: Path) -> tuple[dict | None, list]:
-    """The workflow file `rel` (under `root`), read and checked to be in API format."""
-    if not isinstance(rel, str) or not re.search(WORKFLOW_PATTERN, rel):
-        return None, []  # the schema says so
-    path = (*at, "workflow")
-
-    def bad(what: str, fix: str) -> tuple[None, list]:
-        return None, [Problem(*marked.at(path), dotted(path), what, fix)]
-
+def read_workflow(root: Path, rel: str) -> tuple[dict | None, tuple[str, str] | None]:
+    """The workflow file `rel` (under `root`) in API format, or None and (what, fix)."""
     file = root / rel
     try:
         raw = file.read_bytes()[: MAX_WORKFLOW_BYTES + 1]
     except FileNotFoundError:
-        return bad(f"{rel} does not exist", f"put the workflow (API format) in {rel}")
+        return None, (f"{rel} does not exist", f"put the workflow (API format) in {rel}")
     except OSError as exc:
-        return bad(f"cannot read {rel} ({exc.strerror})", "check the file")
+        return None, (f"cannot read {rel} ({exc.strerror})", "check the file")
     if len(raw) > MAX_WORKFLOW_BYTES:
-        return bad(f"{rel} is larger than {MAX_WORKFLOW_BYTES:,} bytes", "check the file")
+        return None, (f"{rel} is larger than {MAX_WORKFLOW_BYTES:,} bytes", "check the file")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         where = f":{exc.lineno}:{exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        return bad(f"{rel}{where} is not JSON", "save the workflow again (ComfyUI: Export (API))")
+        fix = "save the workflow again (ComfyUI: Export (API))"
+        return None, (f"{rel}{where} is not JSON", fix)
     if isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data:
-        return bad(
+        return None, (
             f"{rel} is in the ComfyUI editor's format (it has `nodes` and `links`)",
             'export it in API format instead: ComfyUI\'s Workflow → "Export (API)"',
         )
@@ -184,15 +181,15 @@ def _workflow(marked: Marked, at: tuple, rel: object, root: Path) -> tuple[dict 
         and isinstance(n.get("inputs", {}), dict)
         for n in nodes.values()
     ):
-        return bad(
+        return None, (
             f"{rel} is not a workflow in API format (node id → {{class_type, inputs}})",
             'export it with ComfyUI\'s Workflow → "Export (API)"',
         )
-    return {k: {**n, "inputs": n.get("inputs", {})} for k, n in nodes.items()}, []
+    return {k: {**n, "inputs": n.get("inputs", {})} for k, n in nodes.items()}, None
 
 
-def build(data: dict, workflows: dict) -> dict[str, contract.Recipes]:
-    """{model set: its Recipes} from a checked file and the workflows `problems` read."""
+def build(data: dict, root: Path) -> dict[str, contract.Recipes]:
+    """{model set: its Recipes} from a checked file (its workflows read from `root`)."""
     owners: dict[str, list[str]] = {}
     for set_name, model_set in data["model_sets"].items():
         for name in model_set.get("recipes") or {}:
@@ -204,7 +201,7 @@ def build(data: dict, workflows: dict) -> dict[str, contract.Recipes]:
             model_set=set_name,
             recipes={
                 name: contract.Recipe.from_json(
-                    name, {**recipe, "workflow": workflows[(set_name, name)]}
+                    name, {**recipe, "workflow": read_workflow(root, recipe["workflow"])[0]}
                 )
                 for name, recipe in mine.items()
             },
