@@ -75,7 +75,10 @@ def test_a_recipe_is_valid_and_renders_its_contract(bakery, with_recipe):
         "| `steps` | integer | 20 | 1–100 | Sampling steps |"
         in (out / "build" / "recipes.md").read_text()
     )
-    assert "COPY recipes.json /opt/bakery/recipes.json" in (folder / "Dockerfile").read_text()
+    assert (
+        "COPY models.json fitness.json recipes.json /opt/bakery/"
+        in (folder / "Dockerfile").read_text()
+    )
 
 
 P = "model_sets.sdxl.recipes.txt2img"
