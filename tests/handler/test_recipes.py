@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from handler import recipes
-from handler.jobs import comfyui as comfy_client
+from handler.jobs import prompt as prompts
 from handler.jobs.worker import run_job
 from tests.handler.helpers import (
     BUILD,
@@ -38,14 +38,14 @@ SHIPPED = sorted(
 def sent(comfy, monkeypatch):
     """What ComfyUI received with each prompt of the test, read back from the double."""
     received = []
-    original = comfy_client.ComfyClient.submit
+    original = prompts.submit
 
-    def spy(self, prompt, client_id, extra, prompt_id=None):
-        body = original(self, prompt, client_id, extra, prompt_id)
+    def spy(client, prompt, client_id, extra, prompt_id):
+        body = original(client, prompt, client_id, extra, prompt_id)
         received.append(comfy.received(body["prompt_id"])["prompt"])
         return body
 
-    monkeypatch.setattr(comfy_client.ComfyClient, "submit", spy)
+    monkeypatch.setattr(prompts, "submit", spy)
     return received
 
 
