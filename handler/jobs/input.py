@@ -24,7 +24,9 @@ from handler.jobs.errors import JobInputError
 TIMEOUT_DEFAULT = settings.setting(
     "BAKERY_JOB_TIMEOUT_S",
     600.0,
-    "Seconds a job may run in ComfyUI when it does not send `timeout_s`; then it is interrupted.",
+    "Seconds a job may take when it does not send `timeout_s` (its wait for models, its input "
+    "images, its run in ComfyUI and its outputs together); then it is stopped and says which "
+    "part ran out.",
     kind="float",
 )
 TIMEOUT_MAX = settings.setting(
@@ -100,6 +102,26 @@ class JobInput:
     warnings: list[str] = field(default_factory=list)  # unknown fields, ignored
 
 
+_CONTROL_NAMES = {
+    "\r": "a carriage return (CR, \\r)",
+    "\n": "a line feed (LF, \\n)",
+    "\t": "a tab (\\t)",
+}
+
+
+def _no_control_characters(url: str, field: str) -> None:
+    """A URL with a CR or LF (say, pasted from a file) would be cut or refused by the HTTP
+    library with a bare "InvalidURL": name the character and where it is instead."""
+    for i, ch in enumerate(url):
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            what = _CONTROL_NAMES.get(ch, f"the control character U+{ord(ch):04X}")
+            raise JobInputError(
+                f"{field}: the URL holds {what} at character {i + 1} — remove it (a URL "
+                "cannot hold control characters; percent-encode one that belongs in it, "
+                "e.g. %0A)"
+            )
+
+
 def parse(job_input: Any) -> JobInput:
     """Validate a job's `input` and return what the worker needs, or raise JobInputError."""
     job_input = _object(job_input)
@@ -117,6 +139,8 @@ def parse(job_input: Any) -> JobInput:
     for i, img in enumerate(images):
         if (img.image is None) == (img.url is None):
             raise JobInputError(f"images[{i}]: give exactly one of `image` (base64) or `url`")
+        if img.url is not None:
+            _no_control_characters(img.url, f"images[{i}].url")
         if img.name in seen:
             raise JobInputError(f"images[{i}].name: {img.name!r} is used twice")
         seen.add(img.name)

@@ -43,12 +43,12 @@ def load_invert_save(name: str) -> dict:
     }
 
 
-def slow(steps: int, seconds_per_step: float) -> dict:
+def slow(steps: int, seconds_per_step: float, prefix: str = "slow") -> dict:
     return {
         "1": node("EmptyImage", width=4, height=4, batch_size=1, color=0),
         "2": node("DoubleSlowSampler", image=["1", 0], steps=steps,
                   seconds_per_step=seconds_per_step),
-        "3": node("SaveImage", images=["2", 0], filename_prefix="slow"),
+        "3": node("SaveImage", images=["2", 0], filename_prefix=prefix),
     }  # fmt: skip
 
 
