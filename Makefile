@@ -6,11 +6,12 @@ BAKERY = $(PY) -m bakery
 # with its own Python (CI on GitHub: `make test PY=python`) skips it.
 NEEDS_PY := $(if $(filter $(VENV_PY),$(PY)),$(VENV_PY))
 
-.PHONY: build render check validate test lint smoke bench bench-install venv lock lock-handler
+.PHONY: build render check validate matrix try test lint smoke bench bench-install venv lock lock-handler
 
-## build: validate variants.yaml, render, and `docker buildx bake` the default group
+## build: validate variants.yaml, render, and `docker buildx bake` every variant, or one:
+## `make build VARIANT=sdxl-cu128` (a target or group of docker-bake.hcl)
 build: $(NEEDS_PY)
-	$(BAKERY) build
+	$(BAKERY) build $(VARIANT)
 
 render: $(NEEDS_PY)
 	$(BAKERY) render
@@ -20,6 +21,14 @@ check: $(NEEDS_PY)
 
 validate: $(NEEDS_PY)
 	$(BAKERY) validate
+
+matrix: $(NEEDS_PY)
+	$(BAKERY) matrix
+
+## try: ComfyUI on the CPU with the worker's local API on 127.0.0.1:8000, to send examples/:
+## `make try COMFYUI=~/ComfyUI` (a checkout) or `make try IMAGE=sdxl-cu128` (a built image)
+try: $(NEEDS_PY)
+	$(BAKERY) try $(if $(COMFYUI),--comfyui $(COMFYUI)) $(if $(IMAGE),--image $(IMAGE))
 
 ## test: the whole test suite (docker tests skip, with the reason, when no engine answers)
 test: $(NEEDS_PY)

@@ -5,7 +5,7 @@ one the image's CUDA line was built for (an RTX 5090, sm_120, on a cu126 image h
 kernels); the host driver is at least the line's minimum; GPU 0 has the model set's
 `vram_gb` free (a warning when it cannot be read); the disk holds the models still to
 fetch. What the line and the set need comes from `fitness.json`, rendered by
-`bakery render` beside the manifest (tools/bakery/runpod.py).
+`bakery render` beside the manifest and read through its schema (handler.fitness_facts).
 
 The GPU is read by handler.gpu (NVML, torch, or a recorded answer); this module
 decides on what it read.
@@ -19,14 +19,14 @@ a failure. Like the SDK, neither runs them in local testing (`--rp_serve_api`,
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from handler import log, manifest, settings
+from handler import fitness_facts, log, manifest, settings
+from handler.fitness_facts import FITNESS_FILE, FitnessFacts, FitnessFactsError
 from handler.gpu import Probe, probe
 from handler.models import volume
 
@@ -38,7 +38,6 @@ CHECKS = settings.setting(
     kind="bool",
 )
 
-FITNESS_FILE = "fitness.json"  # beside the manifest (/opt/bakery/fitness.json)
 LOCAL_FLAGS = ("--rp_serve_api", "--test_input")
 GB = 1e9
 
@@ -47,17 +46,6 @@ _log = log.get("fitness")
 
 class Unfit(RuntimeError):
     """This worker cannot serve; the message is the one line that says why."""
-
-
-@dataclass(frozen=True)
-class Needs:
-    """What the image's CUDA line and model set need (fitness.json)."""
-
-    variant: str
-    cuda_version: str
-    gpu_archs: tuple[str, ...]
-    min_driver: str
-    vram_gb: float | None
 
 
 @dataclass(frozen=True)
@@ -75,22 +63,12 @@ def needs_path(env: dict | None = None) -> Path:
     return Path(settings.MANIFEST.get(env)).with_name(FITNESS_FILE)
 
 
-def needs(env: dict | None = None) -> Needs | None:
+def needs(env: dict | None = None) -> FitnessFacts | None:
     """The rendered facts beside the manifest, or None (an image from before #13)."""
-    path = needs_path(env)
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise Unfit(f"cannot read {path}: {exc}") from None
-    return Needs(
-        variant=data["variant"],
-        cuda_version=data["cuda_version"],
-        gpu_archs=tuple(data["gpu_archs"]),
-        min_driver=data["min_driver"],
-        vram_gb=data.get("vram_gb"),
-    )
+        return fitness_facts.load(needs_path(env))
+    except FitnessFactsError as exc:
+        raise Unfit(str(exc)) from None
 
 
 # --- the decisions ----------------------------------------------------------------------
@@ -112,7 +90,7 @@ def gpu_present(found: Probe) -> Verdict:
     )
 
 
-def gpu_arch(found: Probe, need: Needs) -> Verdict:
+def gpu_arch(found: Probe, need: FitnessFacts) -> Verdict:
     for gpu in found.gpus:
         if gpu.arch not in need.gpu_archs:
             return Verdict(
@@ -125,7 +103,7 @@ def gpu_arch(found: Probe, need: Needs) -> Verdict:
     return Verdict("gpu_arch", True)
 
 
-def driver(found: Probe, need: Needs) -> Verdict:
+def driver(found: Probe, need: FitnessFacts) -> Verdict:
     if not found.driver:
         return Verdict(
             "driver",
@@ -144,7 +122,7 @@ def driver(found: Probe, need: Needs) -> Verdict:
     return Verdict("driver", True)
 
 
-def vram(found: Probe, need: Needs) -> Verdict:
+def vram(found: Probe, need: FitnessFacts) -> Verdict:
     if not need.vram_gb:
         return Verdict("vram", True)
     gpu = found.gpus[0]
@@ -183,7 +161,7 @@ def disk(env: dict | None = None) -> Verdict:
     return Verdict("disk", True)
 
 
-def decide(found: Probe, need: Needs | None, env: dict | None = None) -> list[Verdict]:
+def decide(found: Probe, need: FitnessFacts | None, env: dict | None = None) -> list[Verdict]:
     """Every check's verdict, in order, stopping at the first that fails."""
     steps: list[Callable[[], Verdict]] = [lambda: gpu_present(found)]
     if need is not None:
@@ -248,7 +226,7 @@ class _Registered:
             self.cache["probe"] = probe(self.env)
         return self.cache["probe"]
 
-    def needs(self) -> Needs | None:
+    def needs(self) -> FitnessFacts | None:
         if "needs" not in self.cache:
             self.cache["needs"] = needs(self.env)
         return self.cache["needs"]

@@ -1,11 +1,12 @@
-"""The model manifest: the one contract between build time and run time.
+"""The model manifest: a contract between build time and run time (models.json).
 
 `bakery render` writes one `build/<variant>/models.json` per variant; the
 image carries it at /opt/bakery/models.json and `python -m handler.models.fetch`
 reads it at container start. Both sides use the typed `Manifest`/`Model`
 below, checked against MANIFEST_SCHEMA, so the model contract lives here, on
 the run-time side (tools/ may import handler.manifest; handler/ never imports
-tools/).
+tools/). The other contract, what the image needs from a worker's GPU
+(fitness.json), is handler.fitness_facts, made the same way.
 
 Nothing secret is ever in a manifest: `auth` names the *kind* of token a
 download needs; the token itself comes from the container's environment.
@@ -17,7 +18,6 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 from handler import schema_errors
 
@@ -226,47 +226,3 @@ def load(path: str | Path) -> Manifest:
     except json.JSONDecodeError as exc:
         raise ManifestError(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
     return Manifest.from_json(data, str(path))
-
-
-# --- Hugging Face files (RunPod's cached models: handler.models.hf_cache) -----------------
-
-HF_HOSTS = ("huggingface.co", "hf.co")
-
-
-@dataclass(frozen=True)
-class HfFile:
-    """A file of a Hugging Face model repository at a revision."""
-
-    repo: str  # org/name
-    revision: str  # a branch, a tag or a commit
-    path: str  # inside the repository
-
-
-def hf_file(url: str, hosts: tuple[str, ...] | list[str] = HF_HOSTS) -> HfFile | None:
-    """The repository file a `resolve` URL (`https://<host>/{org}/{repo}/resolve/{revision}/
-    {path}`) of one of `hosts` names, or None for any other URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or (parts.hostname or "").lower() not in hosts:
-        return None
-    segments = [unquote(s) for s in parts.path.split("/")]
-    # ["", org, name, "resolve", revision, *path]
-    if len(segments) < 6 or segments[0] or segments[3] != "resolve" or not all(segments[1:]):
-        return None
-    return HfFile(f"{segments[1]}/{segments[2]}", segments[4], "/".join(segments[5:]))
-
-
-def best_cached_repo(models, hosts: tuple[str, ...] | list[str] = HF_HOSTS) -> dict | None:
-    """The Hugging Face repository to name as a RunPod endpoint's cached model: the one
-    whose files save the most bytes of `models` (Model objects or manifest entries).
-    {"repo", "bytes", "files"}, or None when no model comes from Hugging Face. Models of
-    unknown size count 0 bytes; a tie goes to the repository named first."""
-    totals: dict[str, dict] = {}
-    for m in models:
-        url, size = (m["url"], m.get("size")) if isinstance(m, dict) else (m.url, m.size)
-        file = hf_file(url, hosts)
-        if file is None:
-            continue
-        entry = totals.setdefault(file.repo, {"repo": file.repo, "bytes": 0, "files": 0})
-        entry["bytes"] += size or 0
-        entry["files"] += 1
-    return max(totals.values(), key=lambda e: e["bytes"], default=None)

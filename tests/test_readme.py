@@ -13,8 +13,10 @@ README = (REPO / "README.md").read_text(encoding="utf-8")
 
 def test_the_settings_table_lists_every_environment_variable_as_the_code_declares_it():
     settings._load_all()
-    assert settings.readme_with_table(README) == README, (
-        "README.md's settings table is stale: run `python -m handler.settings --readme README.md`"
+    doc = (REPO / "docs" / "settings.md").read_text(encoding="utf-8")
+    assert settings.readme_with_table(doc) == doc, (
+        "docs/settings.md's table is stale: "
+        "run `python -m handler.settings --readme docs/settings.md`"
     )
 
 

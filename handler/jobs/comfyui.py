@@ -19,6 +19,7 @@ import psutil
 import requests
 
 from handler import http, log, settings
+from handler.comfy_process import CUSTOM_NODES
 from handler.jobs import cleanup
 from handler.jobs import prompt as prompts
 from handler.jobs.errors import (
@@ -204,7 +205,8 @@ class ComfyClient:
         if resp.status_code == 200 and isinstance(body, dict) and body.get("prompt_id"):
             return body
         if isinstance(body, dict) and ("node_errors" in body or "error" in body):
-            raise WorkflowRejected(format_rejection(body, self.choices))
+            packs = CUSTOM_NODES.get().split()
+            raise WorkflowRejected(format_rejection(body, self.choices, self.classes, packs))
         text = raw.decode("utf-8", errors="replace")
         raise WorkflowRejected(format_server_error(resp.status_code, text))
 
@@ -220,6 +222,14 @@ class ComfyClient:
             if isinstance(spec, list) and spec and isinstance(spec[0], list):
                 return [str(c) for c in spec[0]]
         return None
+
+    def classes(self) -> list[str] | None:
+        """Every node class ComfyUI has (GET /object_info: megabytes on a real ComfyUI,
+        asked only when a workflow names a class it lacks)."""
+        try:
+            return sorted(self._get("/object_info").json())
+        except (JobError, ValueError, AttributeError):
+            return None
 
     def history(self, prompt_id: str) -> dict | None:
         resp = self._get(f"/history/{prompt_id}")

@@ -26,8 +26,8 @@ import os
 import re
 from pathlib import Path
 
-from handler import log, manifest, settings
-from handler.manifest import HfFile, hf_file
+from handler import huggingface, log, settings
+from handler.huggingface import HfFile, hf_file
 from handler.models import tokens
 from handler.models.hashing import sha256_file
 
@@ -98,5 +98,5 @@ def link(model, place, env: dict | None = None) -> bool:
 
 
 def best_cached_repo(models, env: dict | None = None) -> dict | None:
-    """handler.manifest.best_cached_repo with this worker's Hugging Face hosts."""
-    return manifest.best_cached_repo(models, tokens.HF_HOSTS.get(env).lower().split())
+    """handler.huggingface.best_cached_repo with this worker's Hugging Face hosts."""
+    return huggingface.best_cached_repo(models, tokens.HF_HOSTS.get(env).lower().split())

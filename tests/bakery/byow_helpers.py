@@ -10,7 +10,7 @@ from pathlib import Path
 
 import comfyui_workflow_templates
 
-from handler.manifest import hf_file
+from handler.huggingface import hf_file
 from tests.bakery.bakery_helpers import REPO
 from tests.kit.lookup_server import LookupServer
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from bakery.cli import main
+from bakery.errors import EXIT_INVALID, EXIT_OK
 
 from tests.bakery.bakery_helpers import REPO, SMALL
 
@@ -22,14 +23,52 @@ class Result:
     err: str
 
 
-@pytest.fixture
-def bakery(capsys):
-    """Run the bakery CLI in-process; returns exit code, stdout and stderr."""
+# The commands that read variants.yaml and then do more than check it.
+AFTER_VALIDATE = {"render", "check", "build", "matrix", "lock"}
 
-    def run(*args: object) -> Result:
-        code = main([str(a) for a in args])
+
+@pytest.fixture
+def bakery(capsys, tmp_path_factory):
+    """Run the bakery CLI in-process; returns exit code, stdout and stderr.
+
+    Every error case of these tests is also a case of "validate and render agree" (#24):
+    whenever a command past validation refuses the variants file (exit 3), `bakery
+    validate` refuses it in the same words; whenever `bakery validate` runs, `bakery
+    render` of the same file (into a scratch folder) ends the same way.
+    """
+
+    def call(args: list[str]) -> Result:
+        code = main(args)
         captured = capsys.readouterr()
         return Result(code, captured.out, captured.err)
+
+    def option(argv: list[str], name: str) -> str | None:
+        return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+    def run(*args: object) -> Result:
+        argv = [str(a) for a in args]
+        result = call(argv)
+        command = argv[0] if argv else ""
+        file = option(argv, "--file") or (
+            str(Path(option(argv, "--out")) / "variants.yaml") if option(argv, "--out") else None
+        )
+        if file is None or result.code not in (EXIT_OK, EXIT_INVALID):
+            return result
+        if command in AFTER_VALIDATE and result.code == EXIT_INVALID:
+            validated = call(["validate", "--file", file])
+            assert (validated.code, validated.err) == (result.code, result.err), (
+                f"`bakery {command}` refused what `bakery validate` let through: {result.err}"
+            )
+        if command == "validate":
+            scratch = tmp_path_factory.mktemp("render-after-validate")
+            rendered = call(["render", "--file", file, "--out", str(scratch)])
+            assert rendered.code == result.code, (
+                f"`bakery validate` ended {result.code}, `bakery render` {rendered.code}: "
+                f"{rendered.err}"
+            )
+            if result.code == EXIT_INVALID:
+                assert rendered.err == result.err
+        return result
 
     return run
 

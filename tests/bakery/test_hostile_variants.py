@@ -11,7 +11,7 @@ import re
 import time
 
 import pytest
-from bakery.render import _hcl
+from bakery.templating import hcl as _hcl
 
 from tests.bakery.bakery_helpers import SMALL, bake_print, needs_buildx
 from tests.bakery.test_variants_errors import edit, problems

@@ -19,7 +19,7 @@ KJ_REQUIREMENTS = "librosa\nnumpy\npillow>=10.3.0\nscipy\ncolor-matcher\nmatplot
 
 def recipe_blocks() -> list[str]:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Add a node set\n", 1)[1].split("\n### ", 1)[0]
+    section = readme.split("## Add a node set\n", 1)[1].split("\n## ", 1)[0]
     # Each block sits in a numbered list item (3 spaces); its YAML indentation is the rest.
     blocks = re.findall(r"```yaml\n(.*?)   ```", section, re.S)
     return [re.sub(r"^   ", "", b, flags=re.M) for b in blocks]

@@ -4,15 +4,14 @@ default variants; the Hub listing against its schema; the flattened Dockerfiles.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import re
 
 import pytest
 from bakery import hub_schema
-from bakery import runpod as rp
 from bakery.variants import load
 
+from handler import fitness_facts
 from tests.bakery.bakery_helpers import REPO
 
 
@@ -23,7 +22,7 @@ def config():
 
 @pytest.fixture(scope="module")
 def by_name(config):
-    return {v.name: rp.settings(config, v) for v in config.variants}
+    return {v.name: v.runpod for v in config.variants}
 
 
 CU126_POOLS = [
@@ -127,22 +126,31 @@ def test_the_rendered_files_carry_the_settings(config, by_name):
         written = json.loads((REPO / "build" / v.name / "runpod.json").read_text())
         del written["_generated"]
         assert written == json.loads(json.dumps(by_name[v.name].as_json()))
-        checked = json.loads((REPO / "build" / v.name / "fitness.json").read_text())
-        assert {k: checked[k] for k in ("gpu_archs", "min_driver", "vram_gb")} == {
-            "gpu_archs": list(v.cuda.gpu_archs),
-            "min_driver": by_name[v.name].min_driver,
-            "vram_gb": v.model_set.vram_gb,
-        }
+        # Read as the worker reads it: through the fitness facts' schema.
+        checked = fitness_facts.load(REPO / "build" / v.name / "fitness.json")
+        assert (checked.variant, checked.cuda_line, checked.cuda_version) == (
+            v.name,
+            v.cuda.name,
+            by_name[v.name].cuda_version,
+        )
+        assert (checked.gpu_archs, checked.min_driver, checked.vram_gb) == (
+            v.cuda.gpu_archs,
+            by_name[v.name].min_driver,
+            v.model_set.vram_gb,
+        )
 
 
-def test_a_cuda_version_the_facts_do_not_know_is_an_error(config):
-    from bakery.errors import BakeryError
-
-    line = dataclasses.replace(
-        config.cuda["cu128"], base_image="nvidia/cuda:14.1.0-runtime", torch_index="x"
+def test_a_cuda_version_the_facts_do_not_know_is_an_error(bakery, small):
+    text = small.read_text()
+    small.write_text(text.replace("whl/cu128", "whl/cu141"))
+    line = text.splitlines().index(next(t for t in text.splitlines() if "whl/cu128" in t))
+    result = bakery("validate", "--file", small)
+    assert (result.code, result.out) == (3, "")
+    assert result.err == (
+        f"{small}:{line + 1}:18: cuda.cu128.torch_index: CUDA line 'cu128' needs CUDA 14.1, "
+        "which runpod_facts.yaml does not know — add it (with its minimum driver) to "
+        "tools/bakery/runpod_facts.yaml\n"
     )
-    with pytest.raises(BakeryError, match="needs CUDA 14.1, which runpod_facts.yaml does not know"):
-        rp.allowed_cuda_versions(line)
 
 
 # --- the Hub listing --------------------------------------------------------------------
@@ -234,9 +242,9 @@ def test_a_node_context_becomes_a_pinned_git_add_a_test_can_replace(tmp_path):
 
 
 def test_the_readme_deploy_steps_quote_the_generated_values(by_name):
-    """The worked example in README's "Deploy on RunPod" is flux-dev-cu128's row."""
-    readme = (REPO / "README.md").read_text()
-    steps = readme.split("## Deploy on RunPod", 1)[1].split("\n## ", 1)[0]
+    """The worked example in the deploy guide's endpoint steps is flux-dev-cu128's row."""
+    guide = (REPO / "docs" / "deploy.md").read_text()
+    steps = guide.split("## 2. Create the endpoint", 1)[1].split("\n## ", 1)[0]
     s = by_name["flux-dev-cu128"]
     flat = " ".join(steps.split())
     assert ", ".join(f"`{p}`" for p in s.gpu_ids) in flat
@@ -248,15 +256,35 @@ def test_the_readme_deploy_steps_quote_the_generated_values(by_name):
     assert f"`{s.cached_model}`" in flat
 
 
-def test_a_line_listing_a_gpu_it_has_no_kernels_for_is_refused(bakery, project):
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_a_line_listing_a_gpu_it_has_no_kernels_for_is_refused(bakery, project, command):
+    """`validate` says so, as `render` does (it used to say ok, and render then failed)."""
     variants = project / "variants.yaml"
     text = variants.read_text()
     variants.write_text(text.replace("gpus: [A100, A40,", "gpus: [RTX 5090, A100, A40,", 1))
-    result = bakery("render", "--out", project)
-    assert result.code == 3
+    result = bakery(command, "--out", project)
+    assert (result.code, result.out) == (3, "")
     line = text.splitlines().index(next(t for t in text.splitlines() if "gpus: [A100, A40," in t))
     assert result.err == (
         f"{variants}:{line + 1}:12: cuda.cu126.gpus.0: RTX 5090 is sm_120, which gpu_archs "
         "(sm_80, sm_86, sm_89, sm_90) does not include — remove it, or add sm_120 to gpu_archs "
         "with a torch build that has its kernels (Blackwell needs CUDA 12.8 or newer)\n"
+    )
+
+
+def test_the_pool_legend_says_each_card_as_the_console_does_and_stars_gpus_in_two_pools():
+    """A pool named `AMPERE_24` is the console's 24 GB card: the legend must not call it
+    20 GB (its smallest GPU's), and a GPU RunPod lists in two pools is marked, not silently
+    shown twice."""
+    from bakery.facts import facts
+
+    legend = facts().pool_legend()
+    for pool in facts().pools:
+        assert f"`{pool}` ({pool.rsplit('_', 2)[1]} GB: " in legend
+    assert "`AMPERE_24` (24 GB: RTX A5000, RTX 3090, L4*, RTX A4500*; 20 GB on an RTX A4500)" in (
+        legend
+    )
+    assert legend.endswith(
+        "\\* L4, RTX A4500: RunPod's pages place each in two pools; the pools listed for a "
+        "variant serve it wherever they sit"
     )

@@ -161,3 +161,35 @@ def txt2img(ckpt_name="model.safetensors", steps=4, width=64, height=64, seed=42
             "inputs": {"filename_prefix": "ComfyUI", "images": ["8", 0]},
         },
     }
+
+
+def with_lora(prompt: dict, lora_name: str, strength: float = 1.0) -> dict:
+    """`prompt` (a txt2img) with a LoraLoader between its checkpoint and its sampler and
+    text encoders: the same picture request, the LoRA applied to model and CLIP."""
+    prompt = {k: {**v, "inputs": dict(v["inputs"])} for k, v in prompt.items()}
+    prompt["20"] = {
+        "class_type": "LoraLoader",
+        "inputs": {
+            "lora_name": lora_name,
+            "strength_model": strength,
+            "strength_clip": strength,
+            "model": ["4", 0],
+            "clip": ["4", 1],
+        },
+    }
+    prompt["3"]["inputs"]["model"] = ["20", 0]
+    for encoder in ("6", "7"):
+        prompt[encoder]["inputs"]["clip"] = ["20", 1]
+    return prompt
+
+
+def with_upscale(prompt: dict, model_name: str, image=("8", 0), saver="9") -> dict:
+    """`prompt` with its saved picture first run through an upscale model."""
+    prompt = {k: {**v, "inputs": dict(v["inputs"])} for k, v in prompt.items()}
+    prompt["21"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": model_name}}
+    prompt["22"] = {
+        "class_type": "ImageUpscaleWithModel",
+        "inputs": {"upscale_model": ["21", 0], "image": list(image)},
+    }
+    prompt[saver]["inputs"]["images"] = ["22", 0]
+    return prompt

@@ -28,7 +28,8 @@ from tests.kit.local_api import LocalWorker, worker_env
 from tests.kit.runpod_api import start_worker
 
 REPO = Path(__file__).resolve().parents[2]
-README = (REPO / "README.md").read_text(encoding="utf-8")
+# The job API reference: its "Coming from worker-comfyui" table and its examples.
+README = (REPO / "docs" / "jobs.md").read_text(encoding="utf-8")
 
 
 # --- what a reply is compared with ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""Every example in the README's "Sending jobs" section, run: the job example through the
+"""Every example in docs/jobs.md's "Sending jobs" section, run: the job example through the
 runpod SDK's local API and `--test_input`, and each result example against a real result.
 
 A result example matches a real result when it has the same keys and list lengths and

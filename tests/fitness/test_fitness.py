@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from handler import fitness
+from handler.fitness_facts import FitnessFacts
 from handler.gpu import Gpu, Probe, from_record, read_nvml
 from tests.kit.runpod_api import JobApi
 
@@ -25,7 +26,7 @@ def record(name: str) -> Probe:
     return from_record(json.loads((GPUS / f"{name}.json").read_text()), name)
 
 
-def needs_of(variant: str) -> fitness.Needs:
+def needs_of(variant: str) -> FitnessFacts:
     """What the committed build/<variant>/fitness.json asks for."""
     return fitness.needs({"BAKERY_MANIFEST": str(REPO / "build" / variant / "models.json")})
 
@@ -162,6 +163,27 @@ def test_preflight_prints_one_line_and_says_stop(roomy, capsys):
     assert fitness.preflight(["--rp_serve_api"], env) is None
     env["BAKERY_GPU_RECORD"] = str(GPUS / "h100.json")
     assert fitness.preflight([], env) is None
+
+
+def test_a_fitness_json_off_its_schema_is_one_line_naming_the_key(roomy, capsys):
+    """fitness.json is read through its schema (handler.fitness_facts), never by raw key:
+    a file that lost a key or holds a wrong value stops the worker with one line."""
+    env = {
+        **roomy,
+        "RUNPOD_WEBHOOK_GET_JOB": "http://127.0.0.1:1/job-take/$ID?x=1",
+        "BAKERY_GPU_RECORD": str(GPUS / "h100.json"),
+    }
+    facts = json.loads((REPO / "build" / "sdxl-cu126" / "fitness.json").read_text())
+    target = Path(roomy["BAKERY_MANIFEST"]).with_name("fitness.json")
+    del facts["min_driver"]
+    facts["gpu_archs"] = ["ampere"]
+    target.write_text(json.dumps(facts))
+    assert fitness.preflight([], env) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"fitness check failed (fitness): {target}: ")
+    assert "'min_driver'" in err[0] and "gpu_archs.0: 'ampere' is not a GPU architecture" in err[0]
+    assert "re-render it with `bakery render`" in err[0]
 
 
 def test_the_checks_are_registered_with_the_runpod_sdk(roomy):

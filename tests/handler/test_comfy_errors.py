@@ -57,12 +57,30 @@ def test_missing_model_file_lists_the_files_this_worker_has(comfy):
     }
 
 
-def test_unknown_node_class_is_named(comfy):
+def test_unknown_node_class_is_named_with_no_close_class_and_where_it_could_come_from(comfy):
     workflow = {**empty_image(), "9": {"class_type": "NoSuchNode", "inputs": {}}}
     assert run(workflow) == {
-        "error": "ComfyUI rejected the workflow: Cannot execute because node NoSuchNode does not "
-        "exist.: Node ID '#9'"
+        "error": "ComfyUI rejected the workflow: node 9 (NoSuchNode): no node class of that "
+        "name in this worker. If it comes from a custom node pack, this image has no custom "
+        "node packs (ComfyUI's own nodes only): add the pack to a node set of this variant "
+        "(README: Add a node set) and use that image"
     }
+
+
+def test_a_misspelt_class_gets_the_closest_classes_and_the_images_node_packs(comfy, handler_env):
+    handler_env.setenv("BAKERY_CUSTOM_NODES", "vhs kjnodes")
+    workflow = {
+        "1": node("EmptyImage", width=8, height=8, batch_size=1, color=0),
+        "2": node("SaveImag", images=["1", 0], filename_prefix="x"),
+    }
+    assert run(workflow) == {
+        "error": "ComfyUI rejected the workflow: node 2 (SaveImag): no node class of that name "
+        "in this worker — did you mean 'SaveImage', 'SaveAnimatedPNG' or 'SaveImageWebsocket'? "
+        "If it comes from a custom node pack, this "
+        "image's node packs are kjnodes, vhs: add the pack to a node set of this variant "
+        "(README: Add a node set) and use that image"
+    }
+    assert leftovers(comfy) == []
 
 
 def test_workflow_without_output_nodes_is_named(comfy):

@@ -8,6 +8,7 @@ the repository root: pytest puts the root on the path (pyproject.toml), and
 |---|---|
 | `servers` | `free_port`, `FileServer`, `StubComfy`, `S3Server` (moto), `Relay` |
 | `model_server` | `ModelServer` (ranges, faults, counters); model bytes and manifest entries |
+| `real_models` | real-architecture models, random weights: SD 1.5 checkpoint, LoRA, upscaler |
 | `local_api` | `LocalWorker`: `python -m handler --rp_serve_api` (the SDK local API) |
 | `double` | start and stop the ComfyUI test double (tests/comfy_double) as a subprocess |
 | `git_repos` | real git repositories standing for GitHub's (`Mirror`, BAKERY_GIT_MIRROR's layout) |

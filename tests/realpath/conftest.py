@@ -15,7 +15,7 @@ import requests
 from tests.kit.standin import bake as stand_in
 from tests.kit.standin import worker
 from tests.realpath import fixtures
-from tests.realpath.fixtures import real_image  # noqa: F401  (a session fixture)
+from tests.realpath.fixtures import real_comfyui, real_image  # noqa: F401  (session fixtures)
 
 
 @dataclass

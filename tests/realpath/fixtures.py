@@ -7,6 +7,7 @@ Each skips, with the reason, without an engine or without BAKERY_SOURCES.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -106,6 +107,29 @@ class RealComfyUI:
 
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
+
+    def run(self, prompt: dict, seconds: float = 300) -> list[Path]:
+        """Queue `prompt`, wait for it, and return the files its savers wrote in output/;
+        fails with ComfyUI's own error when it is refused or fails."""
+        queued = requests.post(self.url + "/prompt", json={"prompt": prompt}, timeout=30)
+        assert queued.status_code == 200, queued.text
+        prompt_id = queued.json()["prompt_id"]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            entry = requests.get(self.url + f"/history/{prompt_id}", timeout=10).json()
+            if entry:
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the prompt did not finish in {seconds} s:\n{self.logs()[-3000:]}")
+        status = entry[prompt_id]["status"]
+        assert status["status_str"] == "success", json.dumps(status["messages"])[-3000:]
+        return [
+            self.dirs["output"] / item.get("subfolder", "") / item["filename"]
+            for node in entry[prompt_id]["outputs"].values()
+            for item in node.get("images", [])
+            if item.get("type") == "output"
+        ]
 
 
 def start_real_comfyui(image: str, base_dir: Path) -> RealComfyUI:

@@ -25,6 +25,7 @@ from bakery.config import Config
 from bakery.errors import BakeryError
 from bakery.secret_scan import SECRETS
 from bakery.variants import load as load_variants
+from bakery.variants import parse as parse_variants
 from bakery.workflow import CORE_PACK, FRONTEND_ONLY, Link, Workflow
 from bakery.workflow import load as load_workflow
 from handler.jobs.images import is_public
@@ -54,6 +55,7 @@ class PackUse:
     ver: str | None
     registry: bool
     classes: set[str] = field(default_factory=set)
+    vers: dict[str, int] = field(default_factory=dict)  # version → nodes saved with it
 
 
 @dataclass
@@ -193,13 +195,14 @@ def needed_packs(wf: Workflow, core: dict[str, dict]) -> tuple[dict[str, PackUse
                 )
             continue
         key = node.pack or node.repo
-        use = packs.setdefault(key, PackUse(key, node.ver, node.pack is not None))
-        if node.ver and use.ver and node.ver != use.ver:
-            problems.append(
-                f"node {node.id} ({node.cls}): pack {key} at {node.ver}, another node has it at "
-                f"{use.ver} — one image holds one version: save both nodes at one version"
-            )
+        use = packs.setdefault(key, PackUse(key, None, node.pack is not None))
+        if node.ver:
+            use.vers[node.ver] = use.vers.get(node.ver, 0) + 1
         use.classes.add(node.cls)
+    for use in packs.values():
+        # One image holds one version of a pack: the one most of its nodes were saved with
+        # (the first of those on a tie); the summary names the others.
+        use.ver = max(use.vers, key=use.vers.get) if use.vers else None
     return packs, problems
 
 
@@ -280,6 +283,12 @@ def resolve(
                 entry["version"] = found.version
             nodes[slug(p.key.rsplit("/", 1)[-1])] = entry
             notes.append(f"pack {p.key}: {found.said} at {found.commit[:12]}")
+            others = sorted(v for v in p.vers if v != p.ver)
+            if others:
+                notes.append(
+                    f"pack {p.key}: some nodes were saved with {', '.join(others)}; pinned to "
+                    f"{p.ver}, the version most of its nodes use — check-workflow checks them"
+                )
     return entries, nodes, problems, notes
 
 
@@ -428,14 +437,9 @@ def add(
     text = file.read_text(encoding="utf-8")
     new_text = edited(config, text, name, lines, entries, nodes)
     # The result must be a valid variants file, checked as `bakery validate` does, before
-    # anything is written: a temporary copy beside it, then moved in place.
+    # anything is written.
+    parse_variants(new_text, file)
     folder = file.resolve().parent
-    check = Path(tempfile.mkstemp(prefix=".variants-add-", suffix=".yaml", dir=folder)[1])
-    try:
-        check.write_text(new_text, encoding="utf-8")
-        load_variants(check)
-    finally:
-        check.unlink(missing_ok=True)
     stored = folder / WORKFLOWS / f"{name}.json"
     changed = False
     if not stored.exists() or stored.read_bytes() != wf.raw:

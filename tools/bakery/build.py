@@ -8,12 +8,14 @@ fail with a less helpful message.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+from bakery.config import BAKE_FILE
 from bakery.errors import DockerMissingError
-from bakery.render import BAKE_FILE
 
 BUILDX_HELP = (
     "install the buildx plugin (Debian/Ubuntu: apt-get install docker-buildx; Docker Desktop "
@@ -55,8 +57,66 @@ def _quiet(cmd: list[str], env: dict[str, str]) -> int:
 
 
 def bake(out: Path, extra: list[str], env: dict[str, str] | None = None) -> int:
-    """Run bake in `out` after the preflight; returns bake's own exit status."""
+    """Run bake in `out` after the preflight; returns bake's own exit status.
+
+    Bake's output goes on to the user as it comes; when bake fails, one last line names
+    the step that failed first and its error, because bake's own last word is often
+    about a sibling target it cancelled ("context canceled") or a crash of its own."""
     # `--print` only resolves the bake file: no engine needed for it.
     preflight(env, engine="--print" not in extra)
     cmd = bake_command(out, extra)
-    return subprocess.run(cmd, cwd=out, env=env).returncode
+    seen: list[str] = []
+    with subprocess.Popen(
+        cmd, cwd=out, env=env, stderr=subprocess.PIPE, text=True, errors="replace", bufsize=1,
+    ) as proc:  # fmt: skip
+        # stdout (`--print`'s JSON, a metadata file) passes through untouched.
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            if _worth_keeping(line):
+                seen.append(line.rstrip("\n"))
+    if proc.returncode != 0:
+        cause = failure_cause(seen)
+        if cause:
+            sys.stderr.write(f"bakery build: docker buildx bake failed — {cause}\n")
+    return proc.returncode
+
+
+# Plain progress (what bake prints when its output is not a terminal): "#7 [a 1/2] RUN x"
+# names step 7, "#7 ERROR: ..." is that step failing; the run's own verdict starts "ERROR:".
+STEP = re.compile(r"^#(\d+) (\[[^\]]+\] .*)$")
+STEP_ERROR = re.compile(r"^#(\d+) ERROR: (.*)$")
+CANCELLED = ("context canceled", "Canceled:", "CANCELED")
+
+
+def _worth_keeping(line: str) -> bool:
+    return line.startswith(("#", "ERROR", "panic:", "error:")) and (
+        STEP.match(line) is not None or "ERROR" in line or line.startswith(("panic:", "error:"))
+    )
+
+
+def failure_cause(lines: list[str]) -> str | None:
+    """The real cause of a failed bake from its plain output: the first step that failed
+    (not one cancelled because another failed), else bake's first error that is not a
+    cancellation, else a crash of buildx itself. None when the output names none."""
+    steps = {m.group(1): m.group(2) for m in map(STEP.match, lines) if m}
+    for line in lines:
+        m = STEP_ERROR.match(line)
+        if m and not any(c in m.group(2) for c in CANCELLED):
+            step = steps.get(m.group(1))
+            return f"{step}: {m.group(2)}" if step else m.group(2)
+    verdicts = [ln for ln in lines if ln.startswith(("ERROR:", "error:"))]
+    for line in verdicts:
+        if not any(c in line for c in CANCELLED):
+            return line.split(":", 1)[1].strip()
+    crash = next((ln for ln in lines if ln.startswith("panic:")), None)
+    if crash:
+        return (
+            f"buildx itself crashed ({crash}) — rerun the bake; if it crashes again, update buildx"
+        )
+    if verdicts:
+        return (
+            f"{verdicts[0].split(':', 1)[1].strip()} (every step was cancelled: the engine "
+            "stopped the build — see its log, e.g. out of disk space)"
+        )
+    return None

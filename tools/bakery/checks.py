@@ -1,4 +1,4 @@
-"""The checks of variants.yaml a schema cannot express: names, pins, model paths.
+"""The checks of variants.yaml a schema cannot express: names, pins, model paths, CUDA lines.
 
 Each takes the loaded file (which may not have passed the schema: every access
 is tolerant) and returns Problems, so one run reports every mistake at once.
@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 
 from bakery.errors import Problem
+from bakery.facts import Facts, cuda_version
 from bakery.marked_yaml import Marked, get_in, items_of, keys_of
 from bakery.secret_scan import shown
 from handler import manifest
+from handler.fitness_facts import GPU_ARCH
 from handler.schema_errors import dotted
 
 # Names become bake target names, image tags, Dockerfile COPY --from and LABEL values
@@ -113,4 +115,63 @@ def model_problems(marked: Marked) -> list[Problem]:
                     "give one of them another file name, or remove the duplicate",
                 )
             )
+    return out
+
+
+def _all_archs(archs: object) -> bool:
+    return isinstance(archs, list) and all(
+        isinstance(a, str) and re.fullmatch(GPU_ARCH, a) for a in archs
+    )
+
+
+def cuda_problems(marked: Marked, known: Facts) -> list[Problem]:
+    """What RunPod and NVIDIA's facts refuse on a CUDA line: a CUDA version the line's
+    images do not say, or one RunPod does not offer; a GPU the line has no kernels for
+    (an RTX 5090 listed on a cu126 line is the bug class of Blackwell workers on
+    pre-Blackwell images)."""
+    out = []
+    for name, line in items_of(marked.data.get("cuda")):
+        if not isinstance(line, dict):
+            continue
+        base, index = line.get("base_image"), line.get("torch_index")
+        if isinstance(base, str) and isinstance(index, str):
+            need = cuda_version(base, index)
+            path = ("cuda", name, "torch_index")
+            if need is None:
+                out.append(
+                    Problem(
+                        *marked.at(path),
+                        dotted(path),
+                        f"cannot tell the CUDA version of line {shown(name)} from base_image "
+                        f"{shown(base)} or torch_index {shown(index)}",
+                        "use an nvidia/cuda:X.Y base image or a .../cuXYZ wheel index",
+                    )
+                )
+            elif need not in known.cuda:
+                out.append(
+                    Problem(
+                        *marked.at(path),
+                        dotted(path),
+                        f"CUDA line {shown(name)} needs CUDA {need}, which runpod_facts.yaml "
+                        "does not know",
+                        "add it (with its minimum driver) to tools/bakery/runpod_facts.yaml",
+                    )
+                )
+        archs, gpus = line.get("gpu_archs"), line.get("gpus")
+        if not isinstance(gpus, list) or not _all_archs(archs):
+            continue  # a malformed list is the schema's to report, once
+        for i, gpu in enumerate(gpus):
+            arch = known.gpus.get(gpu, {}).get("arch") if isinstance(gpu, str) else None
+            if arch and arch not in archs:
+                path = ("cuda", name, "gpus", i)
+                out.append(
+                    Problem(
+                        *marked.at(path),
+                        dotted(path),
+                        f"{gpu} is {arch}, which gpu_archs ({', '.join(map(str, archs))}) "
+                        "does not include",
+                        f"remove it, or add {arch} to gpu_archs with a torch build that has "
+                        "its kernels (Blackwell needs CUDA 12.8 or newer)",
+                    )
+                )
     return out

@@ -10,11 +10,10 @@ from bakery import add as add_workflow
 from bakery import build as docker_build
 from bakery import lock as locks
 from bakery import matrix as ci_matrix
-from bakery import node_defs, sources, workflow_check
-from bakery import render as renderer
+from bakery import node_defs, output, sources, try_local, workflow_check
 from bakery.config import Config
-from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError
-from bakery.variants import display_name
+from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError, display_name
+from bakery.render import render
 from bakery.variants import load as load_variants
 
 EPILOG = """\
@@ -190,6 +189,25 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not render: fail (exit 4) when the committed files are stale, as CI should",
     )
+    t = command(
+        "try",
+        "start ComfyUI on the CPU with the worker's local API, to send examples/ by hand",
+        "From a ComfyUI checkout (--comfyui DIR; its Python needs ComfyUI's and the handler's "
+        "requirements: --python) or a built image (--image TAG, run on the host network), "
+        "start ComfyUI with --cpu and the worker's local API on 127.0.0.1:PORT; then "
+        "`curl -s localhost:PORT/runsync -H 'content-type: application/json' "
+        "-d @examples/plain.json`.",
+    )
+    t.add_argument("--comfyui", type=Path, default=None, metavar="DIR")
+    t.add_argument("--image", default=None, metavar="TAG")
+    t.add_argument(
+        "--python",
+        default=None,
+        metavar="PY",
+        help="the Python to run ComfyUI and the worker with (default: this one)",
+    )
+    t.add_argument("--port", type=int, default=8000, help="the local API's port (default 8000)")
+    t.add_argument("--comfy-port", type=int, default=8188, help="ComfyUI's port (default 8188)")
     return ap
 
 
@@ -246,6 +264,10 @@ def run(argv: list[str]) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     file, out = _paths(args)
     config: Config = load_variants(file)
+    if args.command == "try":
+        return try_local.run(
+            args.comfyui, args.image, config.image, args.port, args.comfy_port, args.python
+        )
     if args.command == "validate":
         print(
             f"{display_name(file)}: ok — {_count(len(config.variants), 'variant')} on "
@@ -281,22 +303,29 @@ def run(argv: list[str]) -> int:
             print(f"wrote {display_name(path)}")
         print("now run `bakery render` and commit lock/ and build/")
         return EXIT_OK
-    files = renderer.render(config)
+    files = render(config)
     if args.command == "check" or (args.command == "build" and args.check):
-        problems = renderer.stale(files, out) + locks.stale(config, _handler_home(out))
+        problems = output.stale(files, out) + locks.stale(config, _handler_home(out))
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
+            problems = workflow_check.project_problems(config)
+            if problems:
+                raise workflow_check.WorkflowProblems(None, problems)
             print(f"generated files match {display_name(file)}")
             return EXIT_OK
     else:
-        changed = renderer.write(files, out)
+        changed = output.write(files, out)
         print(
             f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "
             + (f"{_count(len(changed), 'file')} changed" if changed else "nothing changed")
         )
         for rel in changed:
             print(f"  {rel}")
+        if changed:
+            tops = sorted({rel.split("/", 1)[0] for rel in map(str, changed)})
+            name = display_name(file)
+            print(f"commit them with {name}: git add {name} {' '.join(tops)}")
         for problem in locks.stale(config, _handler_home(out)):
             print(f"note: {problem}", file=sys.stderr)
         if args.command == "render":

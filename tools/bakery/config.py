@@ -1,7 +1,9 @@
-"""The checked variants.yaml as objects: CUDA lines, node sets, model sets and variants.
+"""The checked variants.yaml as objects, each derived fact computed once: the Config.
 
-`bakery.variants.load` builds a Config only from a file that passed every check,
-so nothing here validates; render, matrix and the CLI read these types.
+CUDA lines (with the CUDA version a host needs, the versions RunPod may give and the
+driver), node sets, model sets and variants (with their names, tags and RunPod
+settings). `bakery.derive` builds a Config only from a file that passed every check
+(`bakery.validate`), so nothing here validates; every renderer reads these types.
 """
 
 from __future__ import annotations
@@ -13,6 +15,12 @@ from pathlib import Path
 from handler.manifest import Model
 
 DEFAULT_COMFYUI_SOURCE = "https://github.com/comfyanonymous/ComfyUI.git"
+# Where the rendered files go, relative to the project folder.
+BUILD_DIR = "build"
+BAKE_FILE = "docker-bake.hcl"
+HUB_DIR = ".runpod"
+TABLE_FILE = f"{BUILD_DIR}/variants.md"  # the variant table, also spliced into README.md
+GB = 1e9  # sizes are shown in GB (10^9 bytes), as the README's download column
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,10 @@ class CudaLine:
     torch_index: str
     gpu_archs: tuple[str, ...]
     gpus: tuple[str, ...]
+    # Derived (bakery.facts): what the image needs from a host, and what RunPod may give.
+    cuda_version: str
+    allowed_cuda_versions: tuple[str, ...]
+    min_driver: str
 
 
 @dataclass(frozen=True)
@@ -71,11 +83,40 @@ class NodeSet:
 
 
 @dataclass(frozen=True)
+class RunpodSettings:
+    """Everything a user sets in the RunPod console for one variant (its runpod.json)."""
+
+    variant: str
+    image: str
+    cuda_line: str
+    cuda_version: str
+    allowed_cuda_versions: list[str]
+    min_driver: str
+    gpu_archs: list[str]
+    gpu_ids: list[str]
+    vram_gb: float | None
+    model_bytes: int | None
+    container_disk_gb: int
+    container_disk_gb_without_volume: int
+    network_volume_gb: int | None
+    init_timeout: dict
+    cached_model: str | None
+    env: dict[str, str]
+
+    def as_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str
     model_set: ModelSet
     cuda: CudaLine
     node_set: NodeSet | None
+    runpod: RunpodSettings
+    # The Hugging Face repository to name as the endpoint's cached model, {"repo", "bytes"},
+    # or None (RunPod caches one whole repository per endpoint).
+    cached_repo: dict | None
 
     @property
     def base(self) -> str:
@@ -107,67 +148,3 @@ def base_target(cuda: str) -> str:
 
 def variant_name(model_set: str, cuda: str, node_set: str | None) -> str:
     return f"{model_set}-{cuda}" + (f"-{node_set}" if node_set else "")
-
-
-def build_config(data: dict, path: Path, made: list[tuple[str, str, str | None]]) -> Config:
-    cuda = {
-        name: CudaLine(
-            name=name,
-            base_image=line["base_image"],
-            torch=tuple(line["torch"]),
-            torch_index=line["torch_index"],
-            gpu_archs=tuple(line["gpu_archs"]),
-            gpus=tuple(line["gpus"]),
-        )
-        for name, line in data["cuda"].items()
-    }
-    model_sets = {
-        name: ModelSet(
-            name=name,
-            description=ms.get("description", ""),
-            vram_gb=ms["vram_gb"],
-            models=tuple(Model.from_json(m) for m in ms["models"]),
-            delivery=ms.get("delivery", "download"),
-        )
-        for name, ms in data["model_sets"].items()
-    }
-    node_sets = {
-        name: NodeSet(
-            name=name,
-            description=ns.get("description", ""),
-            nodes=tuple(
-                Node(
-                    name,
-                    node["source"],
-                    node["commit"],
-                    tuple(node.get("pip", [])),
-                    tuple(node.get("without", [])),
-                    node.get("version"),
-                )
-                for name, node in sorted(ns["nodes"].items())
-            ),
-        )
-        for name, ns in (data.get("node_sets") or {}).items()
-    }
-    variants = sorted(
-        (
-            Variant(
-                name=variant_name(ms, cu, ns),
-                model_set=model_sets[ms],
-                cuda=cuda[cu],
-                node_set=node_sets[ns] if ns else None,
-            )
-            for ms, cu, ns in made
-        ),
-        key=lambda v: v.name,
-    )
-    return Config(
-        path=path,
-        image=data["image"],
-        comfyui_version=data["comfyui"]["version"],
-        comfyui_source=data["comfyui"].get("source", DEFAULT_COMFYUI_SOURCE),
-        cuda=cuda,
-        node_sets=node_sets,
-        model_sets=model_sets,
-        variants=variants,
-    )

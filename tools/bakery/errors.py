@@ -6,7 +6,9 @@ with its `exit_code`, never a traceback (docs/conventions.md, copier's habit).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from handler.schema_errors import message
 
@@ -17,6 +19,14 @@ EXIT_USAGE = 2  # the command line itself (argparse uses 2 as well)
 EXIT_INVALID = 3  # variants.yaml has problems
 EXIT_STALE = 4  # generated files differ from what variants.yaml renders to
 EXIT_NO_DOCKER = 5  # the docker CLI, the buildx plugin or the engine is missing
+
+
+def display_name(path: Path) -> str:
+    """A file as the user would write it: relative to the current folder when inside it."""
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:  # another drive on Windows
+        return str(path)
 
 
 class BakeryError(Exception):

@@ -1,4 +1,4 @@
-"""Dockerfiles a plain `docker build` can build: the base and the variant flattened into one.
+"""Renderer: Dockerfiles a plain `docker build` can build, the base and variant flattened.
 
 Bake builds each variant from two rendered Dockerfiles joined by named contexts
 (`base`, `comfyui`, `handler`, `node-*`). The Hub, and anyone without bake, runs a
@@ -137,6 +137,15 @@ def header(source: str, what: str, build_line: str) -> list[str]:
         "# Test stand-ins: --build-arg BASE_IMAGE=... TORCH_PACKAGES= COMFYUI_SOURCE=<folder>.",
         "",
     ]
+
+
+def files(config: Config, done: dict[str, str]) -> dict[str, str]:
+    """build/<variant>/standalone.Dockerfile for every variant, from the rendered
+    Dockerfiles in `done`."""
+    return {
+        f"build/{v.name}/standalone.Dockerfile": standalone(config, v, done, config.path.name)
+        for v in config.variants
+    }
 
 
 def standalone(config: Config, variant: Variant, rendered: dict[str, str], source: str) -> str:

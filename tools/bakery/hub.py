@@ -1,4 +1,4 @@
-"""The RunPod Hub listing: `.runpod/` (Dockerfile, hub.json, tests.json).
+"""Renderer: the RunPod Hub listing, `.runpod/` (Dockerfile, hub.json, tests.json).
 
 One image on the newest CUDA line carrying every model set's manifest under
 /opt/bakery/sets/<set>/, one Hub preset per set choosing it through
@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 
 from bakery import flatten, hub_schema
-from bakery import runpod as rp
-from bakery.config import Config, Variant, base_target
+from bakery.config import BUILD_DIR, HUB_DIR, Config, Variant, base_target
 from bakery.errors import BakeryError
+from bakery.facts import facts, version_key
 
-HUB_DIR = ".runpod"
 SETS_DIR = "/opt/bakery/sets"
 # The job the Hub's tests send: no model, any GPU, seconds (core ComfyUI nodes only).
 MODEL_FREE_JOB = {
@@ -33,7 +32,7 @@ MODEL_FREE_JOB = {
 def hub_variants(config: Config) -> list[Variant]:
     """The variants the Hub image carries: every model set on the newest CUDA line
     (Blackwell needs it, and it allows the most hosts per GPU), without node sets."""
-    lines = sorted(config.cuda.values(), key=lambda c: rp._version_key(rp.cuda_version(c)))
+    lines = sorted(config.cuda.values(), key=lambda c: version_key(c.cuda_version))
     newest = lines[-1].name
     return [v for v in config.variants if v.cuda.name == newest and v.node_set is None]
 
@@ -57,10 +56,10 @@ def hub_dockerfile(config: Config, rendered: dict[str, str], source: str) -> str
         "picks one.",
         f"docker build -f {HUB_DIR}/Dockerfile .",
     ) + flatten.flatten(
-        rendered[f"build/{base_target(default.cuda.name)}/Dockerfile"],
-        f"build/{base_target(default.cuda.name)}",
-        rendered[f"build/{default.name}/Dockerfile"],
-        f"build/{default.name}",
+        rendered[f"{BUILD_DIR}/{base_target(default.cuda.name)}/Dockerfile"],
+        f"{BUILD_DIR}/{base_target(default.cuda.name)}",
+        rendered[f"{BUILD_DIR}/{default.name}/Dockerfile"],
+        f"{BUILD_DIR}/{default.name}",
         flatten.contexts(config, default),
     )
     # CMD stays last: the sets go in before it.
@@ -86,8 +85,8 @@ def _input(name: str, kind: str, description: str, **more) -> dict:
 def hub_json(config: Config) -> dict:
     variants = hub_variants(config)
     default = _default(variants)
-    settings = {v.name: rp.settings(config, v) for v in variants}
-    known = rp.facts()
+    settings = {v.name: v.runpod for v in variants}
+    known = facts()
     line = default.cuda
     vram = max((v.model_set.vram_gb or 0 for v in variants), default=0) or None
     biggest = max(s.container_disk_gb_without_volume for s in settings.values())
@@ -232,7 +231,7 @@ def hub_json(config: Config) -> dict:
     return {
         "title": "ComfyUI (comfy-bakery)",
         "description": (
-            f"ComfyUI {config.comfyui_version} on CUDA {rp.cuda_version(line)} with the "
+            f"ComfyUI {config.comfyui_version} on CUDA {line.cuda_version} with the "
             f"worker-comfyui job contract. Model sets (pick a preset): {names}. Models "
             "download when a worker starts — attach a network volume to keep them."
         ),
@@ -242,8 +241,8 @@ def hub_json(config: Config) -> dict:
             "runsOn": "GPU",
             "containerDiskInGb": biggest,
             "gpuCount": 1,
-            "gpuIds": ",".join(rp.gpu_pools(line, vram, known)),
-            "allowedCudaVersions": rp.allowed_cuda_versions(line, known),
+            "gpuIds": ",".join(known.gpu_pools(line.gpu_archs, vram)),
+            "allowedCudaVersions": list(line.allowed_cuda_versions),
             "env": env,
             "presets": presets,
         },
@@ -253,7 +252,7 @@ def hub_json(config: Config) -> dict:
 def tests_json(config: Config) -> dict:
     variants = hub_variants(config)
     default = _default(variants)
-    known = rp.facts()
+    known = facts()
     return {
         "tests": [
             {
@@ -266,7 +265,7 @@ def tests_json(config: Config) -> dict:
             "gpuTypeId": known.hub["test_gpu"],
             "gpuCount": 1,
             "env": [{"key": "BAKERY_MANIFEST", "value": manifest_path(default)}],
-            "allowedCudaVersions": rp.allowed_cuda_versions(default.cuda, known),
+            "allowedCudaVersions": list(default.cuda.allowed_cuda_versions),
         },
     }
 
@@ -278,14 +277,11 @@ def _json(data: dict, schema: dict, name: str) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def files(config: Config, rendered: dict[str, str], source: str) -> dict[str, str]:
+def files(config: Config, done: dict[str, str]) -> dict[str, str]:
+    """.runpod/: needs the rendered Dockerfiles of the variant it flattens (`done`)."""
     out = {}
-    for variant in config.variants:
-        out[f"build/{variant.name}/standalone.Dockerfile"] = flatten.standalone(
-            config, variant, rendered, source
-        )
     if hub_variants(config):
-        out[f"{HUB_DIR}/Dockerfile"] = hub_dockerfile(config, rendered, source)
+        out[f"{HUB_DIR}/Dockerfile"] = hub_dockerfile(config, done, config.path.name)
         out[f"{HUB_DIR}/hub.json"] = _json(hub_json(config), hub_schema.HUB_SCHEMA, "hub.json")
         out[f"{HUB_DIR}/tests.json"] = _json(
             tests_json(config), hub_schema.TESTS_SCHEMA, "tests.json"

@@ -27,7 +27,7 @@ import requests
 
 from bakery import sources
 from handler import http
-from handler.manifest import HF_HOSTS, hf_file
+from handler.huggingface import HF_HOSTS, hf_file
 
 HF_ENDPOINT = "BAKERY_HF_ENDPOINT"
 CIVITAI_ENDPOINT = "BAKERY_CIVITAI_ENDPOINT"
@@ -96,9 +96,10 @@ class Lookups:
     def _json(self, what: str, url: str, token_env: str | None = None, **kw) -> object | Missing:
         try:
             resp = self._get(url, token_env, **kw)
-        except requests.Timeout:
-            return Missing(f"{what}: no answer within {timeout():g} s", _RETRY)
         except requests.RequestException as exc:
+            # A read timeout after the retry comes back wrapped in a ConnectionError.
+            if isinstance(exc, requests.Timeout) or "timed out" in str(exc).lower():
+                return Missing(f"{what}: no answer within {timeout():g} s", _RETRY)
             return Missing(f"{what}: {type(exc).__name__}", _RETRY)
         if resp.status_code in (401, 403):
             need = f" (set {token_env})" if token_env else ""

@@ -11,13 +11,14 @@ one path, secrets) live in bakery.checks and bakery.secret_scan.
 Where a value ends up is written next to its rule, in `x-lands`: each Dockerfile,
 HCL, shell or Markdown context it reaches and whether it is *refused* there (the
 pattern admits nothing that context would read as syntax) or *escaped* (by a
-filter of bakery.render). Patterns use \A…\Z: jsonschema applies them with
+filter of bakery.templating). Patterns use \A…\Z: jsonschema applies them with
 re.search, where `$` also matches before a final line break. Names (CUDA lines,
 sets, nodes) are checked in bakery.checks.TAG_SAFE, and every key is capped there.
 """
 
 from __future__ import annotations
 
+from handler.fitness_facts import FITNESS_SCHEMA
 from handler.manifest import AUTH_KINDS, MODEL_FOLDERS, MODEL_SCHEMA, NO_CONTROL
 from handler.schema_errors import with_wording
 
@@ -62,8 +63,8 @@ MODEL = with_wording(
                 "x-example": "dir: checkpoints",
             },
             "file": {
-                "x-lands": "Dockerfile LABEL bakery.models (escaped: render._dq; line breaks "
-                "refused), README table (escaped: render._md), models.json (JSON-escaped)",
+                "x-lands": "Dockerfile LABEL bakery.models (escaped: templating.dq; line breaks "
+                "refused), README table (escaped: templating.md), models.json (JSON-escaped)",
                 "x-fix": "write only the file name (no folders); `dir` says where it goes",
                 "x-example": "file: model.safetensors",
             },
@@ -112,7 +113,7 @@ NODE = {
     "properties": {
         "source": {
             **HTTP_URL,
-            "x-lands": "bake file context (escaped: render._hcl)",
+            "x-lands": "bake file context (escaped: templating.hcl)",
             "x-example": "source: https://github.com/<owner>/<repo>.git",
         },
         "commit": {
@@ -183,7 +184,7 @@ CUDA_LINE = {
             "type": "string",
             # ARG BASE_IMAGE=<value> is written raw: no quote, space, $, \\ or line break.
             "pattern": r"\A[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}\Z",
-            "x-lands": "Dockerfile ARG BASE_IMAGE (refused), bake file (escaped: render._hcl)",
+            "x-lands": "Dockerfile ARG BASE_IMAGE (refused), bake file (escaped: templating.hcl)",
             "x-what": "{value} is not an image reference",
             "x-fix": "write registry/name:tag (letters, digits and . _ / : @ - only)",
             "x-example": "base_image: nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04",
@@ -195,7 +196,7 @@ CUDA_LINE = {
                 # Joined with spaces into ARG TORCH_PACKAGES="…", split by the shell in RUN.
                 "pattern": r"\A[A-Za-z0-9][A-Za-z0-9._+=<>!~,\[\]-]{0,99}\Z",
                 "x-lands": "Dockerfile ARG TORCH_PACKAGES and RUN (refused), bake file "
-                "(escaped: render._hcl)",
+                "(escaped: templating.hcl)",
                 "x-what": "{value} is not a pinned package",
                 "x-fix": "write one requirement such as torch==2.8.0 (no spaces or quotes)",
             },
@@ -208,23 +209,21 @@ CUDA_LINE = {
             "x-lands": "Dockerfile ARG TORCH_INDEX_URL (refused), bake file (escaped)",
             "x-example": "torch_index: https://download.pytorch.org/whl/cu128",
         },
-        "gpu_archs": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "string",
-                "pattern": r"\Asm_[0-9]{2,3}[a-z]?\Z",
-                "x-lands": "Dockerfile LABEL (refused and escaped: render._dq)",
-                "x-what": "{value} is not a GPU architecture",
-                "x-fix": "write a CUDA compute capability such as sm_89 or sm_120",
+        # The fitness facts' rule (handler.fitness_facts: the worker checks the same list).
+        "gpu_archs": with_wording(
+            FITNESS_SCHEMA["properties"]["gpu_archs"],
+            {
+                "items": {
+                    "x-lands": "Dockerfile LABEL (refused and escaped: templating.dq)",
+                    "x-fix": "write a CUDA compute capability such as sm_89 or sm_120",
+                },
+                "x-fix": "list the compute capabilities this line serves, e.g. [sm_80, sm_89]",
+                "x-example": "gpu_archs: [sm_80, sm_86, sm_89, sm_90]",
             },
-            "x-what": "no GPU architectures listed",
-            "x-fix": "list the compute capabilities this line serves, e.g. [sm_80, sm_89]",
-            "x-example": "gpu_archs: [sm_80, sm_86, sm_89, sm_90]",
-        },
+        ),
         "gpus": {
             "type": "array",
-            "items": {**ONE_LINE, "x-lands": "README table cell (escaped: render._md)"},
+            "items": {**ONE_LINE, "x-lands": "README table cell (escaped: templating.md)"},
             "x-example": "gpus: [RTX 4090, L40S, H100]",
         },
     },
@@ -285,7 +284,7 @@ VARIANTS_SCHEMA = {
             "type": "string",
             "pattern": r"\A[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+\Z",
             "maxLength": 255,
-            "x-lands": "bake file (escaped: render._hcl), README (refused: this pattern)",
+            "x-lands": "bake file (escaped: templating.hcl), README (refused: this pattern)",
             "x-what": "{value} is not an image repository",
             "x-fix": "write registry/owner/name in lowercase, without a tag "
             "(e.g. ghcr.io/your-org/comfy-bakery)",
@@ -305,7 +304,7 @@ VARIANTS_SCHEMA = {
                 "source": {
                     **HTTP_URL,
                     "x-lands": "Dockerfile comment (refused: HTTP_URL has no line break), "
-                    "bake file (escaped: render._hcl)",
+                    "bake file (escaped: templating.hcl)",
                     "x-example": "source: https://github.com/comfyanonymous/ComfyUI.git",
                 },
             },

@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 
 from bakery import node_defs
-from bakery.add import widget_values
+from bakery.add import WORKFLOWS, widget_values
 from bakery.config import Config, ModelSet, Variant
 from bakery.errors import EXIT_INVALID, BakeryError
 from bakery.workflow import FRONTEND_ONLY, Link, Workflow
@@ -27,11 +27,10 @@ ANY = {"*", ""}
 class WorkflowProblems(BakeryError):
     exit_code = EXIT_INVALID
 
-    def __init__(self, path: Path, problems: list[str]):
-        shown = problems[:50] + (
-            [f"... and {len(problems) - 50} more"] if len(problems) > 50 else []
-        )
-        super().__init__("\n".join(f"{path}: {p}" for p in shown))
+    def __init__(self, path: Path | None, problems: list[str]):
+        more = len(problems) - 50
+        shown = problems[:50] + ([f"... and {more} more"] if more > 0 else [])
+        super().__init__("\n".join(f"{path}: {p}" if path else p for p in shown))
 
 
 def read_object_info(source: str) -> dict:
@@ -200,3 +199,26 @@ def check_file(
         load_workflow(path), defs, variant, volume, f" {config.comfyui_version}"
     )
     return problems, notes + defs.missing
+
+
+def project_problems(config: Config) -> list[str]:
+    """check-workflow for every workflows/<SET>.json against each variant of model set SET
+    (what `bakery check` runs)."""
+    folder = config.path.resolve().parent / WORKFLOWS
+    out = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        rel = f"{WORKFLOWS}/{path.name}"
+        variants = [v for v in config.variants if v.model_set.name == path.stem]
+        if not variants:
+            out.append(
+                f"{rel}: no variant uses model set {path.stem} — `bakery add {rel}` makes one, "
+                "or remove the file"
+            )
+            continue
+        for variant in variants:
+            try:
+                problems, _ = check_file(config, variant, path, None, False)
+            except BakeryError as exc:
+                problems = str(exc).splitlines()
+            out += [f"{rel} ({variant.name}): {p}" for p in problems]
+    return out

@@ -3,18 +3,21 @@
 For every image: `docker run --network host` its start script with the runpod SDK's
 local API on 127.0.0.1, ComfyUI with --cpu (a CI runner has no GPU) and an empty model
 manifest (the gate downloads no weights), then send one model-free job
-(EmptyImage -> SaveImage) and expect a COMPLETED answer with that picture. The
+(EmptyImage -> SaveImage) and expect a COMPLETED answer with that picture; then every
+workflow of the variant (workflows/<model set>.json, from `bakery add`) is checked
+against the image's own /object_info (bakery check-workflow). The
 container is removed whatever happens; its log is printed when the gate fails.
 
 Usage:
     python tools/ci/release_gate.py IMAGE [IMAGE ...] [--timeout 300]
-    python tools/ci/release_gate.py --promote '{"CANDIDATE": ["TAG", ...], ...}'
-With --promote (what a release build job runs after pushing its candidates): pull
-each candidate (the images of one job share their base: it is pulled once), print its
-size and check it for a shared library present twice (image_check.py), run it, and
-only then give it its real tags (`docker buildx imagetools create`, which copies the
-manifest with its attestations; nothing is rebuilt).
-Exit 0 when every image passed; 1 otherwise (no failed image gets its tags).
+    python tools/ci/release_gate.py --images JSON --metadata JSON --record FILE
+With --images (what a release build job runs after pushing its candidates): for each
+image of the job, the candidate bake pushed (by digest, from bake's metadata) is
+pulled (the images of one job share their base: it is pulled once), its size printed,
+checked for a shared library present twice (image_check.py) and run; the result of
+every image, with the digest tested, goes to the record (release_records.py). Nothing
+is tagged here: the promote job tags the recorded digests once every job passed.
+Exit 0 when every image passed; 1 otherwise.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 START = "/opt/bakery/handler/start.sh"
+REPO = Path(__file__).resolve().parents[2]
 GATE_MANIFEST = "/opt/bakery/gate-models.json"
 JOB = {
     "input": {
@@ -54,18 +58,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def empty_manifest(image: str, folder: Path) -> Path:
-    """The image's own manifest with no models: the gate checks the image, not downloads."""
+def image_manifest(image: str) -> dict:
+    """The image's own model manifest (its variant and model set name it)."""
     done = subprocess.run(
         ["docker", "run", "--rm", "--entrypoint", "cat", image, "/opt/bakery/models.json"],
         capture_output=True,
         text=True,
     )
-    data = json.loads(done.stdout) if done.returncode == 0 else {}
-    data["models"] = []
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def empty_manifest(manifest: dict, folder: Path) -> Path:
+    """The image's own manifest with no models: the gate checks the image, not downloads."""
     path = folder / "models.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps({**manifest, "models": []}))
     return path
+
+
+def workflow_problems(comfy_url: str, manifest: dict, repo: Path = REPO) -> list[str]:
+    """The variant's workflows (workflows/<model set>.json, from `bakery add`) checked
+    against the running image's own /object_info: every class there, every input right."""
+    path = repo / "workflows" / f"{manifest.get('model_set')}.json"
+    if not path.exists():
+        return []
+    from bakery import workflow_check
+    from bakery.variants import load
+
+    config = load(repo / "variants.yaml")
+    variant = next((v for v in config.variants if v.name == manifest.get("variant")), None)
+    if variant is None:
+        return [
+            f"{path.name}: the image's variant {manifest.get('variant')} is not in variants.yaml"
+        ]
+    problems, _ = workflow_check.check_file(config, variant, path, comfy_url, volume=False)
+    return [f"workflows/{path.name}: {p}" for p in problems]
 
 
 def post_job(url: str, deadline: float) -> dict:
@@ -88,7 +114,8 @@ def gate(image: str, timeout: float) -> tuple[bool, str]:
     """(passed, what happened) for one image."""
     api, comfy = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="bakery-gate-") as tmp:
-        manifest = empty_manifest(image, Path(tmp))
+        own = image_manifest(image)
+        manifest = empty_manifest(own, Path(tmp))
         run = [
             "docker", "run", "-d", "--network", "host",
             "-e", f"COMFY_HOST=127.0.0.1:{comfy}", "-e", "BAKERY_COMFY_ARGS=--cpu",
@@ -107,6 +134,9 @@ def gate(image: str, timeout: float) -> tuple[bool, str]:
             seconds = time.monotonic() - t0
             images = (answer.get("output") or {}).get("images") or []
             if answer.get("status") == "COMPLETED" and len(images) == 1:
+                problems = workflow_problems(f"http://127.0.0.1:{comfy}", own)
+                if problems:
+                    return False, "its workflows do not fit the image:\n" + "\n".join(problems)
                 return True, f"job COMPLETED {seconds:.1f} s after docker run"
             return False, f"unexpected answer: {json.dumps(answer)[:2000]}"
         except TimeoutError as error:
@@ -118,45 +148,63 @@ def gate(image: str, timeout: float) -> tuple[bool, str]:
 
 
 def image_check():
-    """The sibling script image_check.py as a module (tools/ci holds scripts)."""
+    return _sibling("image_check")
+
+
+def _sibling(name: str):
+    """A sibling script as a module (tools/ci holds scripts, not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "image_check", Path(__file__).with_name("image_check.py")
-    )
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def promote(candidates: dict[str, list[str]], timeout: float) -> int:
+def gate_group(images: list[dict], metadata: dict, record: Path, timeout: float) -> int:
+    """Gate every image of one build job and record the digests tested."""
+    records = image_records()
     checks = image_check()
-    failed = []
-    for candidate, tags in candidates.items():
-        subprocess.run(["docker", "pull", "-q", candidate], check=True)
-        if checks.main([candidate]) != 0:
-            failed.append(candidate)
-            continue
-        if main([candidate, "--timeout", str(timeout)]) != 0:
-            failed.append(candidate)
-            continue
-        tagging = ["docker", "buildx", "imagetools", "create"]
-        tagging += [arg for tag in tags for arg in ("--tag", tag)]
-        subprocess.run([*tagging, candidate], check=True)
-        print(f"{candidate}: published as {', '.join(tags)}", flush=True)
+    results = []
+    for image in images:
+        candidate = records.pushed(metadata, image["target"])
+        passed, what = _gate_candidate(checks, candidate, timeout)
+        results.append({**image, "candidate": candidate, "passed": passed, "what": what})
+    records.write(record, {"images": results})
+    failed = [r["target"] for r in results if not r["passed"]]
     if failed:
-        print(f"not published (failed the gate): {', '.join(failed)}", flush=True)
+        print(f"failed the gate (nothing of this release is published): {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def _gate_candidate(checks, candidate: str, timeout: float) -> tuple[bool, str]:
+    pulled = subprocess.run(["docker", "pull", "-q", candidate], capture_output=True, text=True)
+    if pulled.returncode != 0:
+        return False, f"docker pull failed: {pulled.stderr.strip()}"
+    if checks.main([candidate]) != 0:
+        return False, "image check failed (a shared library twice, see above)"
+    if main([candidate, "--timeout", str(timeout)]) != 0:
+        return False, "no COMPLETED job (see the container log above)"
+    return True, "passed"
+
+
+def image_records():
+    return _sibling("release_records")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per image")
-    parser.add_argument("--promote", help="JSON {candidate: [tags]}: gate, then tag each")
+    parser.add_argument("--images", help="JSON [{target, tags}]: this build job's images")
+    parser.add_argument("--metadata", help="bake's metadata (JSON): the digests pushed")
+    parser.add_argument("--record", type=Path, help="where to record the results")
     args = parser.parse_args(argv)
-    if args.promote:
-        return promote(json.loads(args.promote), args.timeout)
+    if args.images:
+        if not (args.metadata and args.record):
+            parser.error("--images needs --metadata and --record")
+        metadata = json.loads(args.metadata)
+        return gate_group(json.loads(args.images), metadata, args.record, args.timeout)
     failed = []
     for image in args.images:
         passed, what = gate(image, args.timeout)
