@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from bakery import lookups, node_defs, yaml_edit
 from bakery.config import Config
-from bakery.errors import BakeryError
+from bakery.errors import BakeryError, VariantsError
 from bakery.secret_scan import SECRETS
 from bakery.variants import load as load_variants
 from bakery.variants import parse as parse_variants
@@ -135,7 +135,7 @@ def needed_models(wf: Workflow, defs: dict[str, dict], given: dict[str, str]) ->
         for name, value in values.items():
             if isinstance(value, Link) or not isinstance(value, str):
                 continue
-            folder = node_defs.folder_of(defs.get(node.cls), name)
+            folder = node_defs.folder_of(defs.get(node.cls), name, value)
             if folder and value and value not in models and not _is_none(value):
                 need(value, folder, None, None, f"{node.id} ({node.cls})")
     for file, url in given.items():
@@ -359,6 +359,7 @@ def edited(config: Config, text: str, name: str, cuda: list[str], models, nodes)
     was, when they are there already); AddError when a name is taken by something else."""
     root = yaml_edit.compose(text)
     source = f"{WORKFLOWS}/{name}.json"
+    blocks = {}
     if name in config.model_sets:
         if not _same_models(config, name, models):
             raise AddError(
@@ -366,34 +367,24 @@ def edited(config: Config, text: str, name: str, cuda: list[str], models, nodes)
                 "another name (or remove the set first)"
             )
     else:
-        block = _model_block(
-            yaml_edit.child_indent(root, "model_sets"), name, f"Models of {source}", models
-        )
-        text = yaml_edit.append(text, "model_sets", block)
+        indent = yaml_edit.child_indent(root, "model_sets")
+        blocks["model_sets"] = _model_block(indent, name, f"Models of {source}", models)
     node_set = name if nodes else None
     if nodes:
         have = config.node_sets.get(name)
-        if have is not None:
-            same = {n.name: (n.source, n.commit) for n in have.nodes} == {
-                k: (v["source"], v["commit"]) for k, v in nodes.items()
-            }
-            if not same:
-                raise AddError(
-                    f"node set {name} already exists with other nodes — pass --name with "
-                    "another name"
-                )
-        else:
-            root = yaml_edit.compose(text)
-            block = _node_block(
-                yaml_edit.child_indent(root, "node_sets"), name, f"Custom nodes of {source}", nodes
+        if have is None:
+            indent = yaml_edit.child_indent(root, "node_sets")
+            blocks["node_sets"] = _node_block(indent, name, f"Custom nodes of {source}", nodes)
+        elif {n.name: (n.source, n.commit) for n in have.nodes} != {
+            k: (v["source"], v["commit"]) for k, v in nodes.items()
+        }:
+            raise AddError(
+                f"node set {name} already exists with other nodes — pass --name with another name"
             )
-            text = yaml_edit.append(text, "node_sets", block)
-    entry_there = any(v.model_set.name == name and v.cuda.name in cuda for v in config.variants)
-    if not entry_there:
-        root = yaml_edit.compose(text)
-        block = _variant_block(yaml_edit.child_indent(root, "variants"), name, cuda, node_set)
-        text = yaml_edit.append(text, "variants", block)
-    return text
+    if not any(v.model_set.name == name and v.cuda.name in cuda for v in config.variants):
+        indent = yaml_edit.child_indent(root, "variants")
+        blocks["variants"] = _variant_block(indent, name, cuda, node_set)
+    return yaml_edit.append(text, blocks) if blocks else text
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -438,7 +429,14 @@ def add(
     new_text = edited(config, text, name, lines, entries, nodes)
     # The result must be a valid variants file, checked as `bakery validate` does, before
     # anything is written.
-    parse_variants(new_text, file)
+    try:
+        parse_variants(new_text, file)
+    except VariantsError as exc:
+        raise AddError(
+            f"{workflow}: what bakery add would write does not pass `bakery validate` "
+            f"(nothing was written):\n{exc}\n— pass --name with another name, or fix "
+            f"{file.name} first"
+        ) from None
     folder = file.resolve().parent
     stored = folder / WORKFLOWS / f"{name}.json"
     changed = False

@@ -24,6 +24,7 @@ exit codes:
   3  variants.yaml has problems (each printed as FILE:LINE:COL: key.path: what — fix)
   4  generated files are stale (`bakery check`; fix: `bakery render`)
   5  docker, the buildx plugin or the Docker engine is missing (`bakery build`)
+  6  a workflow does not fit its variant (`bakery check-workflow`; `bakery check`: workflows/)
   other non-zero from `bakery build`: docker buildx bake's own exit status
 """
 

@@ -71,6 +71,10 @@ def _input(spec: list, required: bool) -> dict:
         folders = {m[1] for o in options if isinstance(o, str) and (m := FOLDER_MARK.match(o))}
         if folders:
             out["folder"] = sorted(folders)[0]
+            # Values a loader takes that are not files (VAELoader's "pixel_space", ...).
+            builtins = [o for o in options if isinstance(o, str) and not FOLDER_MARK.match(o)]
+            if builtins:
+                out["builtins"] = builtins
         elif options and all(isinstance(o, (str, int, float, bool)) for o in options):
             out["options"] = options
     for bound in ("min", "max"):
@@ -195,10 +199,13 @@ def _rel(config: Config, path: Path) -> str:
     return str(path.relative_to(config.path.resolve().parent))
 
 
-def folder_of(definition: dict | None, input_name: str) -> str | None:
-    """The model folder a loader input lists, from its definition or the known names."""
+def folder_of(definition: dict | None, input_name: str, value: object = None) -> str | None:
+    """The model folder a loader input lists, from its definition or the known names (None
+    for a value the loader knows without a file, such as VAELoader's "pixel_space")."""
     if definition is not None:
         spec = definition["inputs"].get(input_name) or {}
+        if value in spec.get("builtins", ()):
+            return None
         if "folder" in spec:
             return spec["folder"]
         if spec:

@@ -17,7 +17,7 @@ import requests
 from bakery import node_defs
 from bakery.add import WORKFLOWS, widget_values
 from bakery.config import Config, ModelSet, Variant
-from bakery.errors import EXIT_INVALID, BakeryError
+from bakery.errors import EXIT_WORKFLOW, BakeryError
 from bakery.workflow import FRONTEND_ONLY, Link, Workflow
 from bakery.workflow import load as load_workflow
 
@@ -25,7 +25,7 @@ ANY = {"*", ""}
 
 
 class WorkflowProblems(BakeryError):
-    exit_code = EXIT_INVALID
+    exit_code = EXIT_WORKFLOW
 
     def __init__(self, path: Path | None, problems: list[str]):
         more = len(problems) - 50
@@ -148,6 +148,8 @@ def _value(
 ) -> list[str]:
     kind = spec["type"]
     folder = spec.get("folder")
+    if value in spec.get("builtins", ()):
+        return []
     if folder and isinstance(value, str) and value and value.lower() != "none":
         if _has_model(model_set, folder, value):
             return []

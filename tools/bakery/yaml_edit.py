@@ -66,37 +66,39 @@ def compose(text: str) -> yaml.MappingNode:
     return root
 
 
-def append(text: str, key: str, block: str) -> str:
-    """`text` with `block` (lines, already indented) added at the end of section `key`,
-    or a new section `key:` holding it where ORDER puts it."""
+def append(text: str, blocks: dict[str, str]) -> str:
+    """`text` with each block (lines, already indented) added at the end of its section,
+    or in a new section `key:` where ORDER puts it. One parse: edits go bottom-up."""
     root = compose(text)
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    found = _section(root, key)
-    if found is None:
-        following = [k for k in ORDER[ORDER.index(key) + 1 :] if _section(root, k)]
-        new = [f"{key}:\n", block]
-        if following:
+    edits: list[tuple[int, int, list[str]]] = []  # (at line, lines replaced, new lines)
+    for key, block in blocks.items():
+        found = _section(root, key)
+        if found is None:
+            following = [k for k in ORDER[ORDER.index(key) + 1 :] if _section(root, k)]
+            if not following:
+                edits.append((len(lines), 0, ["\n", f"{key}:\n", block]))
+                continue
             at = _section(root, following[0])[0].start_mark.line
             # Keep a comment block written just above the following section with it.
             while at > 0 and lines[at - 1].lstrip().startswith("#"):
                 at -= 1
-            return "".join(lines[:at] + new + ["\n"] + lines[at:])
-        return "".join(lines + ["\n"] + new)
-    value = found[1]
-    if isinstance(value, yaml.ScalarNode) and value.value in ("", "~", "null"):
-        at = found[0].start_mark.line
-        lines[at] = f"{key}:\n"
-        return "".join(lines[: at + 1] + [block] + lines[at + 1 :])
-    if value.flow_style:
-        if value.value:
-            raise EditError(
-                f"variants.yaml writes `{key}` in flow style ({key}: {{...}}): write it as a "
-                "block (one entry per line), then run bakery add again"
-            )
-        at = found[0].start_mark.line
-        lines[at] = f"{key}:\n"
-        return "".join(lines[: at + 1] + [block] + lines[at + 1 :])
-    at = _last_line(value) + 1
-    return "".join(lines[:at] + [block] + lines[at:])
+            edits.append((at, 0, [f"{key}:\n", block, "\n"]))
+            continue
+        value = found[1]
+        empty = isinstance(value, yaml.ScalarNode) and value.value in ("", "~", "null")
+        if empty or value.flow_style:
+            if value.value and not empty:
+                raise EditError(
+                    f"variants.yaml writes `{key}` in flow style ({key}: {{...}}): write it as "
+                    "a block (one entry per line), then run bakery add again"
+                )
+            at = found[0].start_mark.line
+            edits.append((at, 1, [f"{key}:\n", block]))
+            continue
+        edits.append((_last_line(value) + 1, 0, [block]))
+    for at, replaced, new in sorted(edits, key=lambda e: e[0], reverse=True):
+        lines[at : at + replaced] = new
+    return "".join(lines)
