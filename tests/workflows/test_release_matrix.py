@@ -153,6 +153,7 @@ def test_a_model_set_added_to_variants_yaml_is_released_with_no_workflow_edit(
     project.mkdir()
     variants_file = project / "variants.yaml"
     shutil.copy(REPO_ROOT / "variants.yaml", variants_file)
+    shutil.copytree(REPO_ROOT / "workflows", project / "workflows")
     before = run_plan(release_plan, tmp_path / "before", "--file", str(variants_file))
     cuda = before["bases"][0]["cuda"]
     add_model_set(variants_file, "upscale", cuda)
@@ -202,3 +203,26 @@ def test_the_release_notes_table_names_every_variant_released(
     for target in variant_targets(outputs):
         assert f"| `{target}` |" in notes
         assert f"`{IMAGE}:1.2.3-{target}`" in notes
+
+
+def test_a_base_only_run_without_an_image_name_pushes_to_variants_yamls_registry(
+    release_plan, tmp_path
+):
+    # BAKERY_IMAGE unset, one base typed by hand: the base goes to variants.yaml's
+    # registry (and is logged in to there), never to docker.io.
+    project = tmp_path / "project"
+    project.mkdir()
+    variants_file = project / "variants.yaml"
+    text = (REPO_ROOT / "variants.yaml").read_text()
+    variants_file.write_text(text.replace("ghcr.io/your-org/comfy-bakery", "ghcr.io/alice/bakery"))
+    render = [sys.executable, "-m", "bakery", "render", "--file", str(variants_file)]
+    done = subprocess.run([*render, "--out", str(project)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "github_output"
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--targets", "base-cu126"]
+    argv += ["--file", str(variants_file), "--bake-dir", str(project), "--output", str(out)]
+    assert release_plan.main(argv) == 0
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assert outputs["registry"] == "ghcr.io"
+    [base] = json.loads(outputs["bases"])
+    assert "base-cu126.tags=ghcr.io/alice/bakery-candidates:base-cu126-1.2.3" in base["bake_set"]

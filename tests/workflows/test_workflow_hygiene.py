@@ -200,7 +200,7 @@ def test_variants_build_after_the_bases_from_the_plans_matrix():
     assert "--group" in steps[names.index("Plan this job")]["run"]
     assert "--bases records" in steps[names.index("Plan this job")]["run"]
     assert steps[bake_at]["with"]["set"] == "${{ steps.lines.outputs.bake_set }}"
-    assert "release_gate.py --images" in steps[gate_at]["run"]
+    assert "release_gate.py --job-images" in steps[gate_at]["run"]
 
 
 def test_one_cuda_lines_failure_does_not_stop_the_other():
@@ -275,3 +275,11 @@ def test_the_base_goes_to_the_registry_not_to_githubs_cache():
     upload = next(s for s in steps if "upload-artifact" in s.get("uses", ""))
     assert upload["with"]["name"] == "${{ matrix.target }}"
     assert upload["with"]["if-no-files-found"] == "error"
+
+
+def test_a_rerun_of_failed_jobs_can_record_again():
+    # upload-artifact refuses a name the run already has unless told to overwrite.
+    for job in release_jobs().values():
+        for step in job["steps"]:
+            if "upload-artifact" in step.get("uses", ""):
+                assert step["with"]["overwrite"] is True

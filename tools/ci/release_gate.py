@@ -10,8 +10,8 @@ container is removed whatever happens; its log is printed when the gate fails.
 
 Usage:
     python tools/ci/release_gate.py IMAGE [IMAGE ...] [--timeout 300]
-    python tools/ci/release_gate.py --images JSON --metadata JSON --record FILE
-With --images (what a release build job runs after pushing its candidates): for each
+    python tools/ci/release_gate.py --job-images JSON --metadata JSON --record FILE
+With --job-images (what a release build job runs after pushing its candidates): for each
 image of the job, the candidate bake pushed (by digest, from bake's metadata) is
 pulled (the images of one job share their base: it is pulled once), its size printed,
 checked for a shared library present twice (image_check.py) and run; the result of
@@ -167,7 +167,11 @@ def gate_group(images: list[dict], metadata: dict, record: Path, timeout: float)
     checks = image_check()
     results = []
     for image in images:
-        candidate = records.pushed(metadata, image["target"])
+        try:
+            candidate = records.pushed(metadata, image["target"])
+        except records.RecordError as error:
+            results.append({**image, "candidate": "", "passed": False, "what": str(error)})
+            continue
         passed, what = _gate_candidate(checks, candidate, timeout)
         results.append({**image, "candidate": candidate, "passed": passed, "what": what})
     records.write(record, {"images": results})
@@ -196,15 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per image")
-    parser.add_argument("--images", help="JSON [{target, tags}]: this build job's images")
+    parser.add_argument("--job-images", help="JSON [{target, tags}]: this build job's images")
     parser.add_argument("--metadata", help="bake's metadata (JSON): the digests pushed")
     parser.add_argument("--record", type=Path, help="where to record the results")
     args = parser.parse_args(argv)
-    if args.images:
+    if args.job_images:
         if not (args.metadata and args.record):
-            parser.error("--images needs --metadata and --record")
+            parser.error("--job-images needs --metadata and --record")
         metadata = json.loads(args.metadata)
-        return gate_group(json.loads(args.images), metadata, args.record, args.timeout)
+        return gate_group(json.loads(args.job_images), metadata, args.record, args.timeout)
     failed = []
     for image in args.images:
         passed, what = gate(image, args.timeout)

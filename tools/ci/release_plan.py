@@ -38,16 +38,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import release_records  # noqa: E402  (a sibling script: tools/ci holds scripts, not a package)
+from job_outputs import OutputsError, github_size, write_outputs  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The image variants.yaml ships with; nobody can push there.
 EXAMPLE_IMAGE = "ghcr.io/your-org/"
 
-# GitHub's limits a plan must fit: jobs in one matrix; all outputs of one job together,
-# counted as GitHub counts them (UTF-16, 2 bytes per code unit; docs/publishing.md).
+# GitHub's limit a plan must fit: jobs in one matrix (outputs: job_outputs.py).
 MATRIX_LIMIT = 256
-OUTPUT_LIMIT = 1_000_000
 # Variants one job builds: its base (several GB) is pulled once and shared by them all.
 GROUP_SIZE = 16
 
@@ -244,6 +243,17 @@ def plan(
     return outputs
 
 
+def check_limits(outputs: dict) -> None:
+    """Refuse a plan GitHub would refuse: too many jobs in a matrix, outputs too big."""
+    for key in ("bases", "groups"):
+        if len(outputs.get(key, [])) > MATRIX_LIMIT:
+            raise PlanError(f"{len(outputs[key])} {key} jobs: GitHub runs {MATRIX_LIMIT} at most")
+    try:
+        github_size(outputs, check=True)
+    except OutputsError as error:
+        raise PlanError(f"the plan's {error}") from None
+
+
 def github_outputs(plan: dict, cache_ref: str = "") -> dict:
     """What the plan job hands on, small for any number of variants: a build job gets its
     own bake lines by running the plan again for its group (--group), and the promote job
@@ -315,41 +325,6 @@ def for_group(plan: dict, group_id: str, bases: dict[str, str]) -> dict:
         "targets": ",".join(group["targets"].split()),
         "images": json.dumps(group["images"], separators=(",", ":")),
     }
-
-
-def github_size(outputs: dict) -> int:
-    """Bytes GitHub counts for a job's outputs: every name and value, in UTF-16."""
-    return sum(
-        len(key.encode("utf-16-le")) + len(_text(value).encode("utf-16-le"))
-        for key, value in outputs.items()
-    )
-
-
-def check_limits(outputs: dict) -> None:
-    """Refuse a plan GitHub would refuse: too many jobs in a matrix, outputs too big."""
-    for key in ("bases", "groups"):
-        if len(outputs.get(key, [])) > MATRIX_LIMIT:
-            raise PlanError(f"{len(outputs[key])} {key} jobs: GitHub runs {MATRIX_LIMIT} at most")
-    size = github_size(outputs)
-    if size > OUTPUT_LIMIT:
-        raise PlanError(
-            f"the plan's outputs are {size} bytes as GitHub counts them (UTF-16): "
-            f"GitHub keeps {OUTPUT_LIMIT} per job at most"
-        )
-
-
-def _text(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-
-
-def write_outputs(outputs: dict, path: Path) -> None:
-    with path.open("a", encoding="utf-8") as out:
-        for key, value in outputs.items():
-            text = _text(value)
-            if "\n" in text:  # GitHub's multi-line form
-                out.write(f"{key}<<BAKERY_EOF\n{text}\nBAKERY_EOF\n")
-            else:
-                out.write(f"{key}={text}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
