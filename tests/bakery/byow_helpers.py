@@ -26,11 +26,12 @@ def all_templates() -> list[Path]:
 
 
 def make_project(folder: Path) -> Path:
-    """A copy of the repository's variants file, lock, node definitions and README."""
+    """A copy of the repository's variants file, lock, node definitions, workflows and
+    README."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "variants.yaml", folder / "variants.yaml")
     shutil.copy(REPO / "README.md", folder / "README.md")
-    for sub in ("lock", "node_defs"):
+    for sub in ("lock", "node_defs", "workflows"):
         shutil.copytree(REPO / sub, folder / sub)
     return folder
 
@@ -60,3 +61,8 @@ def teach(server: LookupServer, workflow: Path) -> dict[str, str]:
                 found.repo, found.path, sha, fake_size(m["name"]), found.revision
             )
     return commits
+
+
+def stored(project: Path) -> list[str]:
+    """The workflows a project keeps."""
+    return sorted(p.name for p in (project / "workflows").glob("*"))

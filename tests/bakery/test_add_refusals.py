@@ -9,7 +9,7 @@ import pytest
 import yaml
 from bakery import sources
 
-from tests.bakery.byow_helpers import fake_sha, make_project, teach, template
+from tests.bakery.byow_helpers import fake_sha, make_project, stored, teach, template
 from tests.kit.git_repos import Mirror
 from tests.kit.lookup_server import LookupServer
 
@@ -33,10 +33,11 @@ def lookup(monkeypatch):
 def refused(bakery, project, workflow, *args) -> list[str]:
     """Run add, expect a refusal that left everything as it was; its lines."""
     before = (project / "variants.yaml").read_bytes()
+    kept = stored(project)
     result = bakery("add", workflow, "--out", project, *args)
     assert result.code != 0, result.out
     assert (project / "variants.yaml").read_bytes() == before
-    assert not (project / "workflows").exists()
+    assert stored(project) == kept
     return result.err.splitlines()
 
 

@@ -52,7 +52,8 @@ def test_every_kind_of_problem_is_one_line_with_its_fix(bakery, project, tmp_pat
     assert err == [
         f"{wf}: node 3 (KSampler) input steps: 0 is outside 1..10000 — give a value in that range",
         f"{wf}: node 3 (KSampler) input sampler_name: 'no-such-sampler' is not one of euler, "
-        "euler_cfg_pp, euler_ancestral, euler_ancestral_cfg_pp, heun, heunpp2, … — pick one of them",
+        "euler_cfg_pp, euler_ancestral, euler_ancestral_cfg_pp, heun, heunpp2, … — pick one of "
+        "them",
         f"{wf}: node 3 (KSampler) input latent_image: gets MODEL from node 4 "
         "(CheckpointLoaderSimple), needs LATENT — connect an output of type LATENT",
         f"{wf}: node 4 (CheckpointLoaderSimple) input ckpt_name: model missing.safetensors "
@@ -79,7 +80,10 @@ def test_volume_models_are_expected_on_the_network_volume(bakery, project, tmp_p
 
 def test_a_video_node_needs_the_variant_with_its_node_set(bakery, project, tmp_path):
     prompt = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0}},
+        "1": {
+            "class_type": "EmptyImage",
+            "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0},
+        },
         "2": {
             "class_type": "VHS_VideoCombine",
             "inputs": {
@@ -145,7 +149,6 @@ def test_the_release_gate_checks_a_variants_workflows_against_the_image(project,
     spec = importlib.util.spec_from_file_location("gate", REPO / "tools/ci/release_gate.py")
     gate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gate)
-    (project / "workflows").mkdir()
     shutil.copy(
         _write(tmp_path, txt2img(ckpt_name=SDXL, width=1024, height=1024)),
         project / "workflows/sdxl.json",
@@ -160,13 +163,18 @@ def test_the_release_gate_checks_a_variants_workflows_against_the_image(project,
         problems = gate.workflow_problems(server.url(""), manifest, project)
     finally:
         server.close()
+    missing = (
+        "node 3 (KSampler): no such node class in ComfyUI v0.3.64 — add the pack that provides "
+        "it to the variant's node set (`bakery add` does), or use a variant that has it"
+    )
+    # The recipe's workflow (sdxl-txt2img.json) and the one `bakery add` would keep.
     assert problems == [
-        "workflows/sdxl.json: node 3 (KSampler): no such node class in ComfyUI v0.3.64 — add "
-        "the pack that provides it to the variant's node set (`bakery add` does), or use a "
-        "variant that has it"
+        f"workflows/{name}: {missing}" for name in ("sdxl-txt2img.json", "sdxl.json")
     ]
-    bare = {"variant": "bare-cu126", "model_set": "bare"}
-    assert gate.workflow_problems("http://127.0.0.1:9", bare, project) == []
+    gone = {"variant": "sdxl-cu999", "model_set": "sdxl"}
+    assert gate.workflow_problems("http://127.0.0.1:9", gone, project) == [
+        "the image's variant sdxl-cu999 is not in variants.yaml"
+    ]
 
 
 def test_bakery_check_runs_it_for_every_stored_workflow(bakery, project, tmp_path):

@@ -73,7 +73,7 @@ def test_templates_become_model_sets_that_render_and_pass_bakery_check(bakery, t
     project = make_project(tmp_path / "project")
     chosen = [t for t in _core_with_models() if t[0].stem not in DO_NOT_FIT][::8]
     assert len(chosen) >= 12
-    for path, wf in chosen:
+    for path, _ in chosen:
         result = bakery("add", path, "--out", project, "--offline", "--cuda", "cu128")
         assert result.code == 0, (path.name, result.err)
     data = yaml.safe_load((project / "variants.yaml").read_text())

@@ -33,6 +33,8 @@ class LookupServer:
         self.delay_s = 0.0
         self.slow_s = 5.0
         self.requests: list[str] = []
+        self.in_flight = 0
+        self.most_at_once = 0  # the most requests answered at the same time
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -141,6 +143,15 @@ def _handler(server: LookupServer):
             path = urlsplit(self.path).path
             with server._lock:
                 server.requests.append(f"{method} {path}")
+                server.in_flight += 1
+                server.most_at_once = max(server.most_at_once, server.in_flight)
+            try:
+                self._answer(method, path, form)
+            finally:
+                with server._lock:
+                    server.in_flight -= 1
+
+        def _answer(self, method: str, path: str, form: dict) -> None:
             if server.delay_s:
                 time.sleep(server.delay_s)
             fault = next(

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import requests
+import yaml
 
 from bakery import node_defs
 from bakery.add import WORKFLOWS, widget_values
@@ -203,18 +204,43 @@ def check_file(
     return problems, notes + defs.missing
 
 
+def workflow_sets(config: Config) -> dict[str, set[str]]:
+    """{workflows/X.json: the model sets it is for}: the set named X (`bakery add`), and
+    every set whose recipes use it (bakery.recipes)."""
+    data = yaml.safe_load(config.path.read_text(encoding="utf-8")) or {}
+    out: dict[str, set[str]] = {}
+    for name, model_set in (data.get("model_sets") or {}).items():
+        for recipe in ((model_set or {}).get("recipes") or {}).values():
+            if isinstance(recipe, dict) and isinstance(recipe.get("workflow"), str):
+                out.setdefault(recipe["workflow"], set()).add(name)
+    return out
+
+
+def workflows_for(config: Config, model_set: str) -> list[Path]:
+    """The stored workflows a model set's variants must run."""
+    folder = config.path.resolve().parent / WORKFLOWS
+    used = workflow_sets(config)
+    return [
+        path
+        for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])
+        if model_set in used.get(f"{WORKFLOWS}/{path.name}", set()) or path.stem == model_set
+    ]
+
+
 def project_problems(config: Config) -> list[str]:
-    """check-workflow for every workflows/<SET>.json against each variant of model set SET
+    """check-workflow for every workflows/*.json against each variant of its model sets
     (what `bakery check` runs)."""
     folder = config.path.resolve().parent / WORKFLOWS
+    used = workflow_sets(config)
     out = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         rel = f"{WORKFLOWS}/{path.name}"
-        variants = [v for v in config.variants if v.model_set.name == path.stem]
+        sets = used.get(rel, set()) | ({path.stem} & set(config.model_sets))
+        variants = [v for v in config.variants if v.model_set.name in sets]
         if not variants:
             out.append(
-                f"{rel}: no variant uses model set {path.stem} — `bakery add {rel}` makes one, "
-                "or remove the file"
+                f"{rel}: no variant is for it (no model set {path.stem}, no recipe names it) "
+                f"— `bakery add {rel}` makes one, or remove the file"
             )
             continue
         for variant in variants:

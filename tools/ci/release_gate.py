@@ -76,22 +76,22 @@ def empty_manifest(manifest: dict, folder: Path) -> Path:
 
 
 def workflow_problems(comfy_url: str, manifest: dict, repo: Path = REPO) -> list[str]:
-    """The variant's workflows (workflows/<model set>.json, from `bakery add`) checked
-    against the running image's own /object_info: every class there, every input right."""
-    path = repo / "workflows" / f"{manifest.get('model_set')}.json"
-    if not path.exists():
-        return []
+    """The variant's workflows (its recipes', and workflows/<model set>.json from `bakery
+    add`) checked against the running image's own /object_info: every class there, every
+    input right."""
     from bakery import workflow_check
     from bakery.variants import load
 
     config = load(repo / "variants.yaml")
+    paths = workflow_check.workflows_for(config, str(manifest.get("model_set")))
     variant = next((v for v in config.variants if v.name == manifest.get("variant")), None)
-    if variant is None:
-        return [
-            f"{path.name}: the image's variant {manifest.get('variant')} is not in variants.yaml"
-        ]
-    problems, _ = workflow_check.check_file(config, variant, path, comfy_url, volume=False)
-    return [f"workflows/{path.name}: {p}" for p in problems]
+    if paths and variant is None:
+        return [f"the image's variant {manifest.get('variant')} is not in variants.yaml"]
+    out = []
+    for path in paths:
+        problems, _ = workflow_check.check_file(config, variant, path, comfy_url, volume=False)
+        out += [f"workflows/{path.name}: {p}" for p in problems]
+    return out
 
 
 def post_job(url: str, deadline: float) -> dict:
