@@ -310,7 +310,9 @@ def run(argv: list[str]) -> int:
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
-            problems = workflow_check.project_problems(config)
+            problems = workflow_check.project_problems(
+                config, say=lambda note: print(note, file=sys.stderr)
+            )
             if problems:
                 raise workflow_check.WorkflowProblems(None, problems)
             print(f"generated files match {display_name(file)}")
