@@ -247,6 +247,8 @@ class Job:
         )
         self.telemetry.add("output_upload", time.monotonic() - t)
         result = outputs.result(delivered, warnings, errors, skipped)
+        if job_input.params is not None:  # a recipe job: the values it ran with (its seed)
+            result["params"] = job_input.params
         result["telemetry"] = self._finish(ok=True)
         return result
 
