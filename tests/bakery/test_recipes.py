@@ -153,7 +153,8 @@ def test_a_recipe_mistake_is_reported_at_its_line_and_column(case, bakery, with_
 WORKFLOW_FILES = {
     "missing": (
         None,
-        "workflows/sdxl/t2i.json does not exist — put the workflow (API format) in workflows/sdxl/t2i.json",
+        "workflows/sdxl/t2i.json does not exist — put the workflow (API format) in "
+        "workflows/sdxl/t2i.json",
     ),
     "in the editor's format": (
         '{"nodes": [], "links": []}',
