@@ -15,6 +15,7 @@ from bakery import flatten, hub_schema
 from bakery.config import BUILD_DIR, HUB_DIR, Config, Variant, base_target
 from bakery.errors import BakeryError
 from bakery.facts import facts, version_key
+from handler.recipes import NONE as NO_RECIPES
 
 SETS_DIR = "/opt/bakery/sets"
 # The job the Hub's tests send: no model, any GPU, seconds (core ComfyUI nodes only).
@@ -65,10 +66,15 @@ def hub_dockerfile(config: Config, rendered: dict[str, str], source: str) -> str
     # CMD stays last: the sets go in before it.
     cmd = [i for i, line in enumerate(lines) if line.startswith("CMD ")]
     at = cmd[-1] if cmd else len(lines)
-    extra = ["# Every model set of the listing, each with the fitness facts of its set."]
+    extra = [
+        "# Every model set of the listing, each with the fitness facts and recipes of its set."
+    ]
     for v in variants:
         folder = f"{SETS_DIR}/{v.model_set.name}"
-        extra.append(f"COPY build/{v.name}/models.json build/{v.name}/fitness.json {folder}/")
+        files = " ".join(
+            f"build/{v.name}/{f}" for f in ("models.json", "fitness.json", "recipes.json")
+        )
+        extra.append(f"COPY {files} {folder}/")
     extra += [
         f"ENV BAKERY_MANIFEST={manifest_path(default)}",
         f'LABEL bakery.variant="hub-{default.cuda.name}" bakery.model-set="(BAKERY_MANIFEST)"',
@@ -82,13 +88,21 @@ def _input(name: str, kind: str, description: str, **more) -> dict:
     return {"name": name, "type": kind, "description": description, **more}
 
 
+def _set_label(config: Config, variant: Variant) -> str:
+    """A model set as the Hub lists it: its name, description and recipes."""
+    label = f"{variant.model_set.name} — {variant.model_set.description}".strip(" —")
+    names = sorted(config.recipes.get(variant.model_set.name, NO_RECIPES).recipes)
+    return label + (f" (recipes: {', '.join(names)})" if names else "")
+
+
 def hub_json(config: Config) -> dict:
     variants = hub_variants(config)
     default = _default(variants)
     settings = {v.name: v.runpod for v in variants}
     known = facts()
     line = default.cuda
-    vram = max((v.model_set.vram_gb or 0 for v in variants), default=0) or None
+    # One image for every set: the pools of the set that needs the most VRAM (all on one line).
+    largest = max(variants, key=lambda v: v.model_set.vram_gb or 0)
     biggest = max(s.container_disk_gb_without_volume for s in settings.values())
     timeouts = [s.init_timeout["seconds"] for s in settings.values() if s.init_timeout["raise"]]
     auth = {m.auth for v in variants for m in v.model_set.models}
@@ -101,11 +115,7 @@ def hub_json(config: Config) -> dict:
                 "Which model set this worker downloads at start (a preset sets it).",
                 default=manifest_path(default),
                 options=[
-                    {
-                        "label": f"{v.model_set.name} — {v.model_set.description}".strip(" —"),
-                        "value": manifest_path(v),
-                    }
-                    for v in variants
+                    {"label": _set_label(config, v), "value": manifest_path(v)} for v in variants
                 ],
             ),
         },
@@ -241,7 +251,7 @@ def hub_json(config: Config) -> dict:
             "runsOn": "GPU",
             "containerDiskInGb": biggest,
             "gpuCount": 1,
-            "gpuIds": ",".join(known.gpu_pools(line.gpu_archs, vram)),
+            "gpuIds": ",".join(largest.runpod.gpu_ids),
             "allowedCudaVersions": list(line.allowed_cuda_versions),
             "env": env,
             "presets": presets,
@@ -253,14 +263,14 @@ def tests_json(config: Config) -> dict:
     variants = hub_variants(config)
     default = _default(variants)
     known = facts()
+    tests = [{"name": "model-free workflow (EmptyImage -> SaveImage)", "input": MODEL_FREE_JOB}]
+    # The default set's recipes (it has no models, so they run in seconds on any GPU).
+    for name, recipe in sorted(
+        config.recipes.get(default.model_set.name, NO_RECIPES).recipes.items()
+    ):
+        tests.append({"name": f"recipe {name}: {recipe.description}", "input": recipe.example()})
     return {
-        "tests": [
-            {
-                "name": "model-free workflow (EmptyImage -> SaveImage)",
-                "input": MODEL_FREE_JOB,
-                "timeout": known.hub["test_timeout_ms"],
-            }
-        ],
+        "tests": [{**t, "timeout": known.hub["test_timeout_ms"]} for t in tests],
         "config": {
             "gpuTypeId": known.hub["test_gpu"],
             "gpuCount": 1,
