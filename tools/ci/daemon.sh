@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the CI helpers that start a background service (sourced, not run).
 
 # wait_until_answers NAME PID LOG WAIT_S CHECK...: wait until the command CHECK...
