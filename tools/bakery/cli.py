@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
         "the workflow uses packs beyond ComfyUI core) and a variants entry to variants.yaml, "
         "keeping the rest of the file as it is; the workflow is kept as "
         "workflows/SET/workflow.json. Anything unresolved is listed, one line each with how to "
-        "finish, and nothing is written. Running it again changes nothing. Then run `bakery render`.",
+        "finish, and nothing is written. Running it again changes nothing. Then run "
+        "`bakery render`.",
     )
     a.add_argument("workflow", type=Path, metavar="WORKFLOW.json")
     a.add_argument("--name", metavar="SET", help="the sets' name (default: from the file name)")
