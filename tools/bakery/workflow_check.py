@@ -205,34 +205,33 @@ def check_file(
 
 
 def workflow_sets(config: Config) -> dict[str, set[str]]:
-    """{workflows/X.json: the model sets it is for}: the set named X (`bakery add`), and
-    every set whose recipes use it (bakery.recipes)."""
-    data = yaml.safe_load(config.path.read_text(encoding="utf-8")) or {}
+    """{workflows/…json: the model sets it is for}, for every stored workflow: those in
+    workflows/<set>/ are for <set> (`bakery add` keeps one there, the recipes theirs), and
+    a workflow is for every set whose recipes name it (bakery.recipes)."""
+    root = config.path.resolve().parent
+    folder = root / WORKFLOWS
     out: dict[str, set[str]] = {}
+    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        rel = path.relative_to(root).as_posix()
+        out[rel] = {path.parent.name} & set(config.model_sets)
+    data = yaml.safe_load(config.path.read_text(encoding="utf-8")) or {}
     for name, model_set in (data.get("model_sets") or {}).items():
         for recipe in ((model_set or {}).get("recipes") or {}).values():
-            if isinstance(recipe, dict) and isinstance(recipe.get("workflow"), str):
-                out.setdefault(recipe["workflow"], set()).add(name)
+            if isinstance(recipe, dict) and recipe.get("workflow") in out:
+                out[recipe["workflow"]].add(name)
     return out
 
 
 def workflows_for(config: Config, model_set: str) -> list[Path]:
     """The stored workflows a model set's variants must run."""
-    folder = config.path.resolve().parent / WORKFLOWS
-    used = workflow_sets(config)
-    return [
-        path
-        for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])
-        if model_set in used.get(f"{WORKFLOWS}/{path.name}", set()) or path.stem == model_set
-    ]
+    root = config.path.resolve().parent
+    return [root / rel for rel, sets in workflow_sets(config).items() if model_set in sets]
 
 
 def project_problems(config: Config, say=print) -> list[str]:
-    """check-workflow for every workflows/*.json against each variant of its model sets
+    """check-workflow for every stored workflow against each variant of its model sets
     (what `bakery check` runs). Without ComfyUI's node definitions for the pinned version
     nothing can be checked: that is a note (a new version needs an image to dump them)."""
-    folder = config.path.resolve().parent / WORKFLOWS
-    used = workflow_sets(config)
     out = []
     core = node_defs.core_file(config)
     if not core.exists():
@@ -241,19 +240,18 @@ def project_problems(config: Config, say=print) -> list[str]:
             "`bakery node-defs` (docs/workflows.md: Node definitions)"
         )
         return out
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        rel = f"{WORKFLOWS}/{path.name}"
-        sets = used.get(rel, set()) | ({path.stem} & set(config.model_sets))
+    root = config.path.resolve().parent
+    for rel, sets in workflow_sets(config).items():
         variants = [v for v in config.variants if v.model_set.name in sets]
         if not variants:
             out.append(
-                f"{rel}: no variant is for it (no model set {path.stem}, no recipe names it) "
-                f"— `bakery add {rel}` makes one, or remove the file"
+                f"{rel}: no variant is for it (not in a model set's folder, no recipe names "
+                "it) — keep it as workflows/<model set>/NAME.json, or remove it"
             )
             continue
         for variant in variants:
             try:
-                problems, _ = check_file(config, variant, path, None, False)
+                problems, _ = check_file(config, variant, root / rel, None, False)
             except BakeryError as exc:
                 problems = str(exc).splitlines()
             out += [f"{rel} ({variant.name}): {p}" for p in problems]
