@@ -57,7 +57,7 @@ RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
             --index-strategy unsafe-first-match \
             --constraint /opt/bakery/lock/torch.lock -o /pins/resolved.txt /pins/torch.txt; \
     fi; \
-    python3 /opt/bakery/lock/torch_layers.py /pins/resolved.txt /pins
+    python3 /opt/bakery/lock/torch_layers.py /pins/resolved.txt /pins/layers
 
 # Layer group cuda-dnn: installed alone, from its own pin file, so it is rebuilt (and
 # pulled again) only when one of its pins changes.
@@ -65,7 +65,7 @@ FROM python AS torch-cuda-dnn
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG PYPI_INDEX_URL=https://pypi.org/simple
 COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
-COPY --from=torch-pins /pins/cuda-dnn.txt /tmp/pins.txt
+COPY --from=torch-pins /pins/layers/cuda-dnn.txt /tmp/pins.txt
 RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     set -e; \
@@ -83,7 +83,7 @@ FROM python AS torch-cuda-blas
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG PYPI_INDEX_URL=https://pypi.org/simple
 COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
-COPY --from=torch-pins /pins/cuda-blas.txt /tmp/pins.txt
+COPY --from=torch-pins /pins/layers/cuda-blas.txt /tmp/pins.txt
 RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     set -e; \
@@ -101,7 +101,7 @@ FROM python AS torch-cuda-math
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG PYPI_INDEX_URL=https://pypi.org/simple
 COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
-COPY --from=torch-pins /pins/cuda-math.txt /tmp/pins.txt
+COPY --from=torch-pins /pins/layers/cuda-math.txt /tmp/pins.txt
 RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     set -e; \
@@ -119,7 +119,7 @@ FROM python AS torch-cuda-rest
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG PYPI_INDEX_URL=https://pypi.org/simple
 COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
-COPY --from=torch-pins /pins/cuda-rest.txt /tmp/pins.txt
+COPY --from=torch-pins /pins/layers/cuda-rest.txt /tmp/pins.txt
 RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     set -e; \
@@ -137,7 +137,7 @@ FROM python AS torch-torch
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG PYPI_INDEX_URL=https://pypi.org/simple
 COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
-COPY --from=torch-pins /pins/torch.txt /tmp/pins.txt
+COPY --from=torch-pins /pins/layers/torch.txt /tmp/pins.txt
 RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     set -e; \

@@ -97,4 +97,4 @@ def test_the_base_builds_each_group_in_its_own_stage_and_layer_in_order():
     layers = re.findall(r"^COPY --link --from=torch-(\S+) /opt/venv/ /opt/venv/$", dockerfile, re.M)
     assert layers == groups
     for group in groups:
-        assert f"COPY --from=torch-pins /pins/{group}.txt /tmp/pins.txt" in dockerfile
+        assert f"COPY --from=torch-pins /pins/layers/{group}.txt /tmp/pins.txt" in dockerfile
