@@ -167,9 +167,9 @@ def test_the_release_gate_checks_a_variants_workflows_against_the_image(project,
         "node 3 (KSampler): no such node class in ComfyUI v0.3.64 — add the pack that provides "
         "it to the variant's node set (`bakery add` does), or use a variant that has it"
     )
-    # The recipe's workflow (sdxl-txt2img.json) and the one `bakery add` would keep.
+    # The one `bakery add` would keep and the recipe's workflow (workflows/sdxl/txt2img.json).
     assert problems == [
-        f"workflows/{name}: {missing}" for name in ("sdxl-txt2img.json", "sdxl.json")
+        f"workflows/{name}: {missing}" for name in ("sdxl.json", "sdxl/txt2img.json")
     ]
     gone = {"variant": "sdxl-cu999", "model_set": "sdxl"}
     assert gate.workflow_problems("http://127.0.0.1:9", gone, project) == [

@@ -216,22 +216,60 @@ def workflow_sets(config: Config) -> dict[str, set[str]]:
     return out
 
 
+def stored(config: Config) -> list[tuple[str, Path]]:
+    """(workflows/…, its path) of every stored workflow: workflows/*.json (`bakery add`'s)
+    and each one a recipe names (workflows/<set>/<recipe>.json by custom)."""
+    root = config.path.resolve().parent
+    folder = root / WORKFLOWS
+    found = {f"{WORKFLOWS}/{p.name}" for p in folder.glob("*.json")} if folder.is_dir() else set()
+    found |= {rel for rel in workflow_sets(config) if (root / rel).is_file()}
+    return [(rel, root / rel) for rel in sorted(found)]
+
+
+def _sets_of(config: Config, rel: str, path: Path, used: dict[str, set[str]]) -> set[str]:
+    """The model sets a stored workflow is for: the recipes' that name it, and the set
+    named like a workflow stored at the top of workflows/."""
+    named = {path.stem} if rel.count("/") == 1 else set()
+    return used.get(rel, set()) | (named & set(config.model_sets))
+
+
 def workflows_for(config: Config, model_set: str) -> list[Path]:
     """The stored workflows a model set's variants must run."""
-    folder = config.path.resolve().parent / WORKFLOWS
     used = workflow_sets(config)
-    return [
-        path
-        for path in (sorted(folder.glob("*.json")) if folder.is_dir() else [])
-        if model_set in used.get(f"{WORKFLOWS}/{path.name}", set()) or path.stem == model_set
-    ]
+    return [path for rel, path in stored(config) if model_set in _sets_of(config, rel, path, used)]
+
+
+def recipe_problems(config: Config) -> list[str]:
+    """check-workflow for each recipe's workflow against every variant of its model set
+    (what `bakery render` runs: a recipe that cannot run on its images is not rendered).
+    Nothing without node definitions for the pinned ComfyUI (`bakery check` says so)."""
+    if not node_defs.core_file(config).exists():
+        return []
+    out = []
+    for rel, sets in sorted(workflow_sets(config).items()):
+        path = config.path.resolve().parent / rel
+        if not path.is_file():
+            continue  # bakery validate has said so
+        out += _against(config, rel, path, [v for v in config.variants if v.model_set.name in sets])
+    return out
+
+
+def _against(config: Config, rel: str, path: Path, variants: list[Variant]) -> list[str]:
+    """check-workflow of one stored workflow against each of `variants`, one line each."""
+    out = []
+    for variant in variants:
+        try:
+            problems, _ = check_file(config, variant, path, None, False)
+        except BakeryError as exc:
+            problems = str(exc).splitlines()
+        out += [f"{rel} ({variant.name}): {p}" for p in problems]
+    return out
 
 
 def project_problems(config: Config, say=print) -> list[str]:
     """check-workflow for every workflows/*.json against each variant of its model sets
     (what `bakery check` runs). Without ComfyUI's node definitions for the pinned version
     nothing can be checked: that is a note (a new version needs an image to dump them)."""
-    folder = config.path.resolve().parent / WORKFLOWS
     used = workflow_sets(config)
     out = []
     core = node_defs.core_file(config)
@@ -241,9 +279,8 @@ def project_problems(config: Config, say=print) -> list[str]:
             "`bakery node-defs` (docs/workflows.md: Node definitions)"
         )
         return out
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        rel = f"{WORKFLOWS}/{path.name}"
-        sets = used.get(rel, set()) | ({path.stem} & set(config.model_sets))
+    for rel, path in stored(config):
+        sets = _sets_of(config, rel, path, used)
         variants = [v for v in config.variants if v.model_set.name in sets]
         if not variants:
             out.append(
@@ -251,10 +288,5 @@ def project_problems(config: Config, say=print) -> list[str]:
                 f"— `bakery add {rel}` makes one, or remove the file"
             )
             continue
-        for variant in variants:
-            try:
-                problems, _ = check_file(config, variant, path, None, False)
-            except BakeryError as exc:
-                problems = str(exc).splitlines()
-            out += [f"{rel} ({variant.name}): {p}" for p in problems]
+        out += _against(config, rel, path, variants)
     return out

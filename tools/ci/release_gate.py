@@ -88,9 +88,10 @@ def workflow_problems(comfy_url: str, manifest: dict, repo: Path = REPO) -> list
     if paths and variant is None:
         return [f"the image's variant {manifest.get('variant')} is not in variants.yaml"]
     out = []
+    root = config.path.resolve().parent
     for path in paths:
         problems, _ = workflow_check.check_file(config, variant, path, comfy_url, volume=False)
-        out += [f"workflows/{path.name}: {p}" for p in problems]
+        out += [f"{path.relative_to(root).as_posix()}: {p}" for p in problems]
     return out
 
 
