@@ -63,12 +63,12 @@ def test_a_template_becomes_a_pinned_model_set_and_variant(bakery, project, look
     after = (project / "variants.yaml").read_text()
     ops = difflib.SequenceMatcher(a=before.splitlines(), b=after.splitlines()).get_opcodes()
     assert {op[0] for op in ops} == {"equal", "insert"}
-    assert (project / "workflows" / f"{QWEN}.json").read_bytes() == template(QWEN).read_bytes()
+    assert (project / f"workflows/{QWEN}/workflow.json").read_bytes() == template(QWEN).read_bytes()
     assert bakery("render", "--out", project).code == 0
     assert (project / f"build/{QWEN}-cu126/models.json").exists()
     checked = bakery(
         "check-workflow",
-        project / f"workflows/{QWEN}.json",
+        project / f"workflows/{QWEN}/workflow.json",
         "--variant",
         f"{QWEN}-cu126",
         "--out",

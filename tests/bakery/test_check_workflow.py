@@ -151,7 +151,7 @@ def test_the_release_gate_checks_a_variants_workflows_against_the_image(project,
     spec.loader.exec_module(gate)
     shutil.copy(
         _write(tmp_path, txt2img(ckpt_name=SDXL, width=1024, height=1024)),
-        project / "workflows/sdxl.json",
+        project / "workflows/sdxl/extra.json",
     )
     server = FileServer()
     manifest = {"variant": "sdxl-cu126", "model_set": "sdxl"}
@@ -167,9 +167,9 @@ def test_the_release_gate_checks_a_variants_workflows_against_the_image(project,
         "node 3 (KSampler): no such node class in ComfyUI v0.3.64 — add the pack that provides "
         "it to the variant's node set (`bakery add` does), or use a variant that has it"
     )
-    # The one `bakery add` would keep and the recipe's workflow (workflows/sdxl/txt2img.json).
+    # The recipe's workflow and another one kept in the set's folder.
     assert problems == [
-        f"workflows/{name}: {missing}" for name in ("sdxl.json", "sdxl/txt2img.json")
+        f"workflows/sdxl/{name}: {missing}" for name in ("extra.json", "txt2img.json")
     ]
     gone = {"variant": "sdxl-cu999", "model_set": "sdxl"}
     assert gate.workflow_problems("http://127.0.0.1:9", gone, project) == [
@@ -181,7 +181,7 @@ def test_bakery_check_runs_it_for_every_stored_workflow(bakery, project, tmp_pat
     assert bakery("add", template("flux_schnell"), "--out", project, "--offline").code == 0
     assert bakery("render", "--out", project).code == 0
     assert bakery("check", "--out", project).code == 0
-    stored = project / "workflows/flux_schnell.json"
+    stored = project / "workflows/flux_schnell/workflow.json"
     data = json.loads(stored.read_text())
     sampler = next(n for n in data["nodes"] if n["type"] == "KSampler")
     sampler["widgets_values"][2] = 0  # steps
@@ -189,7 +189,8 @@ def test_bakery_check_runs_it_for_every_stored_workflow(bakery, project, tmp_pat
     result = bakery("check", "--out", project)
     assert result.code == 6
     assert result.err.splitlines() == [
-        f"workflows/flux_schnell.json (flux_schnell-{line}): node {sampler['id']} (KSampler) "
+        f"workflows/flux_schnell/workflow.json (flux_schnell-{line}): node {sampler['id']} "
+        "(KSampler) "
         "input steps: 0 is outside 1..10000 — give a value in that range"
         for line in ("cu126", "cu128")
     ]

@@ -32,6 +32,13 @@ from handler.jobs.images import is_public
 from handler.manifest import MODEL_FOLDERS
 
 WORKFLOWS = "workflows"
+
+
+def stored_as(name: str) -> str:
+    """Where `bakery add` keeps a set's workflow: beside its recipes' (workflows/<set>/)."""
+    return f"{WORKFLOWS}/{name}/workflow.json"
+
+
 PARALLEL = 16  # lookups at once: each waits on a service, none uses the CPU
 PLAIN_FILE = re.compile(r"\A(?!\.\.?\Z)[^/\\\x00-\x1f\x7f]+\Z")
 
@@ -327,7 +334,7 @@ def _node_block(indent: int, name: str, description: str, nodes: dict[str, dict]
 def _variant_block(indent: int, name: str, cuda: list[str], node_set: str | None) -> str:
     i = " " * indent
     out = [
-        f"{i}# {name}: added by `bakery add {WORKFLOWS}/{name}.json`\n",
+        f"{i}# {name}: added by `bakery add {stored_as(name)}`\n",
         f"{i}- model_sets: [{name}]\n",
         f"{i}  cuda: {yaml_edit.scalar(cuda)}\n",
     ]
@@ -358,7 +365,7 @@ def edited(config: Config, text: str, name: str, cuda: list[str], models, nodes)
     """variants.yaml's text with the workflow's sets and variants entry added (or as it
     was, when they are there already); AddError when a name is taken by something else."""
     root = yaml_edit.compose(text)
-    source = f"{WORKFLOWS}/{name}.json"
+    source = stored_as(name)
     blocks = {}
     if name in config.model_sets:
         if not _same_models(config, name, models):
@@ -438,15 +445,14 @@ def add(
             f"{file.name} first"
         ) from None
     folder = file.resolve().parent
-    stored = folder / WORKFLOWS / f"{name}.json"
+    stored = folder / stored_as(name)
     changed = False
     if not stored.exists() or stored.read_bytes() != wf.raw:
         if stored.exists():
             raise AddError(
-                f"{WORKFLOWS}/{name}.json already holds another workflow — pass --name with "
-                "another name"
+                f"{stored_as(name)} already holds another workflow — pass --name with another name"
             )
-        stored.parent.mkdir(exist_ok=True)
+        stored.parent.mkdir(parents=True, exist_ok=True)
         _atomic_write(stored, wf.raw)
         changed = True
     if new_text != text:

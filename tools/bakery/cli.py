@@ -120,9 +120,10 @@ def _parser() -> argparse.ArgumentParser:
         "and size (the workflow's own hash, Hugging Face, Civitai) and every node pack's pinned "
         "source (Comfy Registry, GitHub), all at once, and add a model set, a node set (when "
         "the workflow uses packs beyond ComfyUI core) and a variants entry to variants.yaml, "
-        "keeping the rest of the file as it is; the workflow is kept as workflows/SET.json. "
-        "Anything unresolved is listed, one line each with how to finish, and nothing is "
-        "written. Running it again changes nothing. Then run `bakery render`.",
+        "keeping the rest of the file as it is; the workflow is kept as "
+        "workflows/SET/workflow.json. Anything unresolved is listed, one line each with how to "
+        "finish, and nothing is written. Running it again changes nothing. Then run "
+        "`bakery render`.",
     )
     a.add_argument("workflow", type=Path, metavar="WORKFLOW.json")
     a.add_argument("--name", metavar="SET", help="the sets' name (default: from the file name)")
@@ -356,8 +357,8 @@ def _add(args: argparse.Namespace, file: Path) -> int:
     if changed:
         print(
             f"added {args.workflow} to {display_name(file)} as model set {name} "
-            f"(workflow kept as {add_workflow.WORKFLOWS}/{name}.json); now run `bakery render`, "
-            f"then `bakery check-workflow {add_workflow.WORKFLOWS}/{name}.json --variant "
+            f"(workflow kept as {add_workflow.stored_as(name)}); now run `bakery render`, "
+            f"then `bakery check-workflow {add_workflow.stored_as(name)} --variant "
             f"{name}-<cuda>`"
         )
     else:

@@ -204,73 +204,42 @@ def check_file(
     return problems, notes + defs.missing
 
 
-def workflow_sets(config: Config) -> dict[str, set[str]]:
-    """{workflows/X.json: the model sets it is for}: the set named X (`bakery add`), and
-    every set whose recipes use it (bakery.recipes)."""
+def _recipes_of(config: Config) -> dict[str, dict]:
+    """{model set: its recipes as written in variants.yaml}."""
     data = yaml.safe_load(config.path.read_text(encoding="utf-8")) or {}
-    out: dict[str, set[str]] = {}
-    for name, model_set in (data.get("model_sets") or {}).items():
-        for recipe in ((model_set or {}).get("recipes") or {}).values():
-            if isinstance(recipe, dict) and isinstance(recipe.get("workflow"), str):
-                out.setdefault(recipe["workflow"], set()).add(name)
-    return out
+    return {
+        name: (model_set or {}).get("recipes") or {}
+        for name, model_set in (data.get("model_sets") or {}).items()
+    }
 
 
-def stored(config: Config) -> list[tuple[str, Path]]:
-    """(workflows/…, its path) of every stored workflow: workflows/*.json (`bakery add`'s)
-    and each one a recipe names (workflows/<set>/<recipe>.json by custom)."""
+def workflow_sets(config: Config) -> dict[str, set[str]]:
+    """{workflows/…json: the model sets it is for}, for every stored workflow: those in
+    workflows/<set>/ are for <set> (`bakery add` keeps one there, the recipes theirs), and
+    a workflow is for every set whose recipes name it (bakery.recipes)."""
     root = config.path.resolve().parent
     folder = root / WORKFLOWS
-    found = {f"{WORKFLOWS}/{p.name}" for p in folder.glob("*.json")} if folder.is_dir() else set()
-    found |= {rel for rel in workflow_sets(config) if (root / rel).is_file()}
-    return [(rel, root / rel) for rel in sorted(found)]
-
-
-def _sets_of(config: Config, rel: str, path: Path, used: dict[str, set[str]]) -> set[str]:
-    """The model sets a stored workflow is for: the recipes' that name it, and the set
-    named like a workflow stored at the top of workflows/."""
-    named = {path.stem} if rel.count("/") == 1 else set()
-    return used.get(rel, set()) | (named & set(config.model_sets))
+    out: dict[str, set[str]] = {}
+    for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
+        rel = path.relative_to(root).as_posix()
+        out[rel] = {path.parent.name} & set(config.model_sets)
+    for name, recipes in _recipes_of(config).items():
+        for recipe in recipes.values():
+            if isinstance(recipe, dict) and recipe.get("workflow") in out:
+                out[recipe["workflow"]].add(name)
+    return out
 
 
 def workflows_for(config: Config, model_set: str) -> list[Path]:
     """The stored workflows a model set's variants must run."""
-    used = workflow_sets(config)
-    return [path for rel, path in stored(config) if model_set in _sets_of(config, rel, path, used)]
-
-
-def recipe_problems(config: Config) -> list[str]:
-    """check-workflow for each recipe's workflow against every variant of its model set
-    (what `bakery render` runs: a recipe that cannot run on its images is not rendered).
-    Nothing without node definitions for the pinned ComfyUI (`bakery check` says so)."""
-    if not node_defs.core_file(config).exists():
-        return []
-    out = []
-    for rel, sets in sorted(workflow_sets(config).items()):
-        path = config.path.resolve().parent / rel
-        if not path.is_file():
-            continue  # bakery validate has said so
-        out += _against(config, rel, path, [v for v in config.variants if v.model_set.name in sets])
-    return out
-
-
-def _against(config: Config, rel: str, path: Path, variants: list[Variant]) -> list[str]:
-    """check-workflow of one stored workflow against each of `variants`, one line each."""
-    out = []
-    for variant in variants:
-        try:
-            problems, _ = check_file(config, variant, path, None, False)
-        except BakeryError as exc:
-            problems = str(exc).splitlines()
-        out += [f"{rel} ({variant.name}): {p}" for p in problems]
-    return out
+    root = config.path.resolve().parent
+    return [root / rel for rel, sets in workflow_sets(config).items() if model_set in sets]
 
 
 def project_problems(config: Config, say=print) -> list[str]:
-    """check-workflow for every workflows/*.json against each variant of its model sets
+    """check-workflow for every stored workflow against each variant of its model sets
     (what `bakery check` runs). Without ComfyUI's node definitions for the pinned version
     nothing can be checked: that is a note (a new version needs an image to dump them)."""
-    used = workflow_sets(config)
     out = []
     core = node_defs.core_file(config)
     if not core.exists():
@@ -279,14 +248,46 @@ def project_problems(config: Config, say=print) -> list[str]:
             "`bakery node-defs` (docs/workflows.md: Node definitions)"
         )
         return out
-    for rel, path in stored(config):
-        sets = _sets_of(config, rel, path, used)
+    for rel, sets in workflow_sets(config).items():
         variants = [v for v in config.variants if v.model_set.name in sets]
         if not variants:
             out.append(
-                f"{rel}: no variant is for it (no model set {path.stem}, no recipe names it) "
-                f"— `bakery add {rel}` makes one, or remove the file"
+                f"{rel}: no variant is for it (not in a model set's folder, no recipe names "
+                "it) — keep it as workflows/<model set>/NAME.json, or remove it"
             )
             continue
-        out += _against(config, rel, path, variants)
+        out += _against(config, rel, variants)
+    return out
+
+
+def recipe_problems(config: Config) -> list[str]:
+    """check-workflow for each recipe's workflow against every variant of its model set:
+    what `bakery render` runs, so a recipe that cannot run on its images is not rendered.
+    Nothing without node definitions for the pinned ComfyUI (`bakery check` says so)."""
+    if not node_defs.core_file(config).exists():
+        return []
+    sets = workflow_sets(config)
+    named = {
+        recipe["workflow"]
+        for recipes in _recipes_of(config).values()
+        for recipe in recipes.values()
+        if isinstance(recipe, dict) and recipe.get("workflow") in sets
+    }
+    out = []
+    for rel in sorted(named):
+        out += _against(config, rel, [v for v in config.variants if v.model_set.name in sets[rel]])
+    return out
+
+
+def _against(config: Config, rel: str, variants: list[Variant]) -> list[str]:
+    """check-workflow of one stored workflow against each of `variants`, a line a problem."""
+    out = []
+    for variant in variants:
+        try:
+            problems, _ = check_file(
+                config, variant, config.path.resolve().parent / rel, None, False
+            )
+        except BakeryError as exc:
+            problems = str(exc).splitlines()
+        out += [f"{rel} ({variant.name}): {p}" for p in problems]
     return out

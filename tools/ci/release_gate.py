@@ -4,7 +4,7 @@ For every image: `docker run --network host` its start script with the runpod SD
 local API on 127.0.0.1, ComfyUI with --cpu (a CI runner has no GPU) and an empty model
 manifest (the gate downloads no weights), then send one model-free job
 (EmptyImage -> SaveImage) and expect a COMPLETED answer with that picture; then every
-workflow of the variant (workflows/<model set>.json, from `bakery add`) is checked
+workflow of the variant (its recipes', and workflows/<model set>/ from `bakery add`) is checked
 against the image's own /object_info (bakery check-workflow). The
 container is removed whatever happens; its log is printed when the gate fails.
 
@@ -76,8 +76,8 @@ def empty_manifest(manifest: dict, folder: Path) -> Path:
 
 
 def workflow_problems(comfy_url: str, manifest: dict, repo: Path = REPO) -> list[str]:
-    """The variant's workflows (its recipes', and workflows/<model set>.json from `bakery
-    add`) checked against the running image's own /object_info: every class there, every
+    """The variant's workflows (its recipes', and workflows/<model set>/ from `bakery add`)
+    checked against the running image's own /object_info: every class there, every
     input right."""
     from bakery import workflow_check
     from bakery.variants import load
@@ -88,10 +88,9 @@ def workflow_problems(comfy_url: str, manifest: dict, repo: Path = REPO) -> list
     if paths and variant is None:
         return [f"the image's variant {manifest.get('variant')} is not in variants.yaml"]
     out = []
-    root = config.path.resolve().parent
     for path in paths:
         problems, _ = workflow_check.check_file(config, variant, path, comfy_url, volume=False)
-        out += [f"{path.relative_to(root).as_posix()}: {p}" for p in problems]
+        out += [f"{path.relative_to(repo).as_posix()}: {p}" for p in problems]
     return out
 
 
