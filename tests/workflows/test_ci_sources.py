@@ -5,8 +5,6 @@ before anything large is made, and a registry for the release flow's tests."""
 
 from __future__ import annotations
 
-import shutil
-
 import yaml
 
 from tests.kit.git_repos import Mirror, git
@@ -33,7 +31,6 @@ def pinned_upstream(project, mirror: Mirror) -> dict[str, str]:
             name = node["source"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
             trees[name] = commit
     (project / "variants.yaml").write_text(text)
-    shutil.copytree(REPO_ROOT / "workflows", project / "workflows")  # the recipes' workflows
     return trees
 
 
