@@ -22,6 +22,7 @@ from bakery import add, node_defs, workflow_check
 from bakery.variants import load
 from bakery.workflow import load as load_workflow
 
+from bench.bench_render import figure
 from tests.bakery.byow_helpers import all_templates, make_project
 from tests.kit.lookup_server import LookupServer
 
@@ -48,18 +49,6 @@ def timed_add(work: Path, workflow: Path, parallel: int, run: int) -> float:
     start = time.perf_counter()
     add.add(project / "variants.yaml", workflow, say=lambda _: None, parallel=parallel)
     return (time.perf_counter() - start) * 1000
-
-
-def figure(name, value, baseline, aim, note) -> dict:
-    return {
-        "name": name,
-        "value": value,
-        "baseline": baseline,
-        "unit": "ms",
-        "ratio": value / baseline if baseline else None,
-        "aim": aim,
-        "note": note,
-    }
 
 
 def run(quick: bool) -> list[dict]:
