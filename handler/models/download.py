@@ -48,7 +48,7 @@ class Download:
         observer=None,
     ):
         self.model, self.place, self.client, self.env = model, place, client, env
-        self.observer = observer  # observer(have, total) as bytes arrive (handler.models.lazy)
+        self.observer = observer  # observer(have, total) as bytes arrive (handler.models.scheduler)
         self.name = place.name
         self.retrier = Retrier(self.name, env)
         self.lock = threading.Lock()
