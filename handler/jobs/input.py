@@ -3,9 +3,10 @@
 A superset of runpod-workers/worker-comfyui's input (docs/worker-comfyui-contract.md):
 `input` as an object or a JSON string holding one, `workflow`, `images` by
 base64 / data URI, `comfy_org_api_key` (or `api_key_comfy_org`, the name its
-README shows), plus our additions: images by `url`, `timeout_s` and
-`include_previews`. A field this worker does not know is ignored, as there,
-but named in a warning with the closest known name, so a typo such as
+README shows), plus our additions: images by `url`, `timeout_s`,
+`include_previews` and `models` (handler.jobs.models). A field this worker
+does not know is ignored, as there, but named in a warning with the closest
+known name, so a typo such as
 `timout_s` is still seen. Every other problem is one `JobInputError` naming
 the field. Messages never echo the offending value: it may be megabytes of
 image data or an API key.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handler import schema_errors, settings
+from handler.jobs import models
 from handler.jobs.errors import JobInputError
 
 TIMEOUT_DEFAULT = settings.setting(
@@ -79,6 +81,7 @@ def schema() -> dict:
                 "maximum": TIMEOUT_MAX.get(),
             },
             "include_previews": {"type": "boolean"},
+            "models": models.SCHEMA,
         },
     }
 
@@ -97,6 +100,7 @@ class JobInput:
     api_key: str = ""
     timeout_s: float = 600.0
     include_previews: bool = False
+    models: list[models.JobModel] = field(default_factory=list)  # by URL, into the cache
     warnings: list[str] = field(default_factory=list)  # unknown fields, ignored
 
 
@@ -130,6 +134,7 @@ def parse(job_input: Any) -> JobInput:
         or settings.COMFY_ORG_API_KEY.get(),
         timeout_s=float(job_input.get("timeout_s", min(TIMEOUT_DEFAULT.get(), TIMEOUT_MAX.get()))),
         include_previews=job_input.get("include_previews", False),
+        models=models.parse(job_input.get("models", [])),
         warnings=warnings,
     )
 
@@ -200,6 +205,7 @@ _SCHEMA_WORDING = {
                 }
             },
         },
+        "models": models.WORDING,
         "comfy_org_api_key": {"x-fix": "send the key, or leave the field out"},
         "api_key_comfy_org": {"x-fix": "send the key, or leave the field out"},
         "timeout_s": {
@@ -227,8 +233,9 @@ def _check_schema(job_input: dict) -> tuple[dict, list[str]]:
         return job_input, []
     # Copies of the mappings that lose a key (not of the image data they hold).
     known = dict(job_input)
-    if isinstance(known.get("images"), list):
-        known["images"] = [dict(e) if isinstance(e, dict) else e for e in known["images"]]
+    for listed in ("images", "models"):
+        if isinstance(known.get(listed), list):
+            known[listed] = [dict(e) if isinstance(e, dict) else e for e in known[listed]]
     warnings = []
     for problem in unknown:
         warnings.append(

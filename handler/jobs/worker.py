@@ -41,7 +41,7 @@ import time
 import uuid
 
 from handler import log, settings
-from handler.jobs import cleanup, images, outputs, pipeline, progress, resources
+from handler.jobs import cleanup, images, models, outputs, pipeline, progress, resources
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError
 from handler.jobs.input import JobInput, api_keys, parse
@@ -137,10 +137,13 @@ class Job:
         self.errors: list[str] = []  # what failed in a job that still produced something
         self.warnings: list[str] = []  # what the input had that was ignored
         self.deadline: float | None = None  # the run's and its uploads' (set when following)
+        self.models = models.Fetched()  # the job's own models, held until its clean-up
 
     async def run(self, raw, pipe: pipeline.Pipeline) -> dict:
         job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
         self.warnings = job_input.warnings
+        if job_input.models:  # its own models, by URL: in the cache before anything else
+            await self._step(self.bring_models, job_input)
         # The models the workflow names, ready (they jump the download queue) or not, within
         # its timeout_s; outside the gates, so jobs whose models are there go on meanwhile.
         await readiness.wait_for_models_async(
@@ -166,6 +169,20 @@ class Job:
         ctx = contextvars.copy_context()
         self._step_future = _pool.submit(ctx.run, fn, *args)
         return await asyncio.wrap_future(self._step_future)
+
+    def bring_models(self, job_input: JobInput) -> None:
+        """Fetch the job's `models` (or find them cached) by its deadline, and point its
+        workflow at the cached files."""
+        t = time.monotonic()
+        self.models = models.fetch(
+            job_input.models,
+            t + job_input.timeout_s,
+            lambda update: report_progress(self.id, update, self.channel),
+        )
+        job_input.workflow = models.rename(job_input.workflow, self.models.renames)
+        self.telemetry.add("model_fetch", time.monotonic() - t)
+        self.telemetry.counts["models_downloaded_bytes"] = self.models.downloaded
+        self.telemetry.counts["model_cache_hits"] = self.models.hits
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), know ComfyUI is
@@ -286,6 +303,7 @@ class Job:
     def clean_up(self) -> None:
         """Remove the job's files and its history entry: nothing of it is left for the next."""
         removed = self.files.remove()
+        self.models.release()  # its models may be evicted from now on
         if self.prompt_run.queued_at:
             self.comfy.forget(self.prompt_run.prompt_id)
         log.event(_log, "job files removed", files=removed)
