@@ -3,7 +3,9 @@
 Each module exposes `run(quick: bool) -> list[dict]`; a figure is
 {"name", "value", "baseline", "unit", "ratio", "aim", "note"} where both value
 and baseline were measured in the same run, so the ratio holds on any machine.
-Results are also written to bench/results/latest.json.
+Results are also written to bench/results/latest.json. No process a benchmark
+starts may outlive it (the test kit's check, tests/kit/leaks.py): one left
+running is killed, named, and the run exits 1.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 import bench
+from tests.kit import leaks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,18 +39,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.only:
         names = [n for n in names if n.removeprefix("bench_") in args.only]
-    figures = []
+    figures, left = [], []
+    watch = leaks.Watch()
     for name in names:
         mod = importlib.import_module(f"bench.{name}")
         t0 = time.monotonic()
         print(f"== {name}", file=sys.stderr, flush=True)
-        for fig in mod.run(args.quick):
-            fig.setdefault("bench", name.removeprefix("bench_"))
-            figures.append(fig)
-            print(format_row(fig), flush=True)
+        tag = watch.tag(f"bench {name}")
+        with watch.owned_by(tag):
+            for fig in mod.run(args.quick):
+                fig.setdefault("bench", name.removeprefix("bench_"))
+                figures.append(fig)
+                print(format_row(fig), flush=True)
+        left += watch.left_over({tag})
         print(f"   ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
     results.parent.mkdir(exist_ok=True)
     results.write_text(json.dumps(figures, indent=2) + "\n")
+    if left:
+        print(leaks.report(left), file=sys.stderr)
+        return 1
     return 0
 
 

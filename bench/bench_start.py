@@ -5,6 +5,11 @@ large model, slowly served, and a small one; the first job needs only the
 small one. Lazy start (the default: serve while models download) vs
 BAKERY_MODELS_BEFORE_START=1 (every model before the worker starts), in the
 same run (aim: lazy at most 0.2x). `--quick` uses a smaller large model.
+
+Then each start process is ended, and the time until every process it started
+(ComfyUI, the worker) has gone is measured: after SIGKILL of the start process
+alone (nothing of ours runs: the kernel's parent-death signal ends them) vs
+after SIGTERM (the start process stops them itself).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 from tests.comfy_double import workflows
@@ -30,8 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LARGE_MIB_S = 16  # how fast the large model is served
 
 
-def first_job_seconds(tmp: Path, server: ModelServer, models: list[dict], **env: str) -> float:
-    """Seconds from start.sh's launch to the answer of a job needing the small model."""
+def first_job_seconds(
+    tmp: Path, server: ModelServer, models: list[dict], end: signal.Signals, **env: str
+) -> tuple[float, float]:
+    """Seconds from start.sh's launch to the answer of a job needing the small model; then
+    seconds from sending `end` to the start process until everything it started is gone."""
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     copy_comfyui(tmp / "comfyui")
@@ -75,10 +84,32 @@ def first_job_seconds(tmp: Path, server: ModelServer, models: list[dict], **env:
         seconds = time.perf_counter() - t0
         if answer.get("status") != "COMPLETED":
             raise RuntimeError(f"the job failed: {answer}")
-        return seconds
+        return seconds, ended(proc, end)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # a failed run: its children die with it
         proc.wait()
+
+
+def ended(proc: subprocess.Popen, sig: signal.Signals) -> float:
+    """Send `sig` to the start process alone; seconds until it and all it started are gone."""
+    started = psutil.Process(proc.pid).children(recursive=True)
+    t0 = time.perf_counter()
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    while any(running(p) for p in started):
+        if time.perf_counter() - t0 > 30:
+            raise RuntimeError(f"still running 30 s after {sig.name} of the start process")
+        time.sleep(0.005)
+    return time.perf_counter() - t0
+
+
+def running(proc: psutil.Process) -> bool:
+    """Not gone and not a zombie (an orphan's exit is final before its new parent reaps it)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def run(quick: bool) -> list[dict]:
@@ -90,9 +121,9 @@ def run(quick: bool) -> list[dict]:
             manifest_entry(server.add("large.safetensors", large), large, file="large.safetensors"),
             manifest_entry(server.add("small.safetensors", small), small, file="small.safetensors"),
         ]
-        lazy = first_job_seconds(Path(tmp) / "lazy", server, models)
-        eager = first_job_seconds(Path(tmp) / "eager", server, models,
-                                  BAKERY_MODELS_BEFORE_START="1")  # fmt: skip
+        lazy, killed = first_job_seconds(Path(tmp) / "lazy", server, models, signal.SIGKILL)
+        eager, stopped = first_job_seconds(Path(tmp) / "eager", server, models, signal.SIGTERM,
+                                           BAKERY_MODELS_BEFORE_START="1")  # fmt: skip
     return [
         {
             "name": f"first job (small model) while {large_mib} MiB download",
@@ -103,5 +134,15 @@ def run(quick: bool) -> list[dict]:
             "aim": "<= 0.2",
             "note": f"lazy start vs BAKERY_MODELS_BEFORE_START=1; large model at {LARGE_MIB_S} "
             "MiB/s",
-        }
+        },
+        {
+            "name": "start process SIGKILLed → ComfyUI and worker gone",
+            "value": killed,
+            "baseline": stopped,
+            "unit": "s",
+            "ratio": killed / stopped,
+            "aim": "<= 1 (nothing outlives its parent)",
+            "note": "parent-death signal vs the start process's own SIGTERM stop (it waits for "
+            "the worker to drain)",
+        },
     ]

@@ -19,7 +19,7 @@ import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
 
 from handler import fitness, log, settings, timeline
-from handler.jobs import pipeline, worker
+from handler.jobs import cleanup, pipeline, worker
 
 
 def main() -> None:
@@ -29,6 +29,8 @@ def main() -> None:
         RunPodLogger().level = "INFO"
     if settings.WEBSOCKET_TRACE.get():
         log.trace_websocket()
+    if problem := cleanup.folders_problem():
+        log.get("worker").warning(problem)  # once: a worker outside an image (#23)
     fitness.register()  # run by the SDK before the first job, on RunPod only (#13)
     timeline.mark("handler ready")
     atexit.register(worker.drain)  # also when the SDK ends the process with sys.exit

@@ -6,11 +6,14 @@ start) and the custom node packs it could not import; it waits, bounded,
 until ComfyUI answers GET /system_stats, then checks that every pack the image
 names (BAKERY_CUSTOM_NODES) has its node classes in GET /object_info.
 `stop` ends process groups (handler.start stops ComfyUI and the worker with it).
+`die_with_parent` makes a child end when the process that started it dies,
+however it dies (SIGKILL included), so no ComfyUI is ever left orphaned.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import glob
 import os
 import re
@@ -20,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
@@ -120,6 +124,7 @@ class ComfyProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: a signal reaches its children
+            preexec_fn=die_with_parent(),
         )
         self.reader = threading.Thread(target=self._relay, daemon=True)
         self.reader.start()
@@ -198,6 +203,43 @@ class ComfyProcess:
             + "\nFix: install what the pack needs (its requirements, `pip` or `without` in "
             "variants.yaml's node set) or pin a commit that imports, then rebuild the image."
         )
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _prctl()  # looked up once, here: a preexec_fn should do as little as it can
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` for Popen: the child is SIGKILLed when this process dies (Linux).
+
+    ComfyUI runs in a session of its own (so a signal reaches the processes it
+    starts), which also means nothing ends it when its parent is SIGKILLed: the
+    kernel's parent-death signal does. The signal follows the *thread* that
+    started the child, so start children from the main thread. None where there
+    is no prctl (not Linux): there the parent's signal handlers are all there is.
+    """
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, kill, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+
+    return preexec
 
 
 def signal_group(proc: subprocess.Popen, sig: int) -> None:

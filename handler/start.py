@@ -5,7 +5,7 @@
    here, with one clear message.
 2. The missing models download in the background (handler.models.lazy) while
    ComfyUI and the worker start: each job waits only for the models its
-   workflow names (handler.models.readiness). With BAKERY_MODELS_BEFORE_START=1
+   workflow names (handler.jobs.readiness). With BAKERY_MODELS_BEFORE_START=1
    every model is fetched first instead, and a failure stops the container.
 3. Start ComfyUI (handler.comfy_process) on 127.0.0.1 at COMFY_HOST's port, told
    where the models are (--extra-model-paths-config), with tcmalloc preloaded
@@ -21,7 +21,10 @@
    status board and the container's start time (handler.timeline) passed on.
 
 This process stays as the parent of both: SIGTERM and SIGINT are passed on to
-each child's process group; when the worker ends, ComfyUI is stopped too. As
+each child's process group (ComfyUI's holds whatever ComfyUI started); when the
+worker ends, or this process fails, ComfyUI's group is stopped too. Should this
+process die without warning (SIGKILL, a crash), the kernel ends ComfyUI and the
+worker with it (comfy_process.die_with_parent): nothing outlives its parent. As
 a container's PID 1 it also reaps orphaned processes, so no zombies pile up.
 """
 
@@ -43,6 +46,7 @@ from handler.comfy_process import (
     StartError,
     comfy_command,
     comfy_environment,
+    die_with_parent,
     signal_group,
     stop,
 )
@@ -152,6 +156,19 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
         return 1
     comfy = ComfyProcess(command, comfy_environment())
     children = [comfy.proc]
+    try:
+        return _serve(handler_args, board, comfy, children, timeout)
+    finally:
+        stop(children)  # whatever way this ends, ComfyUI's group and the worker end with it
+
+
+def _serve(
+    handler_args: list[str],
+    board: lazy.Board,
+    comfy: ComfyProcess,
+    children: list[subprocess.Popen],
+    timeout: float,
+) -> int:
     stopping: list[int] = []
 
     def forward(signum, _frame) -> None:
@@ -166,10 +183,8 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
         comfy.check_custom_nodes()
     except StartError as exc:
         if stopping:  # told to stop while ComfyUI started: not ComfyUI's fault
-            stop(children)
             return exit_code(-stopping[0])
         say(str(exc))
-        stop(children)
         return 1
     log.event(_log, "ComfyUI is ready", seconds=round(seconds, 2), pid=comfy.proc.pid)
     timeline.mark("ComfyUI ready", seconds=round(seconds, 2))
@@ -186,6 +201,7 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
         [sys.executable, "-m", "handler", *handler_args],
         env=handler_env,
         start_new_session=True,
+        preexec_fn=die_with_parent(),
     )
     children.append(worker)
     if stopping:  # a signal that came while the worker was being started
@@ -207,7 +223,6 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
                 last_lines=list(comfy.tail),
             )
         time.sleep(0.2)
-    stop([comfy.proc])
     if worker.returncode and not stopping:
         say(f"the worker exited with code {worker.returncode}")
     return exit_code(worker.returncode)

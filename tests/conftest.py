@@ -1,4 +1,5 @@
-"""Shared fixtures: the ComfyUI test double, started as a subprocess on a free loopback port."""
+"""Shared fixtures: the ComfyUI test double, started as a subprocess on a free loopback port;
+and the kit's check that no process a test started outlives it (tests/kit/leaks.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,52 @@ import logging
 
 import pytest
 
+from tests.kit import leaks
 from tests.kit.double import start
+
+WATCH = leaks.Watch()
+_FINISHED: set[str] = set()  # tags of wide fixtures whose finalizer ran, not yet checked
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    item.leak_tag = WATCH.tag(item.nodeid)
+    with WATCH.owned_by(item.leak_tag):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    if fixturedef.scope == "function":
+        return (yield)
+    tag = WATCH.tag(f"fixture {fixturedef.argname} ({fixturedef.scope} scope)")
+    fixturedef.leak_tag = tag
+    with WATCH.owned_by(tag):
+        return (yield)
+
+
+def pytest_fixture_post_finalizer(fixturedef, request):
+    tag = getattr(fixturedef, "leak_tag", None)
+    if tag is not None:
+        _FINISHED.add(tag)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    result = yield
+    tags = {item.leak_tag, *_FINISHED}
+    _FINISHED.clear()
+    found = WATCH.left_over(tags)
+    if found:
+        pytest.fail(leaks.report(found), pytrace=False)
+    return result
+
+
+def pytest_sessionfinish(session):
+    found = WATCH.left_over(grace=1.0)
+    if found:
+        session.config.get_terminal_writer().line("\n" + leaks.report(found), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

@@ -94,15 +94,16 @@ ENV COMFYUI_DIR=/opt/comfyui \
 # hadolint ignore=DL3006
 FROM base
 
-# The handler's code (named context `handler`).
+# The model manifest (what start.sh downloads when the container starts) and, beside it,
+# what the worker checks at start (GPU architecture, driver, VRAM) and the model set's
+# recipes (its workflows as named, typed parameters; BAKERY_RECIPES): one layer.
+COPY build/flux-schnell-cu126/models.json build/flux-schnell-cu126/fitness.json build/flux-schnell-cu126/recipes.json /opt/bakery/
+ENV BAKERY_MANIFEST=/opt/bakery/models.json
+
+# The handler's code (named context `handler`), the most often changed: last, so a
+# handler change rebuilds this one layer and the export writes only it.
 # hadolint ignore=DL3022
 COPY handler /opt/bakery/handler
-
-# The model manifest: what start.sh downloads when the container starts.
-COPY build/flux-schnell-cu126/models.json /opt/bakery/models.json
-# What the worker checks at start (GPU architecture, driver, VRAM): beside the manifest.
-COPY build/flux-schnell-cu126/fitness.json /opt/bakery/fitness.json
-ENV BAKERY_MANIFEST=/opt/bakery/models.json
 
 ARG VERSION=dev
 LABEL org.opencontainers.image.version="${VERSION}" \

@@ -101,19 +101,16 @@ ARG NODE_VIDEOHELPERSUITE_SOURCE=https://github.com/Kosinkadink/ComfyUI-VideoHel
 ADD ${NODE_VIDEOHELPERSUITE_SOURCE} /opt/comfyui/custom_nodes/videohelpersuite
 # Their pip requirements (and the set's pinned `pip` extras), every package pinned by the
 # line's lock (the base keeps it in /opt/bakery/lock), without what the set leaves out
-# (opencv-python: `without` in variants.yaml). Tokens come only as build secrets,
-# mounted for this step and never written to a layer (a private index may need one).
+# (opencv-python: `without` in variants.yaml). No token is mounted: an installer never
+# reads HF_TOKEN or CIVITAI_TOKEN, and a secret mount made BuildKit (Docker 26) hold even a
+# cached step of a many-target bake for seconds (bench/bench_build.py, #24).
 # uv 0.13.9 (from PyPI) lives in a tmpfs for this step only: never shipped.
-RUN --mount=type=secret,id=hf_token --mount=type=secret,id=civitai_token \
-    --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
+RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=cache,id=bakery-pip,target=/root/.cache/pip \
     --mount=type=tmpfs,target=/opt/uv \
     set -e; \
     python3 -m venv /opt/uv; \
     /opt/uv/bin/pip install -q "uv==0.13.9"; \
-    HF_TOKEN="$(cat /run/secrets/hf_token 2>/dev/null || true)"; \
-    CIVITAI_TOKEN="$(cat /run/secrets/civitai_token 2>/dev/null || true)"; \
-    export HF_TOKEN CIVITAI_TOKEN; \
     set -- /opt/comfyui/custom_nodes/videohelpersuite/requirements.txt; \
     for req in "$@"; do \
         if [ -f "$req" ]; then set -- "$@" -r "$req"; fi; \
@@ -130,15 +127,16 @@ RUN --mount=type=secret,id=hf_token --mount=type=secret,id=civitai_token \
 # The node packs ComfyUI must load: the start stops, naming the pack, when one did not.
 ENV BAKERY_CUSTOM_NODES="videohelpersuite"
 
-# The handler's code (named context `handler`).
+# The model manifest (what start.sh downloads when the container starts) and, beside it,
+# what the worker checks at start (GPU architecture, driver, VRAM) and the model set's
+# recipes (its workflows as named, typed parameters; BAKERY_RECIPES): one layer.
+COPY build/wan22-ti2v-5b-cu128-video/models.json build/wan22-ti2v-5b-cu128-video/fitness.json build/wan22-ti2v-5b-cu128-video/recipes.json /opt/bakery/
+ENV BAKERY_MANIFEST=/opt/bakery/models.json
+
+# The handler's code (named context `handler`), the most often changed: last, so a
+# handler change rebuilds this one layer and the export writes only it.
 # hadolint ignore=DL3022
 COPY handler /opt/bakery/handler
-
-# The model manifest: what start.sh downloads when the container starts.
-COPY build/wan22-ti2v-5b-cu128-video/models.json /opt/bakery/models.json
-# What the worker checks at start (GPU architecture, driver, VRAM): beside the manifest.
-COPY build/wan22-ti2v-5b-cu128-video/fitness.json /opt/bakery/fitness.json
-ENV BAKERY_MANIFEST=/opt/bakery/models.json
 
 ARG VERSION=dev
 LABEL org.opencontainers.image.version="${VERSION}" \

@@ -7,7 +7,9 @@ helpers below turn ComfyUI's error bodies into one readable line per node.
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -50,6 +52,23 @@ class OutputError(JobError):
 
 class OutputGone(OutputError):
     """ComfyUI named an output file that is no longer there (/view answered 404)."""
+
+
+def comfy_gone(pid: int, when: str = "") -> ComfyUnavailable:
+    """ComfyUI's process has exited (`when`: "while running this job", say)."""
+    ended = f"exited {when}" if when else "has exited"
+    return ComfyUnavailable(
+        f"ComfyUI's process (pid {pid}) {ended}; this worker asks to be replaced"
+    )
+
+
+def comfy_lost(base: str, what: str, pid: int, gone: bool) -> ComfyUnavailable:
+    """ComfyUI at `base` stopped answering (`what` failed); `gone`: its process has exited."""
+    if gone:
+        return comfy_gone(pid)
+    return ComfyUnavailable(
+        f"ComfyUI at {base} stopped answering ({what}); this worker asks to be replaced"
+    )
 
 
 MAX_DETAIL = 300  # characters of one ComfyUI detail kept in an error line
@@ -120,17 +139,28 @@ def _short(text: Any) -> str:
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
 
-def format_rejection(body: Any, choices: Callable[[str, str], list[str] | None]) -> str:
+def format_rejection(
+    body: Any,
+    choices: Callable[[str, str], list[str] | None],
+    classes: Callable[[], list[str] | None] | None = None,
+    packs: Iterable[str] = (),
+) -> str:
     """ComfyUI's 400 body of POST /prompt → one line per failing node.
 
     `choices(class_type, input_name)` returns the values ComfyUI offers for a
-    combo input (the files this worker has for a model loader), or None.
+    combo input (the files this worker has for a model loader), or None;
+    `classes()` the node classes ComfyUI knows (asked only when a class is missing),
+    `packs` the custom node packs of this image.
     """
     if not isinstance(body, dict):
         return f"ComfyUI rejected the workflow: {_short(body)}"
     lines = node_error_lines(body.get("node_errors") or {}, choices)
+    top = body.get("error") if isinstance(body.get("error"), dict) else {}
+    if not lines and classes is not None:
+        missing = missing_class_line(top, classes, packs)
+        if missing:
+            lines.append(missing)
     if not lines:
-        top = body.get("error") if isinstance(body.get("error"), dict) else {}
         message = _short(top.get("message") or body.get("error") or "no reason given")
         details = _short(top.get("details") or "")
         lines.append(f"{message}: {details}" if details else message)
@@ -141,6 +171,43 @@ def format_rejection(body: Any, choices: Callable[[str, str], list[str] | None])
     if total > MAX_LINES:
         lines = [*lines[:MAX_LINES], f"… and {total - MAX_LINES} more"]
     return f"{head} ({total} problems):\n" + "\n".join(f"- {line}" for line in lines)
+
+
+# ComfyUI 0.3.64's words for a class it does not know (details: "Node ID '#7'").
+MISSING_CLASS = re.compile(r"Cannot execute because node (.+) does not exist\.", re.S)
+NODE_ID = re.compile(r"Node ID '#([^']*)'")
+
+
+def missing_class_line(
+    top: dict, classes: Callable[[], list[str] | None], packs: Iterable[str]
+) -> str | None:
+    """A class ComfyUI does not have → the node, the closest classes it has, and where
+    the class could come from (a node pack this image lacks). None for other errors."""
+    found = MISSING_CLASS.search(str(top.get("message") or ""))
+    if top.get("type") != "invalid_prompt" or not found:
+        return None
+    wanted = found.group(1).strip()
+    node = NODE_ID.search(str(top.get("details") or ""))
+    where = f"node {_name(node.group(1))} ({_name(wanted)})" if node else _name(wanted)
+    known = classes() or []
+    by_lower = {name.lower(): name for name in known}
+    close = difflib.get_close_matches(wanted.lower(), list(by_lower), n=3, cutoff=0.6)
+    guess = f" — did you mean {_either([by_lower[c] for c in close])}?" if close else "."
+    packs = sorted(packs)
+    have = (
+        f"this image's node packs are {', '.join(packs)}" if packs
+        else "this image has no custom node packs (ComfyUI's own nodes only)"
+    )  # fmt: skip
+    return (
+        f"{where}: no node class of that name in this worker{guess} If it comes from a "
+        f"custom node pack, {have}: add the pack to a node set of this variant "
+        "(README: Add a node set) and use that image"
+    )
+
+
+def _either(names: list[str]) -> str:
+    quoted = [f"'{_name(n)}'" for n in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" or {quoted[-1]}"
 
 
 def node_error_lines(node_errors: dict, choices) -> list[str]:

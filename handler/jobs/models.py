@@ -16,6 +16,7 @@ deadline; each failure is one error naming the model (`models[0] (loras/style.sa
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ SCHEMA = {
         "required": ["url", "dir"],
         "additionalProperties": False,
         "properties": {
-            "url": {"type": "string", "pattern": URL_PATTERN, "maxLength": 4096},
+            "url": {"type": "string", "minLength": 1, "maxLength": 4096},
             "dir": {"type": "string", "enum": list(MODEL_FOLDERS)},
             "file": {"type": "string", "minLength": 1, "maxLength": 200},
             "sha256": {"type": "string", "pattern": r"\A[0-9a-fA-F]{64}\Z"},
@@ -54,10 +55,7 @@ WORDING = {
     "x-fix": {"maxItems": "send at most {rule} models in one job"},
     "items": {
         "properties": {
-            "url": {
-                "x-what": "is not an http(s) URL",
-                "x-fix": "send the model's http(s) download URL",
-            },
+            "url": {"x-fix": "send the model's http(s) download URL"},
             "dir": {
                 "x-what": "is not a ComfyUI model folder",
                 "x-fix": "send one of " + ", ".join(MODEL_FOLDERS),
@@ -93,6 +91,10 @@ def parse(entries: list[dict]) -> list[JobModel]:
     found, seen = [], {}
     for i, entry in enumerate(entries):
         url = entry["url"]
+        if not re.search(URL_PATTERN, url):
+            raise JobInputError(
+                f"models[{i}].url: is not an http(s) URL — send the model's http(s) download URL"
+            )
         parts = urlsplit(url)
         if parts.username or parts.password:
             raise JobInputError(f"models[{i}].url: URLs with credentials are not accepted")

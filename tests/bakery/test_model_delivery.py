@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from tests.bakery.bakery_helpers import SMALL
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+from tests.bakery.bakery_helpers import REPO, SMALL
 from tests.bakery.test_variants_errors import edit, problems
 
 BAKED = SMALL.replace("    vram_gb: 12\n", "    vram_gb: 12\n    delivery: image\n")
@@ -55,3 +61,41 @@ def test_a_baked_model_set_gets_its_own_stage_and_the_table_shows_the_image_grow
     table = (out / "build" / "variants.md").read_text()
     assert "| 6.9 GB | 12 GB |" in table
     assert "| `stabilityai/sdxl` (saves 6.9 GB) |" in table  # the RunPod settings table
+
+
+def test_the_baked_models_stage_carries_every_module_the_fetcher_imports(bakery, small, tmp_path):
+    """The stage copies only the handler files the fetcher needs (so an unrelated handler
+    change does not download the models again): a module it forgets fails the build."""
+    small.write_text(BAKED)
+    out = tmp_path / "out"
+    assert bakery("render", "--file", small, "--out", out).code == 0
+    dockerfile = (out / "build" / "sdxl-cu128" / "Dockerfile").read_text()
+    stage = dockerfile[
+        dockerfile.index("FROM base AS baked-models") : dockerfile.index("\nFROM base\n")
+    ]
+    stage_root = tmp_path / "stage"
+    copies = re.findall(r"^COPY --from=handler (.+) (\S+)$", stage, re.M)
+    assert copies, stage
+    for sources, dest in copies:
+        assert dest.startswith("/opt/bakery/handler"), dest
+        target = stage_root / dest.removeprefix("/opt/bakery/").rstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        for src in sources.split():
+            if (REPO / "handler" / src).is_dir():
+                shutil.copytree(REPO / "handler" / src, target, dirs_exist_ok=True)
+            else:
+                shutil.copy(REPO / "handler" / src, target)
+    # Import the fetcher from the stage's files alone (not from this checkout).
+    away, root = [str(REPO), str(REPO / "tools")], str(stage_root)
+    code = (
+        f"import sys; sys.path = [p for p in sys.path if p not in {away!r}]; "
+        # and not through an editable install's finder, which falls back on this checkout
+        "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]; "
+        f"sys.path.insert(0, {root!r}); import handler.models.fetch as f; "
+        f"assert f.__file__.startswith({root!r}), f.__file__"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr

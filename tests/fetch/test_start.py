@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 
@@ -50,27 +52,31 @@ def test_models_fetched_comfyui_up_handler_answers_a_job_and_sigterm_stops_all(s
     out, err = proc.output(timeout=30)
     assert proc.returncode in (0, 143), err
     assert not listening(container.comfy_port) and not listening(container.api_port)
-    assert not _alive(comfy_pid)
+    assert not _running(comfy_pid)
     ready = [json.loads(line) for line in err.splitlines() if '"ComfyUI is ready"' in line]
     assert ready and ready[0]["pid"] == comfy_pid
 
 
+def _serving(container) -> subprocess.Popen:
+    """start.sh with the worker's local API, once that API listens."""
+    proc = container.run(
+        "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(container.api_port)
+    )
+    deadline = time.monotonic() + 60
+    while not listening(container.api_port):
+        assert proc.poll() is None, proc.output()
+        assert time.monotonic() < deadline, "the handler's local API never listened"
+        time.sleep(0.1)
+    return proc
+
+
 def _comfy_pid(port: int) -> int:
     """The pid of the process listening on `port` (ComfyUI)."""
-    import psutil
 
     for conn in psutil.net_connections("tcp"):
         if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN:
             return conn.pid
     raise AssertionError(f"nothing listens on {port}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_models_before_start_a_fetch_failure_stops_the_container_before_comfyui(server, container):
@@ -160,14 +166,7 @@ def test_tcmalloc_is_preloaded_into_comfyui_when_the_image_has_it(tmp_path):
 
 def test_comfyui_dying_later_is_reported_and_jobs_fail_fast(container):
     container.write_manifest()
-    proc = container.run(
-        "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(container.api_port)
-    )
-    deadline = time.monotonic() + 60
-    while not listening(container.api_port):
-        assert proc.poll() is None, proc.output()
-        assert time.monotonic() < deadline, "the handler's local API never listened"
-        time.sleep(0.1)
+    proc = _serving(container)
     comfy_pid = _comfy_pid(container.comfy_port)
     os.kill(comfy_pid, signal.SIGKILL)
     time.sleep(0.5)  # the start process notices within its 0.2 s poll
@@ -182,6 +181,64 @@ def test_comfyui_dying_later_is_reported_and_jobs_fail_fast(container):
     exited = [json.loads(line) for line in err.splitlines() if '"ComfyUI exited"' in line]
     assert exited and exited[0]["code"] == -signal.SIGKILL
     assert any("To see the GUI go to" in line for line in exited[0]["last_lines"])
+
+
+def _gone_within(pids: list[int], seconds: float, ports: list[int] = ()) -> float:
+    """Seconds until none of `pids` runs (a zombie has ended) and nothing listens on `ports`
+    (a process's sockets close as it is torn down); fails after `seconds`."""
+    t0 = time.monotonic()
+    while any(_running(pid) for pid in pids) or any(listening(port) for port in ports):
+        assert time.monotonic() - t0 < seconds, f"still running: {pids} or listening: {ports}"
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_sigkill_of_the_start_process_ends_comfyui_and_the_worker_within_seconds(container):
+    container.write_manifest()
+    proc = _serving(container)
+    comfy_pid = _comfy_pid(container.comfy_port)
+    worker_pid = next(c.pid for c in psutil.Process(proc.pid).children() if c.pid != comfy_pid)
+    os.kill(proc.pid, signal.SIGKILL)  # no handler runs: only the kernel can end its children
+    proc.wait()
+    _gone_within(
+        [comfy_pid, worker_pid], seconds=5, ports=[container.comfy_port, container.api_port]
+    )
+
+
+GRANDCHILD = """\
+import subprocess, sys, time
+
+# A node pack that starts a process of its own and leaves it running (an ffmpeg, a server).
+proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+open(__file__ + ".pid", "w").write(str(proc.pid))
+NODE_CLASS_MAPPINGS = {}
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "worker exits"])
+def test_the_start_process_ending_ends_everything_comfyui_started(container, how):
+    pack = container.comfyui / "custom_nodes" / "spawner"
+    pack.mkdir(parents=True)
+    (pack / "__init__.py").write_text(GRANDCHILD)
+    container.write_manifest()
+    proc = _serving(container)
+    grandchild = int((pack / "__init__.py.pid").read_text())
+    comfy_pid = _comfy_pid(container.comfy_port)
+    assert psutil.Process(grandchild).ppid() == comfy_pid
+    if how == "worker exits":
+        worker = next(c for c in psutil.Process(proc.pid).children() if c.pid != comfy_pid)
+        worker.kill()  # the worker ends: the start process stops ComfyUI and exits
+    else:
+        proc.send_signal(getattr(signal, how))
+    proc.wait(timeout=30)
+    _gone_within([comfy_pid, grandchild], seconds=5)
 
 
 def test_models_before_start_sigterm_while_fetching_stops_at_once_and_keeps_the_partial(

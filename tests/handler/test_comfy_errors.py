@@ -57,12 +57,30 @@ def test_missing_model_file_lists_the_files_this_worker_has(comfy):
     }
 
 
-def test_unknown_node_class_is_named(comfy):
+def test_unknown_node_class_is_named_with_no_close_class_and_where_it_could_come_from(comfy):
     workflow = {**empty_image(), "9": {"class_type": "NoSuchNode", "inputs": {}}}
     assert run(workflow) == {
-        "error": "ComfyUI rejected the workflow: Cannot execute because node NoSuchNode does not "
-        "exist.: Node ID '#9'"
+        "error": "ComfyUI rejected the workflow: node 9 (NoSuchNode): no node class of that "
+        "name in this worker. If it comes from a custom node pack, this image has no custom "
+        "node packs (ComfyUI's own nodes only): add the pack to a node set of this variant "
+        "(README: Add a node set) and use that image"
     }
+
+
+def test_a_misspelt_class_gets_the_closest_classes_and_the_images_node_packs(comfy, handler_env):
+    handler_env.setenv("BAKERY_CUSTOM_NODES", "vhs kjnodes")
+    workflow = {
+        "1": node("EmptyImage", width=8, height=8, batch_size=1, color=0),
+        "2": node("SaveImag", images=["1", 0], filename_prefix="x"),
+    }
+    assert run(workflow) == {
+        "error": "ComfyUI rejected the workflow: node 2 (SaveImag): no node class of that name "
+        "in this worker — did you mean 'SaveImage', 'SaveAnimatedPNG' or 'SaveImageWebsocket'? "
+        "If it comes from a custom node pack, this "
+        "image's node packs are kjnodes, vhs: add the pack to a node set of this variant "
+        "(README: Add a node set) and use that image"
+    }
+    assert leftovers(comfy) == []
 
 
 def test_workflow_without_output_nodes_is_named(comfy):
@@ -140,7 +158,7 @@ def test_a_prompt_that_ignores_the_interrupt_asks_for_a_new_worker(comfy, monkey
     # One 1.5-second step: the interrupt only takes effect at the next step.
     result = run(slow(steps=1, seconds_per_step=1.5), timeout_s=0.3)
     assert result == {
-        "error": "the workflow did not finish within 0.3 s (timeout_s) and ComfyUI did not stop "
+        "error": "the workflow did not finish within 0.3 s (timeout_s); ComfyUI did not stop "
         "it within 0.5 s of the interrupt; this worker asks to be replaced",
         "refresh_worker": True,
     }

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from tests.workflows.workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS
+from tests.workflows.workflow_files import ACTIONS, REPO_ROOT, WORKFLOWS, ci_script
 
 pytestmark = pytest.mark.usefixtures("needs_bake")
 
@@ -28,11 +28,15 @@ def run_plan(release_plan, tmp_path, *args: str) -> dict:
     argv += ["--image", IMAGE, *args]
     assert release_plan.main(argv) == 0
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
-    return {key: json.loads(v) if v[:1] in "[{" else v for key, v in outputs.items()}
+    return {key: json.loads(v) if v[:1] in ("[", "{") else v for key, v in outputs.items()}
+
+
+def variant_targets(outputs: dict) -> list[str]:
+    return [target for group in outputs["groups"] for target in group["targets"].split()]
 
 
 def job_targets(outputs: dict) -> set[str]:
-    return {job["target"] for job in outputs["bases"] + outputs["variants"]}
+    return {job["target"] for job in outputs["bases"]} | set(variant_targets(outputs))
 
 
 def bake_print(cwd, *args: str) -> dict:
@@ -59,7 +63,7 @@ def test_every_variant_job_builds_on_its_own_base(release_plan, tmp_path):
         for target in group["targets"].split():
             assert printed[target]["contexts"]["base"] == f"target:{group['base']}"
             built.append(target)
-    assert sorted(built) == sorted(job["target"] for job in outputs["variants"])
+    assert len(built) == len(set(built))
 
 
 def specs(values) -> list[dict]:
@@ -73,40 +77,47 @@ def specs(values) -> list[dict]:
     return parsed
 
 
-def group_lines(release_plan, tmp_path, name: str) -> dict:
-    """What a build job gets by running the plan for its group (release.yml: --group)."""
+def group_lines(release_plan, tmp_path, group: dict) -> dict:
+    """What a build job gets by running the plan for its group (release.yml: --group),
+    with its base's digest as the base job recorded it."""
+    records = tmp_path / "records"
+    digest = "sha256:" + "ab" * 32
+    metadata = {group["base"]: {"containerimage.digest": digest, "image.name": f"{IMAGE}-c:b"}}
+    argv = ["base", "--target", group["base"], "--metadata", json.dumps(metadata)]
+    assert ci_script("release_records").main([*argv, "--dir", str(records)]) == 0
     out = tmp_path / "group_output"
-    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--image", IMAGE, "--group", name]
-    assert release_plan.main([*argv, "--output", str(out)]) == 0
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--image", IMAGE]
+    argv += ["--group", group["id"], "--bases", str(records), "--output", str(out)]
+    assert release_plan.main(argv) == 0
     text = out.read_text()
     bake_set = text.split("bake_set<<BAKERY_EOF\n", 1)[1].split("\nBAKERY_EOF", 1)[0]
-    promote = json.loads(text.split("promote=", 1)[1].splitlines()[0])
-    return {"bake_set": bake_set, "promote": promote}
+    images = json.loads(text.split("images=", 1)[1].splitlines()[0])
+    return {"bake_set": bake_set, "images": images, "base": f"{IMAGE}-c@{digest}"}
 
 
 def test_a_variant_jobs_settings_resolve_in_bake_as_planned(release_plan, tmp_path):
     outputs = run_plan(release_plan, tmp_path)
     group = outputs["groups"][0]
-    target, base = group["targets"].split()[0], group["base"]
-    job = group_lines(release_plan, tmp_path, group["name"])
+    target = group["targets"].split()[0]
+    job = group_lines(release_plan, tmp_path, group)
     sets = [arg for line in job["bake_set"].splitlines() for arg in ("--set", line)]
     printed = bake_print(REPO_ROOT, target, *sets)["target"]
-    # pushed as a candidate; the release gate gives it its real tags
-    assert printed[target]["tags"] == [f"{IMAGE}:candidate-1.2.3-{target}"]
-    assert job["promote"][f"{IMAGE}:candidate-1.2.3-{target}"] == [
-        f"{IMAGE}:1.2.3-{target}",
-        f"{IMAGE}:{target}",
+    # built FROM the base's recorded digest: bake builds no base target in this job
+    assert set(printed) == {target}
+    assert printed[target]["contexts"]["base"] == f"docker-image://{job['base']}"
+    # pushed as a candidate, to the private candidate repository
+    assert printed[target]["tags"] == [f"{IMAGE}-candidates:candidate-1.2.3-{target}"]
+    assert {"target": target, "tags": [f"{IMAGE}:1.2.3-{target}", f"{IMAGE}:{target}"]} in job[
+        "images"
     ]
+    # on a tag: GitHub's cache read, not written (readable from this tag alone)
     assert specs(printed[target]["cache-from"]) == [{"type": "gha", "scope": target}]
-    assert specs(printed[target]["cache-to"]) == [{"type": "gha", "scope": target, "mode": "max"}]
+    assert not printed[target].get("cache-to")
     assert specs(printed[target]["output"]) == [{"type": "registry"}]
     assert specs(printed[target]["attest"]) == [
         {"type": "provenance", "mode": "max"},
         {"type": "sbom"},
     ]
-    # the base: read from its own scope, never written by a variant job
-    assert specs(printed[base]["cache-from"]) == [{"type": "gha", "scope": base}]
-    assert not printed[base].get("cache-to")
     assert outputs["registry"] == "docker.io"
 
 
@@ -142,6 +153,7 @@ def test_a_model_set_added_to_variants_yaml_is_released_with_no_workflow_edit(
     project.mkdir()
     variants_file = project / "variants.yaml"
     shutil.copy(REPO_ROOT / "variants.yaml", variants_file)
+    shutil.copytree(REPO_ROOT / "workflows", project / "workflows")
     before = run_plan(release_plan, tmp_path / "before", "--file", str(variants_file))
     cuda = before["bases"][0]["cuda"]
     add_model_set(variants_file, "upscale", cuda)
@@ -163,7 +175,7 @@ def test_a_model_set_added_to_variants_yaml_is_released_with_no_workflow_edit(
 def test_the_workflows_name_no_target_model_set_or_cuda_line(release_plan, tmp_path):
     outputs = run_plan(release_plan, tmp_path)
     names = job_targets(outputs)
-    names |= {job["target"].rsplit("-", 1)[0] for job in outputs["variants"]}  # model sets
+    names |= {target.rsplit("-", 1)[0] for target in variant_targets(outputs)}  # model sets
     names |= {job["cuda"] for job in outputs["bases"]}
     for path in WORKFLOWS + ACTIONS:
         text = path.read_text()
@@ -182,8 +194,35 @@ def test_the_release_notes_table_names_every_variant_released(
     release_plan, release_notes, tmp_path
 ):
     outputs = run_plan(release_plan, tmp_path)
+    published = [
+        {"target": t, "tags": [f"{IMAGE}:1.2.3-{t}", f"{IMAGE}:{t}"]}
+        for t in variant_targets(outputs)
+    ]
     table = release_notes.variant_table((REPO_ROOT / "README.md").read_text())
-    notes = release_notes.notes("1.2.3", table, outputs["variants"])
-    for job in outputs["variants"]:
-        assert f"| `{job['target']}` |" in notes
-        assert f"`{IMAGE}:1.2.3-{job['target']}`" in notes
+    notes = release_notes.notes("1.2.3", table, published)
+    for target in variant_targets(outputs):
+        assert f"| `{target}` |" in notes
+        assert f"`{IMAGE}:1.2.3-{target}`" in notes
+
+
+def test_a_base_only_run_without_an_image_name_pushes_to_variants_yamls_registry(
+    release_plan, tmp_path
+):
+    # BAKERY_IMAGE unset, one base typed by hand: the base goes to variants.yaml's
+    # registry (and is logged in to there), never to docker.io.
+    project = tmp_path / "project"
+    project.mkdir()
+    variants_file = project / "variants.yaml"
+    text = (REPO_ROOT / "variants.yaml").read_text()
+    variants_file.write_text(text.replace("ghcr.io/your-org/comfy-bakery", "ghcr.io/alice/bakery"))
+    render = [sys.executable, "-m", "bakery", "render", "--file", str(variants_file)]
+    done = subprocess.run([*render, "--out", str(project)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "github_output"
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.3", "--targets", "base-cu126"]
+    argv += ["--file", str(variants_file), "--bake-dir", str(project), "--output", str(out)]
+    assert release_plan.main(argv) == 0
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines())
+    assert outputs["registry"] == "ghcr.io"
+    [base] = json.loads(outputs["bases"])
+    assert "base-cu126.tags=ghcr.io/alice/bakery-candidates:base-cu126-1.2.3" in base["bake_set"]

@@ -61,7 +61,29 @@ def workflow_problems(doc: dict) -> list[str]:
     for job_id, job in (doc.get("jobs") or {}).items():
         if "permissions" not in job:
             problems.append(f"job {job_id}: no job-level permissions")
-    concurrency = doc.get("concurrency") or {}
-    if not concurrency.get("group") or concurrency.get("cancel-in-progress") is not True:
-        problems.append("no concurrency group that cancels superseded runs")
-    return problems + step_problems(doc)
+    return problems + concurrency_problems(doc) + step_problems(doc)
+
+
+def concurrency_problems(doc: dict) -> list[str]:
+    """Superseded runs are cancelled: by a workflow-wide group, or job by job. A job that
+    must never stop halfway (it publishes: `cancel-in-progress: false`) rules out a
+    workflow-wide group that cancels, since that would cancel it with the rest."""
+    top = doc.get("concurrency") or {}
+    jobs = doc.get("jobs") or {}
+    never = [
+        j
+        for j, job in jobs.items()
+        if (job.get("concurrency") or {}).get("cancel-in-progress") is False
+    ]
+    if top:
+        if not top.get("group") or top.get("cancel-in-progress") is not True:
+            return ["no concurrency group that cancels superseded runs"]
+        return [f"job {j}: the workflow-wide group would cancel it halfway" for j in never]
+    problems = []
+    for job_id, job in jobs.items():
+        concurrency = job.get("concurrency") or {}
+        if not concurrency.get("group"):
+            problems.append(f"job {job_id}: no concurrency group that cancels superseded runs")
+        elif job_id not in never and concurrency.get("cancel-in-progress") is not True:
+            problems.append(f"job {job_id}: no concurrency group that cancels superseded runs")
+    return problems

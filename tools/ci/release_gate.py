@@ -8,13 +8,14 @@ container is removed whatever happens; its log is printed when the gate fails.
 
 Usage:
     python tools/ci/release_gate.py IMAGE [IMAGE ...] [--timeout 300]
-    python tools/ci/release_gate.py --promote '{"CANDIDATE": ["TAG", ...], ...}'
-With --promote (what a release build job runs after pushing its candidates): pull
-each candidate (the images of one job share their base: it is pulled once), print its
-size and check it for a shared library present twice (image_check.py), run it, and
-only then give it its real tags (`docker buildx imagetools create`, which copies the
-manifest with its attestations; nothing is rebuilt).
-Exit 0 when every image passed; 1 otherwise (no failed image gets its tags).
+    python tools/ci/release_gate.py --job-images JSON --metadata JSON --record FILE
+With --job-images (what a release build job runs after pushing its candidates): for each
+image of the job, the candidate bake pushed (by digest, from bake's metadata) is
+pulled (the images of one job share their base: it is pulled once), its size printed,
+checked for a shared library present twice (image_check.py) and run; the result of
+every image, with the digest tested, goes to the record (release_records.py). Nothing
+is tagged here: the promote job tags the recorded digests once every job passed.
+Exit 0 when every image passed; 1 otherwise.
 """
 
 from __future__ import annotations
@@ -118,45 +119,67 @@ def gate(image: str, timeout: float) -> tuple[bool, str]:
 
 
 def image_check():
-    """The sibling script image_check.py as a module (tools/ci holds scripts)."""
+    return _sibling("image_check")
+
+
+def _sibling(name: str):
+    """A sibling script as a module (tools/ci holds scripts, not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "image_check", Path(__file__).with_name("image_check.py")
-    )
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def promote(candidates: dict[str, list[str]], timeout: float) -> int:
+def gate_group(images: list[dict], metadata: dict, record: Path, timeout: float) -> int:
+    """Gate every image of one build job and record the digests tested."""
+    records = image_records()
     checks = image_check()
-    failed = []
-    for candidate, tags in candidates.items():
-        subprocess.run(["docker", "pull", "-q", candidate], check=True)
-        if checks.main([candidate]) != 0:
-            failed.append(candidate)
+    results = []
+    for image in images:
+        try:
+            candidate = records.pushed(metadata, image["target"])
+        except records.RecordError as error:
+            results.append({**image, "candidate": "", "passed": False, "what": str(error)})
             continue
-        if main([candidate, "--timeout", str(timeout)]) != 0:
-            failed.append(candidate)
-            continue
-        tagging = ["docker", "buildx", "imagetools", "create"]
-        tagging += [arg for tag in tags for arg in ("--tag", tag)]
-        subprocess.run([*tagging, candidate], check=True)
-        print(f"{candidate}: published as {', '.join(tags)}", flush=True)
+        passed, what = _gate_candidate(checks, candidate, timeout)
+        results.append({**image, "candidate": candidate, "passed": passed, "what": what})
+    records.write(record, {"images": results})
+    failed = [r["target"] for r in results if not r["passed"]]
     if failed:
-        print(f"not published (failed the gate): {', '.join(failed)}", flush=True)
+        print(f"failed the gate (nothing of this release is published): {', '.join(failed)}")
     return 1 if failed else 0
+
+
+def _gate_candidate(checks, candidate: str, timeout: float) -> tuple[bool, str]:
+    pulled = subprocess.run(["docker", "pull", "-q", candidate], capture_output=True, text=True)
+    if pulled.returncode != 0:
+        return False, f"docker pull failed: {pulled.stderr.strip()}"
+    if checks.main([candidate]) != 0:
+        return False, "image check failed (a shared library twice, see above)"
+    if main([candidate, "--timeout", str(timeout)]) != 0:
+        return False, "no COMPLETED job (see the container log above)"
+    return True, "passed"
+
+
+def image_records():
+    return _sibling("release_records")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("images", nargs="*")
     parser.add_argument("--timeout", type=float, default=300, help="seconds per image")
-    parser.add_argument("--promote", help="JSON {candidate: [tags]}: gate, then tag each")
+    parser.add_argument("--job-images", help="JSON [{target, tags}]: this build job's images")
+    parser.add_argument("--metadata", help="bake's metadata (JSON): the digests pushed")
+    parser.add_argument("--record", type=Path, help="where to record the results")
     args = parser.parse_args(argv)
-    if args.promote:
-        return promote(json.loads(args.promote), args.timeout)
+    if args.job_images:
+        if not (args.metadata and args.record):
+            parser.error("--job-images needs --metadata and --record")
+        metadata = json.loads(args.metadata)
+        return gate_group(json.loads(args.job_images), metadata, args.record, args.timeout)
     failed = []
     for image in args.images:
         passed, what = gate(image, args.timeout)

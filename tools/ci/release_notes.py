@@ -2,10 +2,11 @@
 
 The variant table (tag, CUDA line, GPUs, models, download size, VRAM) is the
 one `bakery render` writes into README.md between the variants markers, so
-the notes say exactly what the README says; the pushed tags come from the
-release plan (tools/ci/release_plan.py), passed in $VARIANTS by the workflow.
+the notes say exactly what the README says; the tags are those the promote job
+really moved (tools/ci/release_promote.py --published), passed in $VARIANTS: a
+floating tag left on a newer release is not listed.
 
-Usage: VARIANTS='[...]' python3 tools/ci/release_notes.py --version 1.2.0 >notes.md
+Usage: VARIANTS="$(cat published.json)" python3 tools/ci/release_notes.py --version 1.2.0 >notes.md
 """
 
 from __future__ import annotations

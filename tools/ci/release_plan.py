@@ -1,25 +1,29 @@
 """Plan a release: which bake targets to build, in which order, with which caches and tags.
 
-The release workflow (.github/workflows/release.yml) runs this once in its
-`plan` job and fans out over what it prints. Nothing here lists a target:
-the targets come from `bakery matrix` (the generator's own view of
-variants.yaml) and the tags from `docker buildx bake --print` (what bake will
-really push), so adding a variant to variants.yaml and rendering is all a
-user does to publish it.
+The release workflow (.github/workflows/release.yml) runs this in its `plan` job and
+fans out over what it prints. Nothing here lists a target: the targets come from
+`bakery matrix` (the generator's own view of variants.yaml) and the tags from
+`docker buildx bake --print` (what bake will really push), so adding a variant to
+variants.yaml and rendering is all a user does to publish it.
 
-Every build job gets its `docker buildx bake --set` lines from here:
-- a `base-<cuda>` job builds the shared base into its own cache scope only
-  (output type=cacheonly): nothing is pushed, variants pick it up from cache;
-- a variant job reads its base's cache (never writes it: many variants share
-  one base and would race), reads and writes its own scope, and pushes the
-  variant with provenance and SBOM attestations.
-
-One idea, though over 350 lines: the plan and the outputs the workflow reads from it;
-the workflow runs this one file.
+Every build job gets its `docker buildx bake --set` lines from here
+(docs/publishing.md says why each is so):
+- a `base-<cuda>` job pushes the shared base to the private candidate repository
+  under `base-<cuda>-<version>`; its digest is recorded (release_records.py) and
+  each variant of that line builds FROM exactly that digest, as the named context
+  `base` (`docker-image://REPO@sha256:...`). No multi-GB base in GitHub's cache.
+- a variant job (`--group`, with the recorded bases) builds up to 16 variants and
+  pushes each as a candidate (`CANDIDATES:candidate-<version>-<target>`); the gate
+  runs them and records the tested digests; the promote job tags those digests.
+- caches are best-effort (`ignore-error=true`): a cache that cannot be written
+  never fails a build. GitHub's cache is written only off tags (a cache written on a
+  tag is readable from that tag alone); a registry cache (BAKERY_CACHE_REF) is
+  shared by every ref.
 
 Usage (what the workflow runs; outputs go to $GITHUB_OUTPUT):
     python tools/ci/release_plan.py [--targets "sdxl-cu128 flux-cu128"]
-        [--image REPO] [--cache-ref REPO] [--ref-type tag --ref-name v1.2.0 --sha SHA]
+        [--image REPO] [--candidates REPO] [--cache-ref REPO]
+        [--ref-type tag --ref-name v1.2.0 --sha SHA] [--group ID --bases DIR]
 """
 
 from __future__ import annotations
@@ -32,15 +36,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import release_records  # noqa: E402  (a sibling script: tools/ci holds scripts, not a package)
+from job_outputs import OutputsError, github_size, write_outputs  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # The image variants.yaml ships with; nobody can push there.
 EXAMPLE_IMAGE = "ghcr.io/your-org/"
 
-# GitHub's limits a plan must fit: jobs in one matrix, bytes in one job output.
+# GitHub's limit a plan must fit: jobs in one matrix (outputs: job_outputs.py).
 MATRIX_LIMIT = 256
-OUTPUT_LIMIT = 1_000_000
-# Variants one job builds: its base (several GB) is loaded once and shared by them all.
+# Variants one job builds: its base (several GB) is pulled once and shared by them all.
 GROUP_SIZE = 16
 
 
@@ -93,50 +100,69 @@ def select(matrix: dict, requested: list[str]) -> tuple[list[dict], list[dict]]:
     return [entry for entry in bases if entry["target"] in needed_bases], chosen_variants
 
 
-def cache_lines(target: str, cache_ref: str, write: bool) -> list[str]:
-    """--set lines giving `target` its own GitHub Actions cache scope (and registry cache)."""
-    lines = [f"{target}.cache-from=type=gha,scope={target}"]
+def image_of(matrix: dict, given: str) -> str:
+    """The image repository: the one given (BAKERY_IMAGE), else variants.yaml's `image:`
+    as `bakery matrix` tags every variant with it (also when only a base is built)."""
+    image = given
+    if not image:
+        tags = [tag for entry in matrix["variants"] for tag in entry.get("tags", [])]
+        image = tags[0].rpartition(":")[0] if tags else ""
+    if not image:
+        raise PlanError("no image repository: set `image:` in variants.yaml or BAKERY_IMAGE")
+    if image.startswith(EXAMPLE_IMAGE):
+        raise PlanError(
+            f"the image is still the example {image}: set `image:` in "
+            "variants.yaml (then bakery render) or the repository variable BAKERY_IMAGE"
+        )
+    return image
+
+
+def cache_lines(target: str, cache_ref: str, gha: bool, gha_write: bool) -> list[str]:
+    """--set lines for one target's caches: its own GitHub cache scope (read, and written
+    off tags) and the registry cache; every write best-effort."""
+    lines = []
+    if gha:
+        lines.append(f"{target}.cache-from=type=gha,scope={target}")
     if cache_ref:
         lines.append(f"{target}.cache-from=type=registry,ref={cache_ref}:{target}")
-    if write:
-        lines.append(f"{target}.cache-to=type=gha,scope={target},mode=max")
-        if cache_ref:
-            # image-manifest: registries that refuse OCI cache indexes (GHCR, ECR) accept this form.
-            lines.append(
-                f"{target}.cache-to=type=registry,ref={cache_ref}:{target},mode=max,"
-                "image-manifest=true,oci-mediatypes=true"
-            )
+    if gha and gha_write:
+        lines.append(f"{target}.cache-to=type=gha,scope={target},mode=max,ignore-error=true")
+    if cache_ref:
+        # image-manifest: registries that refuse OCI cache indexes (GHCR, ECR) accept this form.
+        lines.append(
+            f"{target}.cache-to=type=registry,ref={cache_ref}:{target},mode=max,"
+            "image-manifest=true,oci-mediatypes=true,ignore-error=true"
+        )
     return lines
 
 
-def base_lines(base: str, cache_ref: str, write: bool) -> list[str]:
-    """A base is never published, so it carries no attestation (bake-action would add one)."""
-    return cache_lines(base, cache_ref, write) + [f"{base}.attest=type=provenance,disabled=true"]
-
-
-def base_job(entry: dict, cache_ref: str) -> dict:
+def base_job(entry: dict, version: str, candidates: str, cache_ref: str) -> dict:
+    """A base is pushed to the private candidate repository only, without attestations
+    (it is never published itself); GitHub's cache would not hold it (about 4 GB)."""
     target = entry["target"]
-    lines = base_lines(target, cache_ref, write=True) + [f"{target}.output=type=cacheonly"]
+    lines = cache_lines(target, cache_ref, gha=False, gha_write=False)
+    lines += [
+        f"{target}.tags={candidates}:{target}-{version}",
+        f"{target}.output=type=registry",
+        f"{target}.attest=type=provenance,disabled=true",
+    ]
     return {**entry, "bake_set": "\n".join(lines)}
 
 
-def variant_job(entry: dict, tags: list[str], cache_ref: str) -> dict:
-    target, base = entry["target"], entry["base"]
-    # The base is built again here only as the variant's `target:` context, from its
-    # cache; bake never exports a target that is only a context.
-    lines = base_lines(base, cache_ref, write=False)
-    lines += cache_lines(target, cache_ref, write=True)
-    lines += [f"{target}.tags={tag}" for tag in tags]
+def variant_job(entry: dict, tags: list[str], candidate: str, cache_ref: str, on_tag: bool):
+    target = entry["target"]
+    lines = cache_lines(target, cache_ref, gha=True, gha_write=not on_tag)
     lines += [
+        f"{target}.tags={candidate}",
         f"{target}.output=type=registry",
         f"{target}.attest=type=provenance,mode=max",
         f"{target}.attest=type=sbom",
     ]
-    return {**entry, "tags": tags, "bake_set": "\n".join(lines)}
+    return {**entry, "tags": tags, "candidate": candidate, "bake_set": "\n".join(lines)}
 
 
 def release_tags(bake_tags: list[str], version: str, floating: bool) -> list[str]:
-    """The tags to push: all the generator's tags for a version tag, else only versioned ones.
+    """The tags to publish: all the generator's tags for a version tag, else only versioned ones.
 
     A hand-run build from a branch must not move the floating tags (`sdxl-cu128`)
     that users' endpoints follow; it publishes `<version>-…` tags only.
@@ -177,8 +203,18 @@ def plan(
     version: str,
     floating: bool,
     cache_ref: str,
+    image: str = "",
+    candidates: str = "",
 ) -> dict:
-    """The workflow's outputs, from the generator's matrix and bake's resolved targets."""
+    """The whole plan, from the generator's matrix and bake's resolved targets."""
+    image = image_of(matrix, image)
+    candidates = candidates or f"{image}-candidates"
+    if registry_of(candidates) != registry_of(image):
+        # The promote job copies candidates to the image by digest, logged in to one registry.
+        raise PlanError(
+            f"the candidate repository {candidates} is not on the image's registry "
+            f"{registry_of(image)}: name one there (BAKERY_CANDIDATES)"
+        )
     bases, variants = select(matrix, requested)
     resolved = printed.get("target", {})
     jobs = []
@@ -190,32 +226,46 @@ def plan(
             )
         tags = release_tags(resolved[entry["target"]].get("tags", []), version, floating)
         if any(tag.startswith(EXAMPLE_IMAGE) for tag in tags):
-            raise PlanError(
-                f"the image is still the example {tags[0].rpartition(':')[0]}: set `image:` in "
-                "variants.yaml (then bakery render) or the repository variable BAKERY_IMAGE"
-            )
+            image_of(matrix, tags[0].rpartition(":")[0])  # raises, naming the two fixes
         if not tags:
             raise PlanError(f"target {entry['target']!r} has no {version}-… tag to push")
-        jobs.append(variant_job(entry, tags, cache_ref))
+        candidate = f"{candidates}:candidate-{version}-{entry['target']}"
+        jobs.append(variant_job(entry, tags, candidate, cache_ref, on_tag=floating))
     outputs = {
         "version": version,
-        "bases": [base_job(entry, cache_ref) for entry in bases],
+        "image": image,
+        "candidates": candidates,
+        "bases": [base_job(entry, version, candidates, cache_ref) for entry in bases],
         "variants": jobs,
-        "groups": groups([{**job, "version": version} for job in jobs]),
+        "groups": groups(jobs),
     }
-    check_limits(github_outputs(outputs))
+    check_limits(github_outputs(outputs, cache_ref))
     return outputs
 
 
-def github_outputs(plan: dict) -> dict:
-    """What the plan job hands on: small enough for any number of variants. A build job
-    gets its own bake lines by running the plan again for its group (--group)."""
+def check_limits(outputs: dict) -> None:
+    """Refuse a plan GitHub would refuse: too many jobs in a matrix, outputs too big."""
+    for key in ("bases", "groups"):
+        if len(outputs.get(key, [])) > MATRIX_LIMIT:
+            raise PlanError(f"{len(outputs[key])} {key} jobs: GitHub runs {MATRIX_LIMIT} at most")
+    try:
+        github_size(outputs, check=True)
+    except OutputsError as error:
+        raise PlanError(f"the plan's {error}") from None
+
+
+def github_outputs(plan: dict, cache_ref: str = "") -> dict:
+    """What the plan job hands on, small for any number of variants: a build job gets its
+    own bake lines by running the plan again for its group (--group), and the promote job
+    reads the tags from the gate's records."""
     return {
         "version": plan["version"],
+        "registry": registry_of(plan["image"]),
+        # Log in there too: a cache on another registry would answer 401 (docs/publishing.md).
+        "cache_registry": registry_of(cache_ref) if cache_ref else "",
         "bases": plan["bases"],
-        "variants": [{"target": job["target"], "tags": job["tags"]} for job in plan["variants"]],
         "groups": [
-            {key: group[key] for key in ("name", "base", "cuda", "targets")}
+            {key: group[key] for key in ("id", "name", "base", "cuda", "targets")}
             for group in plan["groups"]
         ],
     }
@@ -223,12 +273,8 @@ def github_outputs(plan: dict) -> dict:
 
 def groups(variant_jobs: list[dict], size: int = GROUP_SIZE) -> list[dict]:
     """The variant jobs packed into build jobs: each holds variants of one base only (so
-    it loads that multi-GB base once), at most `size` of them, and there are never more
-    than GitHub's matrix allows — with more variants, each job takes more.
-
-    A job pushes every image under a candidate tag first; the release gate runs each
-    candidate once and only then gives it its real tags (release_gate.py --promote).
-    """
+    it pulls that multi-GB base once), at most `size` of them, and there are never more
+    than GitHub's matrix allows — with more variants, each job takes more."""
     by_base: dict[str, list[dict]] = {}
     for job in sorted(variant_jobs, key=lambda j: (j["base"], j["target"])):
         by_base.setdefault(job["base"], []).append(job)
@@ -239,63 +285,57 @@ def groups(variant_jobs: list[dict], size: int = GROUP_SIZE) -> list[dict]:
         count = -(-len(jobs) // size)
         for i in range(count):
             chunk = jobs[i::count]  # near-equal parts, every target once
-            out.append(group_job(base, chunk, f"{base} {i + 1}/{count}"))
+            out.append(group_job(base, chunk, i + 1, count))
     return out
 
 
-def candidate_tag(job: dict, version: str) -> str:
-    image = job["tags"][0].rpartition(":")[0]
-    return f"{image}:candidate-{version}-{job['target']}"
-
-
-def group_job(base: str, jobs: list[dict], name: str) -> dict:
+def group_job(base: str, jobs: list[dict], number: int, count: int) -> dict:
     lines: list[str] = []
-    promote = {}
     for job in jobs:
-        version = job["version"]
-        candidate = candidate_tag(job, version)
-        promote[candidate] = job["tags"]
-        for line in job["bake_set"].splitlines():
-            if line.startswith(f"{job['target']}.tags="):
-                continue
-            if line not in lines:  # the base's lines once
-                lines.append(line)
-        lines.append(f"{job['target']}.tags={candidate}")
+        lines += job["bake_set"].splitlines()
     return {
-        "name": name,
+        "id": f"{base}-{number}",
+        "name": f"{base} {number}/{count}",
         "base": base,
         "cuda": jobs[0]["cuda"],
         "targets": " ".join(job["target"] for job in jobs),
         "bake_set": "\n".join(lines),
-        "promote": json.dumps(promote, separators=(",", ":")),
+        "images": [{"target": job["target"], "tags": job["tags"]} for job in jobs],
     }
 
 
-def check_limits(outputs: dict) -> None:
-    """Refuse a plan GitHub would refuse: too many jobs in a matrix, an output too big."""
-    for key in ("bases", "groups"):
-        if len(outputs.get(key, [])) > MATRIX_LIMIT:
-            raise PlanError(f"{len(outputs[key])} {key} jobs: GitHub runs {MATRIX_LIMIT} at most")
-    for key, value in outputs.items():
-        size = len(value if isinstance(value, str) else json.dumps(value, separators=(",", ":")))
-        if size > OUTPUT_LIMIT:
-            raise PlanError(f"output {key} is {size} bytes: GitHub keeps {OUTPUT_LIMIT} at most")
-
-
-def write_outputs(outputs: dict, path: Path) -> None:
-    with path.open("a", encoding="utf-8") as out:
-        for key, value in outputs.items():
-            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-            if "\n" in text:  # GitHub's multi-line form
-                out.write(f"{key}<<BAKERY_EOF\n{text}\nBAKERY_EOF\n")
-            else:
-                out.write(f"{key}={text}\n")
+def for_group(plan: dict, group_id: str, bases: dict[str, str]) -> dict:
+    """One build job's outputs: its bake lines, with each variant FROM its line's base
+    exactly as the base job pushed it (by digest), and the images the gate checks."""
+    found = [g for g in plan["groups"] if g["id"] == group_id]
+    if not found:
+        raise PlanError(f"no build job {group_id!r} in this plan")
+    group = found[0]
+    if group["base"] not in bases:
+        raise PlanError(
+            f"{group['base']} was not built in this run (its job failed or was skipped): "
+            f"the variants {group['targets']} need it; see that job's log"
+        )
+    context = f"docker-image://{bases[group['base']]}"
+    lines = group["bake_set"].splitlines()
+    lines += [f"{target}.contexts.base={context}" for target in group["targets"].split()]
+    return {
+        "bake_set": "\n".join(lines),
+        # bake-action reads a list separated by commas or newlines
+        "targets": ",".join(group["targets"].split()),
+        "images": json.dumps(group["images"], separators=(",", ":")),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="", help="targets to build (default: all)")
     parser.add_argument("--image", default="", help="image repository (default: variants.yaml)")
+    parser.add_argument(
+        "--candidates",
+        default="",
+        help="private repository for candidates (default: IMAGE-candidates)",
+    )
     parser.add_argument("--cache-ref", default="", help="registry cache repository (optional)")
     parser.add_argument("--ref-type", default=os.environ.get("GITHUB_REF_TYPE", "branch"))
     parser.add_argument("--ref-name", default=os.environ.get("GITHUB_REF_NAME", ""))
@@ -303,9 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, help="variants.yaml (default: the repository's)")
     parser.add_argument("--bake-dir", type=Path, default=REPO_ROOT, help="where docker-bake.hcl is")
     parser.add_argument("--output", type=Path, default=os.environ.get("GITHUB_OUTPUT"))
-    parser.add_argument(
-        "--group", help="write only this build job's bake_set and promote (its name)"
-    )
+    parser.add_argument("--group", help="write only this build job's outputs (its id)")
+    parser.add_argument("--bases", type=Path, help="with --group: the base jobs' records")
     args = parser.parse_args(argv)
     try:
         version = version_for(args.ref_type, args.ref_name, args.sha)
@@ -313,43 +352,29 @@ def main(argv: list[str] | None = None) -> int:
         bases, variants = select(matrix, requested_targets(args.targets))
         targets = [entry["target"] for entry in bases + variants]
         printed = bake_print(targets, args.image, version, args.bake_dir) if targets else {}
-        outputs = plan(
+        whole = plan(
             matrix,
             printed,
             requested_targets(args.targets),
             version,
             floating=args.ref_type == "tag",
             cache_ref=args.cache_ref,
+            image=args.image,
+            candidates=args.candidates,
         )
-    except PlanError as error:
+        if args.group:
+            recorded = release_records.read_bases(args.bases) if args.bases else {}
+            outputs = for_group(whole, args.group, recorded)
+        else:
+            outputs = github_outputs(whole, args.cache_ref)
+    except (PlanError, release_records.RecordError) as error:
         print(f"release plan: {error}", file=sys.stderr)
         return 1
-    registry = registry_of(args.image or _image_of(outputs) or args.cache_ref)
-    if outputs["bases"] and not args.cache_ref and not args.group:
-        print(
-            "::warning::no BAKERY_CACHE_REF: each torch base (about 7 GB) goes to GitHub's "
-            "Actions cache, which keeps 10 GB per repository — set a registry cache"
-        )
-    if args.group:
-        found = [g for g in outputs["groups"] if g["name"] == args.group]
-        if not found:
-            print(f"release plan: no build job {args.group!r}", file=sys.stderr)
-            return 1
-        outputs = {key: found[0][key] for key in ("bake_set", "promote")}
-        # bake-action reads a list separated by commas or newlines
-        outputs["targets"] = ",".join(found[0]["targets"].split())
-    else:
-        outputs = {**github_outputs(outputs), "registry": registry}
     if args.output:
         write_outputs(outputs, args.output)
     json.dump(outputs, sys.stdout, indent=2)
     print()
     return 0
-
-
-def _image_of(outputs: dict) -> str:
-    tags = [tag for job in outputs["variants"] for tag in job["tags"]]
-    return tags[0].rpartition(":")[0] if tags else ""
 
 
 if __name__ == "__main__":
