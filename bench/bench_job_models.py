@@ -26,21 +26,11 @@ from pathlib import Path
 
 import requests
 
+from bench.bench_handler import workflow as picture  # a model-free job, its own colour
 from tests.kit.double import start
 from tests.kit.model_server import MiB, ModelServer, blob
 
 PACE_MIB_S = 64
-
-
-def picture(i: int) -> dict:
-    """A model-free job (its own colour: never answered from ComfyUI's cache)."""
-    return {
-        "1": {
-            "class_type": "EmptyImage",
-            "inputs": {"width": 16, "height": 16, "batch_size": 1, "color": i * 7919 % 0xFFFFFF},
-        },
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "b"}},
-    }
 
 
 def run(quick: bool) -> list[dict]:

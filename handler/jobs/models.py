@@ -32,6 +32,8 @@ from handler.models.job_cache import JobModelCache, Lease
 from handler.models.source import SourceClient
 
 MAX_MODELS = 16
+# The threads that fetch jobs' models: kept, so each keeps its connections from job to job.
+_pool = ThreadPoolExecutor(16, thread_name_prefix="job-model")
 PROGRESS_EVERY_S = 1.0
 SETTINGS = job_cache.SETTINGS
 
@@ -164,22 +166,21 @@ def fetch(models: list[JobModel], deadline: float, progress=None) -> Fetched:
     cache = JobModelCache()
     client = SourceClient(public_only=True, deadline=deadline)
     board = _Board(progress)
-    with ThreadPoolExecutor(min(4, len(models)), thread_name_prefix="job-model") as pool:
-        futures = [(m, pool.submit(_one, cache, client, m, board)) for m in models]
-        failure = None
-        for model, future in futures:
-            try:
-                lease = future.result()
-            except FetchError as exc:
-                failure = failure or ModelFetchFailed(f"{model.label}: {exc}")
-                continue
-            except OSError as exc:  # the disk itself (permissions, read-only)
-                failure = failure or ModelFetchFailed(f"{model.label}: {exc}")
-                continue
-            done.leases.append(lease)
-            done.renames[model.want.file] = lease.name
-            done.downloaded += lease.downloaded
-            done.hits += lease.downloaded == 0
+    futures = [(m, _pool.submit(_one, cache, client, m, board)) for m in models]
+    failure = None
+    for model, future in futures:
+        try:
+            lease = future.result()
+        except FetchError as exc:
+            failure = failure or ModelFetchFailed(f"{model.label}: {exc}")
+            continue
+        except OSError as exc:  # the disk itself (permissions, read-only)
+            failure = failure or ModelFetchFailed(f"{model.label}: {exc}")
+            continue
+        done.leases.append(lease)
+        done.renames[model.want.file] = lease.name
+        done.downloaded += lease.downloaded
+        done.hits += lease.downloaded == 0
     if failure is not None:
         done.release()
         raise failure

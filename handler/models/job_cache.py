@@ -104,6 +104,8 @@ def key_for(want: Model, client: SourceClient) -> tuple[str, int | None]:
     try:
         validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
         size = _size(resp)
+        if resp.status_code == 206:
+            resp.raw.read(2)  # its one byte: the connection stays open for the next request
     finally:
         resp.close()
     if not validator.strip():

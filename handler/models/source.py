@@ -94,6 +94,9 @@ def seconds_left(deadline: float | None, what: str) -> float | None:
     return left
 
 
+_guarded = threading.local()
+
+
 class SourceClient:
     """GET with manual redirects (per-hop auth) on the project's HTTP session.
 
@@ -121,12 +124,15 @@ class SourceClient:
     def session(self):
         # One per thread: a requests.Session is not promised to be thread-safe. Retries
         # are done by hand (ranged resume, bounded Retry-After): none in the adapter.
-        if not hasattr(self._local, "session"):
+        # Guarded sessions outlive the client (one per job): a thread that fetches for the
+        # next job keeps its connections (each was checked when it was made).
+        local = _guarded if self.public_only else self._local
+        if not hasattr(local, "session"):
             if self.public_only:
-                self._local.session = addresses.guarded_session()
+                local.session = addresses.guarded_session()
             else:
-                self._local.session = http.session(total=0)
-        return self._local.session
+                local.session = http.session(total=0)
+        return local.session
 
     def get(self, url: str, auth: str, first: int | None = None, last: int | None = None):
         """Open `url` (bytes first..last when `first` is given); return the 200/206 response."""

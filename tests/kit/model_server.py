@@ -23,6 +23,7 @@ import hashlib
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -48,6 +49,7 @@ class ModelServer:
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer((host, 0), _handler(self))
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = self._handle_error
         self.host, self.port = self.httpd.server_address[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -58,6 +60,12 @@ class ModelServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def _handle_error(self, request, client_address) -> None:
+        """A client that hangs up (a probe for one byte, a download cut short) is no error."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        ThreadingHTTPServer.handle_error(self.httpd, request, client_address)
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
