@@ -29,13 +29,6 @@ from urllib3.util import connection
 
 from handler import settings
 
-URL_ALLOW = settings.setting(
-    "BAKERY_URL_ALLOW",
-    "",
-    "Comma-separated addresses or networks (e.g. `10.0.0.0/8`) that a job's URLs (input "
-    "images, models) may reach although they are not public; empty = public addresses only.",
-)
-
 
 class AddressRefused(ValueError):
     """A URL's host is not a public address (or cannot be resolved); the message says which."""
@@ -101,7 +94,7 @@ def short(text: str) -> str:
 
 def allowed() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     nets = []
-    for item in URL_ALLOW.get().split(","):
+    for item in settings.URL_ALLOW.get().split(","):
         if item.strip():
             try:
                 nets.append(ipaddress.ip_network(item.strip(), strict=False))

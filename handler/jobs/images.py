@@ -22,14 +22,8 @@ from urllib.parse import urljoin, urlsplit
 
 from handler import addresses, settings
 from handler.jobs.errors import JobInputError
-from handler.jobs.input import MAX_IMAGE_BYTES, ImageInput
+from handler.jobs.input import ImageInput
 
-URL_TIMEOUT = settings.setting(
-    "BAKERY_URL_TIMEOUT_S",
-    30.0,
-    "Seconds an image download by `url` may take in all (connect, redirects and body).",
-    kind="float",
-)
 MAX_REDIRECTS = 5
 
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.I)
@@ -58,7 +52,7 @@ def load(images: list[ImageInput], deadline: float | None = None) -> list[Loaded
 
 def decode(text: str, field: str) -> bytes:
     """base64 (plain or as a data URI) → bytes, size-checked before decoding."""
-    limit = MAX_IMAGE_BYTES.get()
+    limit = settings.MAX_IMAGE_BYTES.get()
     if text.startswith("data:"):
         match = _DATA_URI.match(text)
         if not match:
@@ -87,8 +81,8 @@ def from_url(url: str, field: str, deadline: float | None = None) -> bytes:
     `deadline` (time.monotonic()) is the job's own; the download ends by the earlier of
     it and BAKERY_URL_TIMEOUT_S, whatever the server does (a slow drip included).
     """
-    limit = MAX_IMAGE_BYTES.get()
-    budget = URL_TIMEOUT.get()
+    limit = settings.MAX_IMAGE_BYTES.get()
+    budget = settings.URL_TIMEOUT_S.get()
     ends = (
         time.monotonic() + budget if deadline is None else min(deadline, time.monotonic() + budget)
     )

@@ -26,26 +26,6 @@ from handler import recipes, schema_errors, settings
 from handler.jobs import models, recipe
 from handler.jobs.errors import JobInputError
 
-TIMEOUT_DEFAULT = settings.setting(
-    "BAKERY_JOB_TIMEOUT_S",
-    600.0,
-    "Seconds a job may take when it does not send `timeout_s` (its wait for models, its input "
-    "images, its run in ComfyUI and its outputs together); then it is stopped and says which "
-    "part ran out.",
-    kind="float",
-)
-TIMEOUT_MAX = settings.setting(
-    "BAKERY_JOB_TIMEOUT_MAX_S",
-    3600.0,
-    "The largest `timeout_s` a job may ask for.",
-    kind="float",
-)
-MAX_IMAGE_BYTES = settings.setting(
-    "BAKERY_MAX_IMAGE_BYTES",
-    50 * 1024 * 1024,
-    "Largest input image (decoded, or downloaded from `url`), in bytes.",
-    kind="int",
-)
 MAX_IMAGES = 64
 JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 
@@ -86,7 +66,7 @@ def schema(env=None) -> dict:
             "timeout_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "maximum": TIMEOUT_MAX.get(env),
+                "maximum": settings.JOB_TIMEOUT_MAX_S.get(env),
             },
             "include_previews": {"type": "boolean"},
             "models": models.SCHEMA,
@@ -219,7 +199,11 @@ def parse(job_input: Any) -> JobInput:
         api_key=job_input.get("comfy_org_api_key")
         or job_input.get("api_key_comfy_org")
         or settings.COMFY_ORG_API_KEY.get(),
-        timeout_s=float(job_input.get("timeout_s", min(TIMEOUT_DEFAULT.get(), TIMEOUT_MAX.get()))),
+        timeout_s=float(
+            job_input.get(
+                "timeout_s", min(settings.JOB_TIMEOUT_S.get(), settings.JOB_TIMEOUT_MAX_S.get())
+            )
+        ),
         include_previews=job_input.get("include_previews", False),
         models=models.parse(job_input.get("models", [])),
         warnings=warnings,

@@ -22,14 +22,6 @@ import websocket
 from handler import http, log, settings
 from handler.jobs.errors import ComfyUnavailable, comfy_gone, comfy_lost
 
-LOST_TIMEOUT = settings.setting(
-    "BAKERY_COMFY_LOST_S",
-    20.0,
-    "Seconds a job keeps reconnecting to a ComfyUI that stopped answering mid-run before it "
-    "gives up and asks for a new worker.",
-    kind="float",
-)
-
 _log = log.get("comfy")
 
 # What the reader tells every followed prompt besides frames.
@@ -175,11 +167,11 @@ class Socket:
             except (OSError, websocket.WebSocketException):
                 pass
             now = time.monotonic()
-            if now - since >= LOST_TIMEOUT.get():
+            if now - since >= settings.COMFY_LOST_S.get():
                 doing = "while running this job " if running else ""
                 raise ComfyUnavailable(
                     f"ComfyUI at {self.base} stopped answering {doing}(no connection for "
-                    f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
+                    f"{settings.COMFY_LOST_S.get():g} s); this worker asks to be replaced"
                 )
             if attempt == 1:
                 log.event(_log, "WebSocket refused or dropped; reconnecting")

@@ -48,20 +48,7 @@ from handler.models.fetch import size_text
 from handler.models.source import SourceClient, seconds_left
 from handler.models.tokens import public
 
-CACHE_GB = settings.setting(
-    "BAKERY_JOB_MODELS_CACHE_GB",
-    40.0,
-    "Most disk (GiB) the models jobs bring by URL may take in all (on the network volume "
-    "when mounted, else the container disk); least recently used ones are evicted first.",
-    kind="float",
-)
-MODEL_MAX_GB = settings.setting(
-    "BAKERY_JOB_MODEL_MAX_GB",
-    24.0,
-    "Largest model (GiB) a job may bring by URL.",
-    kind="float",
-)
-SETTINGS = (CACHE_GB, MODEL_MAX_GB)
+SETTINGS = (settings.JOB_MODELS_CACHE_GB, settings.JOB_MODEL_MAX_GB)
 
 FOLDER = "job-models"  # inside each model folder: what ComfyUI lists as job-models/<key>/<file>
 GIB = 1 << 30
@@ -128,8 +115,8 @@ class JobModelCache:
     def __init__(self, root: Path | None = None, env: dict | None = None):
         self.env = env
         self.root = root or volume.models_root(env)
-        self.cap = int(CACHE_GB.get(env) * GIB)
-        self.model_max = int(MODEL_MAX_GB.get(env) * GIB)
+        self.cap = int(settings.JOB_MODELS_CACHE_GB.get(env) * GIB)
+        self.model_max = int(settings.JOB_MODEL_MAX_GB.get(env) * GIB)
 
     def place(self, want: Model, key: str) -> volume.Place:
         return volume.Place(self.root, want.dir, f"{FOLDER}/{key}/{want.file}")
