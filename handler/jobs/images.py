@@ -43,10 +43,10 @@ def load(images: list[ImageInput], deadline: float | None = None) -> list[Loaded
     out = []
     for i, img in enumerate(images):
         if img.url is not None:
-            data = from_url(img.url, f"images[{i}].url", deadline)
+            data = from_url(img.url, img.where(i), deadline)
             out.append(LoadedImage(img.name, data))
         else:
-            out.append(LoadedImage(img.name, decode(img.image or "", f"images[{i}].image")))
+            out.append(LoadedImage(img.name, decode(img.image or "", img.where(i))))
     return out
 
 

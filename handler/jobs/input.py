@@ -114,6 +114,11 @@ class ImageInput:
     name: str
     image: str | None = None  # base64 or data URI, decoded by handler.jobs.images
     url: str | None = None
+    field: str | None = None  # where the job sent it, when not `images[i]` (a recipe's param)
+
+    def where(self, index: int) -> str:
+        """The field an error about this image names: `images[0].url`, `params.image`."""
+        return self.field or f"images[{index}].{'url' if self.url is not None else 'image'}"
 
 
 @dataclass
@@ -169,7 +174,7 @@ def parse(job_input: Any) -> JobInput:
             )
         expanded = recipe.expand(job_input["recipe"], job_input.get("params"))
         workflow, params = expanded.workflow, expanded.params
-        images += [_image(name, value) for name, value in expanded.images]
+        images += [_image(name, value, f"params.{param}") for param, name, value in expanded.images]
         warnings += expanded.warnings
     elif "workflow" in job_input:
         if "params" in job_input:
@@ -185,7 +190,7 @@ def parse(job_input: Any) -> JobInput:
         if (img.image is None) == (img.url is None):
             raise JobInputError(f"images[{i}]: give exactly one of `image` (base64) or `url`")
         if img.url is not None:
-            _no_control_characters(img.url, f"images[{i}].url")
+            _no_control_characters(img.url, img.where(i))
         if img.name in seen:
             raise JobInputError(f"images[{i}].name: {img.name!r} is used twice")
         seen.add(img.name)
@@ -211,11 +216,11 @@ def parse(job_input: Any) -> JobInput:
     )
 
 
-def _image(name: str, value: str) -> ImageInput:
+def _image(name: str, value: str, field: str) -> ImageInput:
     """A recipe's image parameter as an input image: a URL is fetched, the rest decoded."""
     if recipe.is_url(value):
-        return ImageInput(name=name, url=value)
-    return ImageInput(name=name, image=value)
+        return ImageInput(name=name, url=value, field=field)
+    return ImageInput(name=name, image=value, field=field)
 
 
 def _no_workflow() -> str:

@@ -50,7 +50,7 @@ class Download:
         on_size=None,
     ):
         self.model, self.place, self.client, self.env = model, place, client, env
-        self.observer = observer  # observer(have, total) as bytes arrive (handler.models.lazy)
+        self.observer = observer  # observer(have, total) as bytes arrive (handler.models.scheduler)
         self.name = place.name
         # A job's model: at most `limit` bytes, done by the client's deadline.
         self.limit, self.deadline = limit, client.deadline

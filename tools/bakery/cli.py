@@ -319,6 +319,11 @@ def run(argv: list[str]) -> int:
             print(f"generated files match {display_name(file)}")
             return EXIT_OK
     else:
+        # A recipe whose workflow does not fit its variants' ComfyUI and models is refused
+        # before anything is written (the whole check, add's workflows too: `bakery check`).
+        problems = workflow_check.recipe_problems(config)
+        if problems:
+            raise workflow_check.WorkflowProblems(None, problems)
         changed = output.write(files, out)
         print(
             f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "
