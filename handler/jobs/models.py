@@ -27,9 +27,9 @@ from handler.jobs.errors import JobError, JobInputError
 from handler.manifest import MODEL_FOLDERS, URL_PATTERN, Model
 from handler.models import job_cache, tokens
 from handler.models.errors import FetchError
-from handler.models.fetch import size_text
 from handler.models.job_cache import JobModelCache, Lease
 from handler.models.source import SourceClient
+from handler.models.status import size_text
 
 MAX_MODELS = 16
 # The threads that fetch jobs' models: kept, so each keeps its connections from job to job.

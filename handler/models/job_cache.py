@@ -44,8 +44,8 @@ from handler.manifest import MODEL_FOLDERS, Model
 from handler.models import volume
 from handler.models.download import Download
 from handler.models.errors import DigestMismatch, DiskFull, FetchError, TooLarge
-from handler.models.fetch import size_text
 from handler.models.source import SourceClient, seconds_left
+from handler.models.status import size_text
 from handler.models.tokens import public
 
 SETTINGS = (settings.JOB_MODELS_CACHE_GB, settings.JOB_MODEL_MAX_GB)
