@@ -44,3 +44,19 @@ def session(total: int = 4, backoff_factor: float = 0.2) -> requests.Session:
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Seconds to wait before retry number `attempt` (1-based): exponential, full jitter."""
     return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))
+
+
+def refused(error: BaseException) -> bool:
+    """Whether a failed request was refused: nothing listened at the address (a
+    ConnectionRefusedError somewhere in what requests and urllib3 wrapped around it)."""
+    todo, seen = [error], set()
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, ConnectionRefusedError):
+            return True
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None)]
+        todo += [a for a in getattr(err, "args", ()) if isinstance(a, BaseException)]
+    return False

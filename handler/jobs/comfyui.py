@@ -34,7 +34,7 @@ from handler.jobs.errors import (
     read_capped,
 )
 from handler.jobs.prompt import PromptRun
-from handler.jobs.socket import LOST_TIMEOUT, Socket
+from handler.jobs.socket import LOST_TIMEOUT, REFUSED_S, Socket
 
 COMFY_PID = settings.setting(
     "BAKERY_COMFY_PID",
@@ -69,6 +69,7 @@ class ComfyClient:
         self.base = f"http://{host}"
         self.ws_base = f"ws://{host}/ws"
         self.pid = COMFY_PID.get() if pid is None else pid
+        self.answered = False  # ComfyUI has answered once: refusals from now on mean it exited
         loopback = host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
         self.local = loopback and OUTPUTS_FROM_DISK.get()
         self.socket = Socket(self)
@@ -118,6 +119,12 @@ class ComfyClient:
             f"ComfyUI's process (pid {self.pid}) has exited; this worker asks to be replaced"
         )
 
+    def refused_error(self, doing: str = "") -> ComfyUnavailable:
+        return ComfyUnavailable(
+            f"ComfyUI at {self.base} has exited {doing}(it answered before; now nothing "
+            "listens there); this worker asks to be replaced"
+        )
+
     def lost_error(self, what: str) -> ComfyUnavailable:
         if self.process_gone():
             return self.gone_error()
@@ -130,13 +137,16 @@ class ComfyClient:
         timeout = READY_TIMEOUT.get() if timeout is None else timeout
         deadline = time.monotonic() + timeout
         attempt = 0
+        refused_since: float | None = None
         while True:
             if self.process_gone():
                 raise self.gone_error()
             try:
                 left = deadline - time.monotonic()
                 resp = self.once.get(f"{self.base}/system_stats", timeout=min(5, max(left, 0.2)))
+                refused_since = None
                 if resp.status_code == 200:
+                    self.answered = True
                     if attempt:
                         log.event(
                             _log,
@@ -144,8 +154,15 @@ class ComfyClient:
                             waited_s=round(timeout - (deadline - time.monotonic()), 2),
                         )
                     return resp.json()
-            except (requests.RequestException, ValueError):
-                pass
+            except (requests.RequestException, ValueError) as err:
+                # Refused throughout by a ComfyUI that answered before: it has exited.
+                refused_since = (refused_since or time.monotonic()) if http.refused(err) else None
+                if (
+                    self.answered
+                    and refused_since
+                    and time.monotonic() - refused_since >= REFUSED_S
+                ):
+                    raise self.refused_error() from None
             attempt += 1
             if time.monotonic() >= deadline:
                 raise ComfyUnavailable(
@@ -174,12 +191,13 @@ class ComfyClient:
         except requests.RequestException:
             raise self.lost_error(path) from None
 
-    def upload_image(self, name: str, data: bytes) -> dict:
-        """Upload to the input folder; ComfyUI may rename on a clash, so use the returned name."""
+    def upload_image(self, name: str, data: bytes, overwrite: bool = False) -> dict:
+        """Upload to the input folder; without `overwrite` ComfyUI may rename on a clash (or
+        answer with another file of the same bytes), so use the returned name."""
         resp = self._post(
             "/upload/image",
             files={"image": (name, data, "application/octet-stream")},
-            data={"type": "input", "overwrite": "false"},
+            data={"type": "input", "overwrite": "true" if overwrite else "false"},
         )
         if resp.status_code != 200:
             raise JobError(

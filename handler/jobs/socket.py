@@ -33,6 +33,10 @@ LOST_TIMEOUT = settings.setting(
     kind="float",
 )
 
+# Connections refused this long by a ComfyUI that answered before: nothing listens at its
+# address any more, so it has exited (a hung ComfyUI still accepts; LOST_TIMEOUT bounds that).
+REFUSED_S = 2.0
+
 _log = log.get("comfy")
 
 # What the reader tells every followed prompt besides frames.
@@ -158,8 +162,11 @@ class Socket:
 def connect(client: ComfyClient, client_id: str, running: bool = False):
     """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
 
-    `running`: a prompt of this worker is in ComfyUI (the error then says so)."""
+    `running`: a prompt of this worker is in ComfyUI (the error then says so). A ComfyUI
+    that answered before and now refuses every connection for REFUSED_S has exited
+    (nothing listens at its address), whether or not its process id is known."""
     since = time.monotonic()
+    refused_since: float | None = None
     attempt = 0
     while True:
         attempt += 1
@@ -171,9 +178,15 @@ def connect(client: ComfyClient, client_id: str, running: bool = False):
                 )
             raise client.gone_error()
         try:
-            return websocket.create_connection(f"{client.ws_base}?clientId={client_id}", timeout=10)
+            ws = websocket.create_connection(f"{client.ws_base}?clientId={client_id}", timeout=10)
+            client.answered = True
+            return ws
+        except ConnectionRefusedError:
+            refused_since = refused_since or time.monotonic()
+            if client.answered and time.monotonic() - refused_since >= REFUSED_S:
+                raise client.refused_error("while running this job " if running else "") from None
         except (OSError, websocket.WebSocketException):
-            pass
+            refused_since = None
         now = time.monotonic()
         if now - since >= LOST_TIMEOUT.get():
             doing = "while running this job " if running else ""

@@ -7,6 +7,7 @@ import re
 import struct
 
 from tests.comfy_double import media  # the double's own PNG writer/reader
+from tests.kit.job_files import listing
 
 
 def png(width: int, height: int, rgb: int) -> bytes:
@@ -63,12 +64,7 @@ def leftovers(double) -> list[str]:
     from handler.jobs import worker
 
     assert worker.drain(timeout=30), "the jobs' clean-up did not end"
-    return sorted(
-        str(p.relative_to(double.base))
-        for kind in ("input", "output", "temp")
-        for p in (double.base / kind).rglob("*")
-        if p.is_file()
-    )
+    return listing(double.base)
 
 
 def get_json(double, path: str):

@@ -102,6 +102,26 @@ def test_comfyui_lost_mid_run_without_a_known_pid_gives_up_after_a_bound(start_d
     assert_serves_next_job(start_double())
 
 
+def test_comfyui_killed_without_a_known_pid_is_noticed_within_seconds(start_double, handler_env):
+    # Outside an image nobody tells the worker ComfyUI's pid: a ComfyUI that answered before
+    # and now refuses every connection has exited (not the 20 s BAKERY_COMFY_LOST_S bound).
+    double = start_double()
+    handler_env.delenv("BAKERY_COMFY_PID")
+    double.set_faults(kill_at_node="2")
+    t0 = time.monotonic()
+    result = run(slow(steps=50, seconds_per_step=0.05))
+    assert time.monotonic() - t0 < 5
+    gone = f"ComfyUI at http://{double.host_port} has exited"
+    assert result == {
+        "error": f"{gone} while running this job (it answered before; now nothing listens "
+        "there); this worker asks to be replaced",
+        "refresh_worker": True,
+    }
+    t0 = time.monotonic()  # the next job: no socket now, and the wait for ComfyUI is short too
+    result = run(empty_image())
+    assert time.monotonic() - t0 < 5 and result["error"].startswith(gone), result
+
+
 def test_outputs_are_read_from_disk_when_comfyui_runs_beside_the_worker(comfy):
     comfy.set_faults(view_fail_count=100, view_fail_status=500)  # /view would fail
     result = run(empty_image(color=0x654321))
