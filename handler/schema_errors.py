@@ -62,6 +62,7 @@ DEFAULT_WHAT = {
     "minimum": "must be at least {rule}",
     "maximum": "must be at most {rule}",
     "exclusiveMinimum": "must be greater than {rule}",
+    "multipleOf": "must be a multiple of {rule}",
 }
 
 Path = tuple  # a key path into the document: ("models", 0, "url")
@@ -143,9 +144,13 @@ def with_wording(schema: dict, wording: dict) -> dict:
     return out
 
 
-def problems(schema: dict, data: object, wording: Wording) -> list[Problem]:
-    """Every problem jsonschema finds in `data`, explained, in the order of their paths."""
-    validator = jsonschema.Draft202012Validator(schema)
+def problems(
+    schema: dict, data: object, wording: Wording, validator: jsonschema.Validator | None = None
+) -> list[Problem]:
+    """Every problem jsonschema finds in `data`, explained, in the order of their paths.
+
+    `validator`: one already made for `schema` (a check run per job makes it once)."""
+    validator = validator or jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
     return [p for err in errors for p in explain(err, wording)]
 

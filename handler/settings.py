@@ -136,6 +136,12 @@ COMFYUI_DIR = setting(
 MANIFEST = setting(
     "BAKERY_MANIFEST", "/opt/bakery/models.json", "The variant's rendered model manifest."
 )
+RECIPES = setting(
+    "BAKERY_RECIPES",
+    "",
+    "The variant's rendered recipes (named, typed parameters for its workflows); empty = "
+    "recipes.json beside BAKERY_MANIFEST.",
+)
 VOLUME_DIR = setting(
     "BAKERY_VOLUME_DIR",
     "/runpod-volume",

@@ -5,7 +5,7 @@
    here, with one clear message.
 2. The missing models download in the background (handler.models.lazy) while
    ComfyUI and the worker start: each job waits only for the models its
-   workflow names (handler.models.readiness). With BAKERY_MODELS_BEFORE_START=1
+   workflow names (handler.jobs.readiness). With BAKERY_MODELS_BEFORE_START=1
    every model is fetched first instead, and a failure stops the container.
 3. Start ComfyUI (handler.comfy_process) on 127.0.0.1 at COMFY_HOST's port, told
    where the models are (--extra-model-paths-config), with tcmalloc preloaded

@@ -75,16 +75,12 @@ def job_started() -> None:
         mark("first job started")
 
 
-def job_done() -> dict:
-    """A job ends: the first time, marks "first job done" and returns {"timeline": [...]}
-    (the start process's steps, then this process's) for its telemetry; else {}."""
+def job_done() -> list[dict] | None:
+    """A job ends: the first time, marks "first job done" and returns this process's steps
+    (the first job's telemetry adds the start process's before them); else None."""
     if _first_job["done"]:
-        return {}
+        return None
     job_started()
     _first_job["done"] = True
     mark("first job done")
-    from handler.models import status  # the start process's steps are on its board
-
-    folder = status.STATUS_DIR.get()
-    earlier = status.read(folder).get("timeline", []) if folder else []
-    return {"timeline": [*earlier, *_marks]}
+    return list(_marks)

@@ -95,8 +95,9 @@ ENV COMFYUI_DIR=/opt/comfyui \
 FROM base
 
 # The model manifest (what start.sh downloads when the container starts) and, beside it,
-# what the worker checks at start (GPU architecture, driver, VRAM): one layer.
-COPY build/sdxl-cu128/models.json build/sdxl-cu128/fitness.json /opt/bakery/
+# what the worker checks at start (GPU architecture, driver, VRAM) and the model set's
+# recipes (its workflows as named, typed parameters; BAKERY_RECIPES): one layer.
+COPY build/sdxl-cu128/models.json build/sdxl-cu128/fitness.json build/sdxl-cu128/recipes.json /opt/bakery/
 ENV BAKERY_MANIFEST=/opt/bakery/models.json
 
 # The handler's code (named context `handler`), the most often changed: last, so a

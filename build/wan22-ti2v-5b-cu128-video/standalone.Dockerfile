@@ -128,8 +128,9 @@ RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
 ENV BAKERY_CUSTOM_NODES="videohelpersuite"
 
 # The model manifest (what start.sh downloads when the container starts) and, beside it,
-# what the worker checks at start (GPU architecture, driver, VRAM): one layer.
-COPY build/wan22-ti2v-5b-cu128-video/models.json build/wan22-ti2v-5b-cu128-video/fitness.json /opt/bakery/
+# what the worker checks at start (GPU architecture, driver, VRAM) and the model set's
+# recipes (its workflows as named, typed parameters; BAKERY_RECIPES): one layer.
+COPY build/wan22-ti2v-5b-cu128-video/models.json build/wan22-ti2v-5b-cu128-video/fitness.json build/wan22-ti2v-5b-cu128-video/recipes.json /opt/bakery/
 ENV BAKERY_MANIFEST=/opt/bakery/models.json
 
 # The handler's code (named context `handler`), the most often changed: last, so a

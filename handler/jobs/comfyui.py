@@ -1,39 +1,34 @@
-"""The ComfyUI client: ComfyUI's HTTP API, and `run_prompt`, the one call that runs a prompt.
+"""The ComfyUI client: one ComfyUI's address, process, HTTP session and WebSocket.
 
 Written against ComfyUI's observed protocol (docs/comfyui-protocol.md),
-quirks included: uploads may come back renamed and malformed prompts get 500
-text. Running a prompt (its frames, the deadline) is handler.jobs.prompt;
-`ComfyClient.run_prompt` is its entry. The client keeps one WebSocket for the
-worker (`socket`, handler.jobs.socket: reconnects): while it is connected ComfyUI
-is known to be alive without a probe per job. Output files are read from
-ComfyUI's output/temp folders when ComfyUI runs beside the worker (loopback
-address, the file is there), else fetched through /view.
+quirks included: uploads may come back renamed. A prompt's whole life (queue,
+follow, interrupt, history) is handler.jobs.prompt, which talks to ComfyUI
+through this client. The client keeps one WebSocket for the worker (`socket`,
+handler.jobs.socket: reconnects): while it is connected ComfyUI is known to be
+alive without a probe per job. Output files are read from ComfyUI's
+output/temp folders when ComfyUI runs beside the worker (loopback address, the
+file is there), else fetched through /view.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import psutil
 import requests
 
 from handler import http, log, settings
-from handler.comfy_process import CUSTOM_NODES
 from handler.jobs import cleanup
-from handler.jobs import prompt as prompts
 from handler.jobs.errors import (
     ComfyUnavailable,
     JobError,
     OutputError,
     OutputGone,
-    WorkflowRejected,
-    error_body,
-    format_rejection,
+    comfy_exited,
+    comfy_gone,
+    comfy_lost,
     format_server_error,
-    read_capped,
 )
-from handler.jobs.prompt import PromptRun
 from handler.jobs.socket import LOST_TIMEOUT, REFUSED_S, Socket
 
 COMFY_PID = settings.setting(
@@ -67,12 +62,10 @@ class ComfyClient:
         host = host or settings.COMFY_HOST.get()
         self.host = host
         self.base = f"http://{host}"
-        self.ws_base = f"ws://{host}/ws"
         self.pid = COMFY_PID.get() if pid is None else pid
-        self.answered = False  # ComfyUI has answered once: refusals from now on mean it exited
         loopback = host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
         self.local = loopback and OUTPUTS_FROM_DISK.get()
-        self.socket = Socket(self)
+        self.socket = Socket(self.base, self.pid, self.process_gone)
         # Idempotent reads retry with backoff; probes and POSTs do not (the caller decides).
         self.http = http.session()
         self.once = http.session(total=0)
@@ -108,29 +101,14 @@ class ComfyClient:
         request); otherwise wait (bounded) as at the worker's start and return /system_stats."""
         if self.socket.alive():
             if self.process_gone():
-                raise self.gone_error()
+                raise comfy_gone(self.pid)
             return None
         stats = self.wait_ready()
         self.socket.ensure(LOST_TIMEOUT.get())
         return stats
 
-    def gone_error(self) -> ComfyUnavailable:
-        return ComfyUnavailable(
-            f"ComfyUI's process (pid {self.pid}) has exited; this worker asks to be replaced"
-        )
-
-    def refused_error(self, doing: str = "") -> ComfyUnavailable:
-        return ComfyUnavailable(
-            f"ComfyUI at {self.base} has exited {doing}(it answered before; now nothing "
-            "listens there); this worker asks to be replaced"
-        )
-
     def lost_error(self, what: str) -> ComfyUnavailable:
-        if self.process_gone():
-            return self.gone_error()
-        return ComfyUnavailable(
-            f"ComfyUI at {self.base} stopped answering ({what}); this worker asks to be replaced"
-        )
+        return comfy_lost(self.base, what, self.pid, self.process_gone())
 
     def wait_ready(self, timeout: float | None = None) -> dict:
         """Wait (bounded) until ComfyUI answers; return its /system_stats."""
@@ -140,13 +118,13 @@ class ComfyClient:
         refused_since: float | None = None
         while True:
             if self.process_gone():
-                raise self.gone_error()
+                raise comfy_gone(self.pid)
             try:
                 left = deadline - time.monotonic()
                 resp = self.once.get(f"{self.base}/system_stats", timeout=min(5, max(left, 0.2)))
                 refused_since = None
                 if resp.status_code == 200:
-                    self.answered = True
+                    self.socket.answered = True
                     if attempt:
                         log.event(
                             _log,
@@ -157,12 +135,9 @@ class ComfyClient:
             except (requests.RequestException, ValueError) as err:
                 # Refused throughout by a ComfyUI that answered before: it has exited.
                 refused_since = (refused_since or time.monotonic()) if http.refused(err) else None
-                if (
-                    self.answered
-                    and refused_since
-                    and time.monotonic() - refused_since >= REFUSED_S
-                ):
-                    raise self.refused_error() from None
+                answered = self.socket.answered
+                if answered and refused_since and time.monotonic() - refused_since >= REFUSED_S:
+                    raise comfy_exited(self.base) from None
             attempt += 1
             if time.monotonic() >= deadline:
                 raise ComfyUnavailable(
@@ -179,13 +154,22 @@ class ComfyClient:
             )
 
     # --- HTTP -----------------------------------------------------------------
-    def _post(self, path: str, **kwargs) -> requests.Response:
+    def post(self, path: str, **kwargs) -> requests.Response:
+        """POST once (the caller decides about retries); ComfyUnavailable when it cannot."""
         try:
             return self.once.post(f"{self.base}{path}", timeout=kwargs.pop("timeout", 30), **kwargs)
         except requests.RequestException:
             raise self.lost_error(path) from None
 
-    def _get(self, path: str, **params) -> requests.Response:
+    def post_quietly(self, path: str, body: dict) -> None:
+        """POST once and ignore any failure (clean-up: nothing to do if ComfyUI is gone)."""
+        try:
+            self.once.post(f"{self.base}{path}", json=body, timeout=10)
+        except requests.RequestException:
+            pass
+
+    def get(self, path: str, **params) -> requests.Response:
+        """GET, retried with backoff (reads are idempotent); ComfyUnavailable when it cannot."""
         try:
             return self.http.get(f"{self.base}{path}", params=params or None, timeout=30)
         except requests.RequestException:
@@ -194,7 +178,7 @@ class ComfyClient:
     def upload_image(self, name: str, data: bytes, overwrite: bool = False) -> dict:
         """Upload to the input folder; without `overwrite` ComfyUI may rename on a clash (or
         answer with another file of the same bytes), so use the returned name."""
-        resp = self._post(
+        resp = self.post(
             "/upload/image",
             files={"image": (name, data, "application/octet-stream")},
             data={"type": "input", "overwrite": "true" if overwrite else "false"},
@@ -206,32 +190,10 @@ class ComfyClient:
             )
         return resp.json()
 
-    def submit(
-        self, prompt: dict, client_id: str, extra_data: dict, prompt_id: str | None = None
-    ) -> dict:
-        body = {"prompt": prompt, "client_id": client_id, "extra_data": extra_data}
-        if prompt_id:
-            body["prompt_id"] = prompt_id  # the worker's own id: it follows it before the POST
-        # An error answer can be hundreds of MB: read only its start.
-        resp = self._post("/prompt", json=body, stream=True)
-        with resp:
-            try:
-                raw, complete = read_capped(resp.iter_content(64 * 1024))
-            except requests.RequestException:
-                raise self._lost("/prompt") from None
-        body = error_body(raw, complete)
-        if resp.status_code == 200 and isinstance(body, dict) and body.get("prompt_id"):
-            return body
-        if isinstance(body, dict) and ("node_errors" in body or "error" in body):
-            packs = CUSTOM_NODES.get().split()
-            raise WorkflowRejected(format_rejection(body, self.choices, self.classes, packs))
-        text = raw.decode("utf-8", errors="replace")
-        raise WorkflowRejected(format_server_error(resp.status_code, text))
-
     def choices(self, class_type: str, input_name: str) -> list[str] | None:
         """The values ComfyUI offers for a combo input (e.g. the model files it sees)."""
         try:
-            info = self._get(f"/object_info/{class_type}").json().get(class_type) or {}
+            info = self.get(f"/object_info/{class_type}").json().get(class_type) or {}
         except (JobError, ValueError):
             return None
         inputs = info.get("input") or {}
@@ -245,20 +207,13 @@ class ComfyClient:
         """Every node class ComfyUI has (GET /object_info: megabytes on a real ComfyUI,
         asked only when a workflow names a class it lacks)."""
         try:
-            return sorted(self._get("/object_info").json())
+            return sorted(self.get("/object_info").json())
         except (JobError, ValueError, AttributeError):
-            return None
-
-    def history(self, prompt_id: str) -> dict | None:
-        resp = self._get(f"/history/{prompt_id}")
-        try:
-            return (resp.json() or {}).get(prompt_id) if resp.status_code == 200 else None
-        except ValueError:
             return None
 
     def view(self, entry: dict) -> tuple[bytes, str]:
         """Fetch one output file; transient 5xx are retried by the session."""
-        resp = self._get(
+        resp = self.get(
             "/view",
             filename=entry.get("filename", ""),
             subfolder=entry.get("subfolder", ""),
@@ -284,17 +239,6 @@ class ComfyClient:
                     pass  # not here (another machine's ComfyUI, or gone): ask ComfyUI
         return self.view(entry)
 
-    def cancel(self, prompt_id: str) -> None:
-        """Interrupt this prompt if it runs and drop it from the queue if it waits."""
-        for path, body in (
-            ("/interrupt", {"prompt_id": prompt_id}),
-            ("/queue", {"delete": [prompt_id]}),
-        ):
-            try:
-                self.once.post(f"{self.base}{path}", json=body, timeout=10)
-            except requests.RequestException:
-                pass
-
     def stats_or_none(self) -> dict | None:
         try:
             resp = self.once.get(f"{self.base}/system_stats", timeout=2)
@@ -305,44 +249,3 @@ class ComfyClient:
     def queue(self) -> dict:
         """GET /queue: the running and pending prompts (raises on any failure)."""
         return self.once.get(f"{self.base}/queue", timeout=5).json()
-
-    def forget(self, prompt_id: str) -> None:
-        try:
-            self.once.post(f"{self.base}/history", json={"delete": [prompt_id]}, timeout=10)
-        except requests.RequestException:
-            pass
-
-    # --- running a prompt -----------------------------------------------------
-    def run_prompt(
-        self,
-        prompt: dict,
-        timeout_s: float,
-        run: PromptRun | None = None,
-        *,
-        extra_data: dict | None = None,
-        on_progress: Callable[[dict], None] | None = None,
-    ) -> PromptRun:
-        """Run `prompt` to its end and return what it did (outputs, files, timings).
-
-        Opens the WebSocket, POSTs the prompt, follows its frames (reconnecting
-        and reconciling through /history), and interrupts it after `timeout_s`.
-        Raises WorkflowRejected, ExecutionFailed, JobTimeout or ComfyUnavailable;
-        `run` is filled as the prompt goes, so a caller that catches the error
-        still knows which files it wrote.
-        """
-        run = PromptRun() if run is None else run
-        return prompts.run(self, prompt, timeout_s, run, extra_data or {}, on_progress)
-
-    def queue_prompt(self, prompt: dict, run: PromptRun, *, extra_data: dict | None = None) -> None:
-        """The first half of run_prompt: POST the prompt (`run` notes its id and time)."""
-        prompts.queue_prompt(self, prompt, run, extra_data or {})
-
-    def follow_prompt(
-        self,
-        prompt: dict,
-        timeout_s: float,
-        run: PromptRun,
-        on_progress: Callable[[dict], None] | None = None,
-    ) -> PromptRun:
-        """The second half of run_prompt: follow the queued prompt to its end."""
-        return prompts.follow(self, prompt, timeout_s, run, on_progress)

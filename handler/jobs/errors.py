@@ -54,6 +54,33 @@ class OutputGone(OutputError):
     """ComfyUI named an output file that is no longer there (/view answered 404)."""
 
 
+def comfy_gone(pid: int, when: str = "") -> ComfyUnavailable:
+    """ComfyUI's process has exited (`when`: "while running this job", say)."""
+    ended = f"exited {when}" if when else "has exited"
+    return ComfyUnavailable(
+        f"ComfyUI's process (pid {pid}) {ended}; this worker asks to be replaced"
+    )
+
+
+def comfy_exited(base: str, when: str = "") -> ComfyUnavailable:
+    """ComfyUI at `base` answered before and now refuses every connection: it has exited,
+    whether or not its process is known (`when`: "while running this job", say)."""
+    when = f"{when} " if when else ""
+    return ComfyUnavailable(
+        f"ComfyUI at {base} has exited {when}(it answered before; now nothing listens there); "
+        "this worker asks to be replaced"
+    )
+
+
+def comfy_lost(base: str, what: str, pid: int, gone: bool) -> ComfyUnavailable:
+    """ComfyUI at `base` stopped answering (`what` failed); `gone`: its process has exited."""
+    if gone:
+        return comfy_gone(pid)
+    return ComfyUnavailable(
+        f"ComfyUI at {base} stopped answering ({what}); this worker asks to be replaced"
+    )
+
+
 MAX_DETAIL = 300  # characters of one ComfyUI detail kept in an error line
 MAX_NAME = 80  # characters of a node id, class or input name repeated in an error line
 MAX_LINES = 20  # problems listed in one error; the rest are counted

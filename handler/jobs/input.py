@@ -9,6 +9,9 @@ but named in a warning with the closest known name, so a typo such as
 `timout_s` is still seen. Every other problem is one `JobInputError` naming
 the field. Messages never echo the offending value: it may be megabytes of
 image data or an API key.
+
+A job sends either a `workflow` or a `recipe` with its `params` (one of this
+image's recipes, handler.jobs.recipe), which becomes the workflow it runs.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from handler import schema_errors, settings
+from handler import recipes, schema_errors, settings
+from handler.jobs import recipe
 from handler.jobs.errors import JobInputError
 
 TIMEOUT_DEFAULT = settings.setting(
     "BAKERY_JOB_TIMEOUT_S",
     600.0,
-    "Seconds a job may run in ComfyUI when it does not send `timeout_s`; then it is interrupted.",
+    "Seconds a job may take when it does not send `timeout_s` (its wait for models, its input "
+    "images, its run in ComfyUI and its outputs together); then it is stopped and says which "
+    "part ran out.",
     kind="float",
 )
 TIMEOUT_MAX = settings.setting(
@@ -40,6 +46,7 @@ MAX_IMAGE_BYTES = settings.setting(
     kind="int",
 )
 MAX_IMAGES = 64
+JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 
 # A name ComfyUI stores as-is in its input folder: no folders, no leading dot,
 # nothing a filesystem or a URL treats specially.
@@ -47,16 +54,18 @@ MAX_IMAGES = 64
 IMAGE_NAME_PATTERN = r"\A[A-Za-z0-9_][A-Za-z0-9_ .()+=,-]{0,199}\Z"
 
 
-def schema() -> dict:
-    """The job input's JSON Schema (limits come from the environment)."""
+def schema(env=None) -> dict:
+    """The job input's JSON Schema (limits come from the environment `env`, os.environ when
+    None). A job needs a `workflow` or a `recipe` (parse() says so); api.json says it too."""
     image_common = {"name": {"type": "string", "pattern": IMAGE_NAME_PATTERN}}
     return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": JSON_SCHEMA,
         "type": "object",
-        "required": ["workflow"],
         "additionalProperties": False,
         "properties": {
             "workflow": {"type": ["object", "string"]},
+            "recipe": {"type": "string", "minLength": 1, "maxLength": 100},
+            "params": {"type": "object"},
             "images": {
                 "type": "array",
                 "maxItems": MAX_IMAGES,
@@ -76,11 +85,46 @@ def schema() -> dict:
             "timeout_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "maximum": TIMEOUT_MAX.get(),
+                "maximum": TIMEOUT_MAX.get(env),
             },
             "include_previews": {"type": "boolean"},
         },
     }
+
+
+def api_schema(known: recipes.Recipes, title: str) -> dict:
+    """The JSON Schema of a job's input to an image with recipes `known`, for clients
+    (`bakery render` writes it as build/<variant>/api.json): the fields schema() checks
+    with their default limits, a `workflow` or a `recipe`, and each recipe's `params`."""
+    out = {"$schema": JSON_SCHEMA, "title": title, **schema(env={})}
+    props = out["properties"]
+    props["workflow"]["description"] = "A ComfyUI workflow in API format (Export (API))."
+    if not known.recipes:
+        del props["recipe"], props["params"]
+        out["required"] = ["workflow"]
+        return out
+    names = sorted(known.recipes)
+    props["recipe"] = {
+        "enum": names,
+        "description": "One of this image's recipes: a workflow run with `params`.",
+    }
+    props["params"] = {"type": "object", "description": "The recipe's parameters, by name."}
+    out["oneOf"] = [
+        {"required": ["workflow"], "not": {"required": ["recipe"]}},
+        {"required": ["recipe"], "not": {"required": ["workflow"]}},
+    ]
+    out["allOf"] = [
+        {
+            "if": {"required": ["recipe"], "properties": {"recipe": {"const": name}}},
+            "then": {
+                "description": known.recipes[name].description,
+                "properties": {"params": known.recipes[name].params_schema()},
+            },
+        }
+        for name in names
+    ]
+    out["examples"] = [known.recipes[name].example() for name in names]
+    return out
 
 
 @dataclass
@@ -98,6 +142,27 @@ class JobInput:
     timeout_s: float = 600.0
     include_previews: bool = False
     warnings: list[str] = field(default_factory=list)  # unknown fields, ignored
+    params: dict | None = None  # a recipe job's parameters as run (returned in its result)
+
+
+_CONTROL_NAMES = {
+    "\r": "a carriage return (CR, \\r)",
+    "\n": "a line feed (LF, \\n)",
+    "\t": "a tab (\\t)",
+}
+
+
+def _no_control_characters(url: str, field: str) -> None:
+    """A URL with a CR or LF (say, pasted from a file) would be cut or refused by the HTTP
+    library with a bare "InvalidURL": name the character and where it is instead."""
+    for i, ch in enumerate(url):
+        if ord(ch) < 0x20 or ord(ch) == 0x7F:
+            what = _CONTROL_NAMES.get(ch, f"the control character U+{ord(ch):04X}")
+            raise JobInputError(
+                f"{field}: the URL holds {what} at character {i + 1} — remove it (a URL "
+                "cannot hold control characters; percent-encode one that belongs in it, "
+                "e.g. %0A)"
+            )
 
 
 def parse(job_input: Any) -> JobInput:
@@ -111,12 +176,33 @@ def parse(job_input: Any) -> JobInput:
             "timeout_s: is not a finite number — send the seconds the job may run, "
             "or leave it out for the default"
         )
-    workflow = _workflow(job_input["workflow"])
     images = [ImageInput(**entry) for entry in job_input.get("images", [])]
+    params = None
+    if "recipe" in job_input:
+        if "workflow" in job_input:
+            raise JobInputError(
+                "input: has both `workflow` and `recipe` — send one of them: a workflow to run "
+                "as it is, or a recipe with its `params`"
+            )
+        expanded = recipe.expand(job_input["recipe"], job_input.get("params"))
+        workflow, params = expanded.workflow, expanded.params
+        images += [_image(name, value) for name, value in expanded.images]
+        warnings += expanded.warnings
+    elif "workflow" in job_input:
+        if "params" in job_input:
+            raise JobInputError(
+                "params: sent without `recipe` — name the recipe these parameters are for, or "
+                "leave `params` out of a workflow job"
+            )
+        workflow = _workflow(job_input["workflow"])
+    else:
+        raise JobInputError(_no_workflow())
     seen: set[str] = set()
     for i, img in enumerate(images):
         if (img.image is None) == (img.url is None):
             raise JobInputError(f"images[{i}]: give exactly one of `image` (base64) or `url`")
+        if img.url is not None:
+            _no_control_characters(img.url, f"images[{i}].url")
         if img.name in seen:
             raise JobInputError(f"images[{i}].name: {img.name!r} is used twice")
         seen.add(img.name)
@@ -131,7 +217,26 @@ def parse(job_input: Any) -> JobInput:
         timeout_s=float(job_input.get("timeout_s", min(TIMEOUT_DEFAULT.get(), TIMEOUT_MAX.get()))),
         include_previews=job_input.get("include_previews", False),
         warnings=warnings,
+        params=params,
     )
+
+
+def _image(name: str, value: str) -> ImageInput:
+    """A recipe's image parameter as an input image: a URL is fetched, the rest decoded."""
+    if recipe.is_url(value):
+        return ImageInput(name=name, url=value)
+    return ImageInput(name=name, image=value)
+
+
+def _no_workflow() -> str:
+    """A job with neither a workflow nor a recipe: what to send (the recipes, if any)."""
+    what = "missing required field 'workflow' — add it, e.g. " + (
+        '`"workflow": <the ComfyUI workflow in API format>`'
+    )
+    names = sorted(recipes.load().recipes)
+    if names:
+        what += f", or send a `recipe` with its `params` (this image's: {', '.join(names)})"
+    return f"workflow: {what}"
 
 
 def api_keys(job_input: Any) -> list[str]:
@@ -199,6 +304,12 @@ _SCHEMA_WORDING = {
                     "url": {"x-fix": "send an http(s) URL of at most 4096 characters"},
                 }
             },
+        },
+        "recipe": {
+            "x-fix": "send the name of one of this image's recipes (its api.json lists them)"
+        },
+        "params": {
+            "x-fix": {"type": 'send the recipe\'s parameters by name, e.g. {"prompt": "a fox"}'}
         },
         "comfy_org_api_key": {"x-fix": "send the key, or leave the field out"},
         "api_key_comfy_org": {"x-fix": "send the key, or leave the field out"},

@@ -8,7 +8,8 @@ keep-alive session, to the same URL the SDK posts results to
 keeping only the newest unsent update of each job (a slow API sees fewer
 updates, never stale ones). Before a job returns, `finish(job_id)` waits
 (bounded) for its update in flight and drops what is still unsent; nothing
-of that job is sent afterwards.
+of that job is sent afterwards. `NodeProgress` turns a prompt's frames into
+those updates ("node k of n", sampler steps).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import requests
 
@@ -112,3 +115,36 @@ def channel() -> Channel | None:
         pod = os.environ.get("RUNPOD_POD_ID", "")
         _channel = Channel(url, os.environ.get("RUNPOD_AI_API_KEY", ""), pod)
     return _channel
+
+
+class NodeProgress:
+    """Turns frames into "node k of n" and sampler-step updates for the job's progress."""
+
+    def __init__(self, report: Callable[[dict], None], prompt: dict):
+        self.report = report
+        self.prompt = prompt
+        self.seen: list[str] = []
+        self.skip: set[str] = set()
+
+    def cached(self, nodes: list) -> None:
+        self.skip |= {str(n) for n in nodes}
+
+    def _update(self, node: str, **extra) -> dict:
+        to_run = max(len(self.prompt) - len(self.skip), len(self.seen), 1)
+        cls = (self.prompt.get(node) or {}).get("class_type")
+        return {
+            "node": len(self.seen),
+            "nodes": to_run,
+            "node_id": node,
+            "class_type": cls,
+            **extra,
+        }
+
+    def node(self, node: str) -> None:
+        if node not in self.seen:
+            self.seen.append(node)
+        self.report(self._update(node))
+
+    def steps(self, node: str, value: Any, maximum: Any) -> None:
+        if isinstance(value, (int, float)) and isinstance(maximum, (int, float)) and maximum > 0:
+            self.report(self._update(node, step=value, steps=maximum))

@@ -1,35 +1,46 @@
-"""Running one prompt to its end (what `ComfyClient.run_prompt` does).
+"""A prompt's life in ComfyUI, in one place: queue, follow, interrupt, history, forget.
 
-`run` is `queue_prompt` then `follow`: POST the prompt under an id the worker
-chose (followed on the worker's one WebSocket, handler.jobs.socket, before the
-POST, so no frame can come before its follower), then follow only its frames
-(progress, the end, errors) and, at the deadline, interrupts the prompt and
-waits (bounded) until ComfyUI has let it go. The last frame of a run is
-`executing` with `node: null`. `PromptRun.stop()` ends the following at once
-(the job was cancelled); the caller then interrupts the prompt.
+`queue` POSTs the prompt under an id the worker chose, followed on the
+worker's one WebSocket (handler.jobs.socket hands this prompt's frames to its
+`PromptRun` through a callback, from before the POST, so no frame can come
+before its follower). `follow` reads only its frames (progress, the end,
+errors) and, when the job's budget runs out (handler.jobs.budget), interrupts
+the prompt and waits (bounded) until ComfyUI has let it go. The last frame of
+a run is `executing` with `node: null`; frames lost in a reconnect are made
+up for by `history`. `PromptRun.stop()` ends the following at once (the job
+was cancelled); the caller then `interrupt`s the prompt, `wait_gone`, and
+`forget`s it with the job's files.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 import requests
 
 from handler import log
+from handler.comfy_process import CUSTOM_NODES
+from handler.jobs.budget import RUN, Budget
 from handler.jobs.errors import (
     ComfyUnavailable,
     ExecutionFailed,
     JobError,
     JobTimeout,
+    WorkflowRejected,
+    error_body,
     format_execution_error,
+    format_rejection,
+    format_server_error,
     node_error_lines,
+    read_capped,
 )
+from handler.jobs.progress import NodeProgress
 from handler.jobs.socket import LOST_TIMEOUT, RECONNECTED
 
 if TYPE_CHECKING:
@@ -67,7 +78,7 @@ class PromptRun:
     reconnects: int = 0
     ahead: PromptRun | None = None
     left_at: float = 0.0  # when the prompt had left ComfyUI (ran, failed or was stopped)
-    frames: queue.SimpleQueue = field(default_factory=queue.SimpleQueue, repr=False)
+    frames: SimpleQueue = field(default_factory=SimpleQueue, repr=False)
     _left: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def files(self) -> list[dict]:
@@ -103,29 +114,17 @@ class PromptRun:
         return max(self.queued_at, ahead.left_at)
 
 
-def run(
-    client: ComfyClient,
-    prompt: dict,
-    timeout_s: float,
-    record: PromptRun,
-    extra_data: dict,
-    on_progress: Callable[[dict], None] | None,
-) -> PromptRun:
-    queue_prompt(client, prompt, record, extra_data)
-    return follow(client, prompt, timeout_s, record, on_progress)
-
-
-def queue_prompt(client: ComfyClient, prompt: dict, record: PromptRun, extra_data: dict) -> None:
+def queue(client: ComfyClient, prompt: dict, record: PromptRun, extra_data: dict) -> None:
     """POST the prompt under an id of the worker's, followed on the socket before the POST."""
     socket = client.socket
     socket.ensure(LOST_TIMEOUT.get())
     record.prompt_id = uuid.uuid4().hex
-    socket.follow(record)
+    socket.follow(record.prompt_id, record.frames.put)
     record.queued_at = time.monotonic()
     try:
-        submitted = client.submit(prompt, socket.client_id, extra_data, record.prompt_id)
+        submitted = submit(client, prompt, socket.client_id, extra_data, record.prompt_id)
     except BaseException:
-        socket.unfollow(record)
+        socket.unfollow(record.prompt_id)
         record.mark_left()
         raise
     # POST /prompt accepted the workflow but some output nodes may have failed
@@ -135,43 +134,89 @@ def queue_prompt(client: ComfyClient, prompt: dict, record: PromptRun, extra_dat
     log.event(_log, "prompt queued", prompt_id=record.prompt_id, nodes=len(prompt))
 
 
+def submit(
+    client: ComfyClient, prompt: dict, client_id: str, extra_data: dict, prompt_id: str
+) -> dict:
+    """POST /prompt; its answer, or WorkflowRejected saying why ComfyUI refused it."""
+    body = {"prompt": prompt, "client_id": client_id, "extra_data": extra_data}
+    body["prompt_id"] = prompt_id  # the worker's own id: it follows it before the POST
+    # An error answer can be hundreds of MB: read only its start.
+    resp = client.post("/prompt", json=body, stream=True)
+    with resp:
+        try:
+            raw, complete = read_capped(resp.iter_content(64 * 1024))
+        except requests.RequestException:
+            raise client.lost_error("/prompt") from None
+    answer = error_body(raw, complete)
+    if resp.status_code == 200 and isinstance(answer, dict) and answer.get("prompt_id"):
+        return answer
+    if isinstance(answer, dict) and ("node_errors" in answer or "error" in answer):
+        packs = CUSTOM_NODES.get().split()
+        raise WorkflowRejected(format_rejection(answer, client.choices, client.classes, packs))
+    text = raw.decode("utf-8", errors="replace")
+    raise WorkflowRejected(format_server_error(resp.status_code, text))
+
+
+def history(client: ComfyClient, prompt_id: str) -> dict | None:
+    """The prompt's /history entry (outputs, status), None while it has none."""
+    resp = client.get(f"/history/{prompt_id}")
+    try:
+        return (resp.json() or {}).get(prompt_id) if resp.status_code == 200 else None
+    except ValueError:
+        return None
+
+
+def interrupt(client: ComfyClient, prompt_id: str) -> None:
+    """Interrupt this prompt if it runs and drop it from the queue if it waits."""
+    client.post_quietly("/interrupt", {"prompt_id": prompt_id})
+    client.post_quietly("/queue", {"delete": [prompt_id]})
+
+
+def forget(client: ComfyClient, prompt_id: str) -> None:
+    """Remove the prompt's history entry (nothing of a job is left for the next)."""
+    client.post_quietly("/history", {"delete": [prompt_id]})
+
+
 def follow(
     client: ComfyClient,
     prompt: dict,
-    timeout_s: float,
     record: PromptRun,
+    budget: Budget,
     on_progress: Callable[[dict], None] | None,
 ) -> PromptRun:
-    """Follow a queued prompt to its end; interrupt it at its deadline."""
+    """Follow a queued prompt to its end; interrupt it when the job's budget runs out (what
+    the parts before the run left of timeout_s, counted from the prompt's clock start)."""
     try:
-        _Follower(client, prompt, record, timeout_s).follow(on_progress or (lambda update: None))
+        _Follower(client, prompt, record, budget.left_for(RUN)).follow(
+            on_progress or (lambda update: None)
+        )
     except JobTimeout:
-        _interrupt(client, record, timeout_s)
+        _interrupt(client, record, budget)
     except Stopped:
         raise
     except BaseException:
         record.mark_left()
         raise
     finally:
-        client.socket.unfollow(record)
+        client.socket.unfollow(record.prompt_id)
+        start = record.clock_start()
+        if start is not None:
+            budget.spend(RUN, time.monotonic() - start)
     record.mark_left()
     return record
 
 
-def _interrupt(client: ComfyClient, record: PromptRun, timeout_s: float) -> None:
+def _interrupt(client: ComfyClient, record: PromptRun, budget: Budget) -> None:
     """The deadline passed: interrupt the prompt, and say whether ComfyUI let it go."""
-    client.cancel(record.prompt_id)
+    interrupt(client, record.prompt_id)
     gone = wait_gone(client, record, timeout=STOP_WAIT_S)
     record.mark_left()
     if gone:
-        raise JobTimeout(
-            f"the workflow did not finish within {timeout_s:g} s (timeout_s); it "
-            "was interrupted and removed from ComfyUI's queue"
-        ) from None
-    stuck = JobTimeout(
-        f"the workflow did not finish within {timeout_s:g} s (timeout_s) and "
+        raise budget.ran_out(RUN, "it was interrupted and removed from ComfyUI's queue") from None
+    stuck = budget.ran_out(
+        RUN,
         f"ComfyUI did not stop it within {STOP_WAIT_S:g} s of the interrupt; this "
-        "worker asks to be replaced"
+        "worker asks to be replaced",
     )
     stuck.refresh_worker = True
     raise stuck from None
@@ -184,14 +229,14 @@ def wait_gone(client: ComfyClient, record: PromptRun, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            entry = client.history(record.prompt_id)
+            entry = history(client, record.prompt_id)
             if entry:
                 record.outputs = entry.get("outputs") or {}
                 return True
-            queue = client.queue()
+            queued = client.queue()
         except (JobError, requests.RequestException, ValueError):
             return True  # ComfyUI is gone: nothing is left running
-        items = (queue.get("queue_running") or []) + (queue.get("queue_pending") or [])
+        items = (queued.get("queue_running") or []) + (queued.get("queue_pending") or [])
         if not any(len(item) > 1 and item[1] == record.prompt_id for item in items):
             return True
         if time.monotonic() >= deadline:
@@ -215,7 +260,7 @@ class _Follower:
         """Follow the prompt to its end; raise ExecutionFailed / JobTimeout / ComfyUnavailable
         (or Stopped when the job was cancelled)."""
         prompt_id, result = self.prompt_id, self.record
-        tracker = _NodeProgress(on_progress, self.prompt)
+        tracker = NodeProgress(on_progress, self.prompt)
         idle_since = time.monotonic()
         while True:
             now = time.monotonic()
@@ -225,7 +270,7 @@ class _Follower:
             wait = HISTORY_POLL_S if deadline is None else min(HISTORY_POLL_S, deadline - now)
             try:
                 frame = result.frames.get(timeout=max(0.01, wait))
-            except queue.Empty:
+            except Empty:
                 if time.monotonic() - idle_since >= HISTORY_POLL_S and self._settled():
                     return
                 continue
@@ -277,7 +322,7 @@ class _Follower:
         """Has the prompt finished (frames may have been lost)? Raise if it failed."""
         result = self.record
         try:
-            entry = self.client.history(self.prompt_id)
+            entry = history(self.client, self.prompt_id)
         except ComfyUnavailable:
             return False  # the socket's reader notices a dead ComfyUI
         if not entry:
@@ -314,36 +359,3 @@ def _remember(result: PromptRun, output: Any) -> None:
         for item in items if isinstance(items, list) else []:
             if isinstance(item, dict) and "filename" in item:
                 result.reported.append(item)
-
-
-class _NodeProgress:
-    """Turns frames into "node k of n" and sampler-step updates for the job's progress."""
-
-    def __init__(self, report: Callable[[dict], None], prompt: dict):
-        self.report = report
-        self.prompt = prompt
-        self.seen: list[str] = []
-        self.skip: set[str] = set()
-
-    def cached(self, nodes: list) -> None:
-        self.skip |= {str(n) for n in nodes}
-
-    def _update(self, node: str, **extra) -> dict:
-        to_run = max(len(self.prompt) - len(self.skip), len(self.seen), 1)
-        cls = (self.prompt.get(node) or {}).get("class_type")
-        return {
-            "node": len(self.seen),
-            "nodes": to_run,
-            "node_id": node,
-            "class_type": cls,
-            **extra,
-        }
-
-    def node(self, node: str) -> None:
-        if node not in self.seen:
-            self.seen.append(node)
-        self.report(self._update(node))
-
-    def steps(self, node: str, value: Any, maximum: Any) -> None:
-        if isinstance(value, (int, float)) and isinstance(maximum, (int, float)) and maximum > 0:
-            self.report(self._update(node, step=value, steps=maximum))

@@ -1,11 +1,12 @@
 """The worker's one WebSocket to ComfyUI (one client id for every prompt it sends).
 
-`Socket`'s reader thread hands each frame to the prompt it names (a
-`PromptRun` that handler.jobs.prompt follows), reconnects a dropped socket with
-backoff and tells every prompt it follows to read /history for what was missed
-(frames sent while no socket is connected are lost, docs/comfyui-protocol.md).
-While it is connected ComfyUI is alive, so a job needs no readiness probe of
-its own.
+`Socket`'s reader thread hands each frame to the callback of the prompt it
+names (`follow(prompt_id, hand)`: handler.jobs.prompt follows each prompt),
+reconnects a dropped socket with backoff and tells every followed prompt to
+read /history for what was missed (frames sent while no socket is connected
+are lost, docs/comfyui-protocol.md). While it is connected ComfyUI is alive,
+so a job needs no readiness probe of its own. It knows ComfyUI only by its
+address and process: it imports neither the client nor the prompt.
 """
 
 from __future__ import annotations
@@ -14,16 +15,12 @@ import json
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import websocket
 
 from handler import http, log, settings
-from handler.jobs.errors import ComfyUnavailable
-
-if TYPE_CHECKING:
-    from handler.jobs.comfyui import ComfyClient
-    from handler.jobs.prompt import PromptRun
+from handler.jobs.errors import ComfyUnavailable, comfy_exited, comfy_gone, comfy_lost
 
 LOST_TIMEOUT = settings.setting(
     "BAKERY_COMFY_LOST_S",
@@ -42,20 +39,27 @@ _log = log.get("comfy")
 # What the reader tells every followed prompt besides frames.
 RECONNECTED = "reconnected"  # frames may have been lost: read /history
 
+Hand = Callable[[object], None]  # takes a frame (dict), RECONNECTED or a ComfyUnavailable
+
 
 class Socket:
-    """The worker's one WebSocket to ComfyUI; a reader thread hands frames to their prompts."""
+    """The worker's one WebSocket to ComfyUI; a reader thread hands frames to their prompts.
 
-    def __init__(self, client: ComfyClient):
-        self.client = client
+    `base` is ComfyUI's http://host:port, `pid` its process (0: unknown) and
+    `process_gone()` says whether that process has exited."""
+
+    def __init__(self, base: str, pid: int, process_gone: Callable[[], bool]):
+        self.base, self.pid, self.process_gone = base, pid, process_gone
+        self.url = "ws" + base.removeprefix("http") + "/ws"
         self.client_id = uuid.uuid4().hex
-        self._runs: dict[str, PromptRun] = {}
+        self._runs: dict[str, Hand] = {}
         self._lock = threading.Lock()
         self._ws: websocket.WebSocket | None = None
         self._connected = threading.Event()
         self._lost: ComfyUnavailable | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        self.answered = False  # ComfyUI answered once: refusals from now on mean it exited
 
     # --- what jobs use -----------------------------------------------------------
     def alive(self) -> bool:
@@ -74,18 +78,19 @@ class Socket:
             if not self._thread.is_alive() and self._lost is not None:
                 raise self._lost
             if time.monotonic() >= deadline:
-                raise self.client.lost_error("no WebSocket")
+                raise comfy_lost(self.base, "no WebSocket", self.pid, self.process_gone())
 
-    def follow(self, run: PromptRun) -> None:
+    def follow(self, prompt_id: str, hand: Hand) -> None:
+        """Hand `prompt_id`'s frames (and what the reader says to all) to `hand`, from now."""
         with self._lock:
-            self._runs[run.prompt_id] = run
+            self._runs[prompt_id] = hand
             lost = self._lost
         if lost is not None:
-            run.frames.put(lost)
+            hand(lost)
 
-    def unfollow(self, run: PromptRun) -> None:
+    def unfollow(self, prompt_id: str) -> None:
         with self._lock:
-            self._runs.pop(run.prompt_id, None)
+            self._runs.pop(prompt_id, None)
 
     def close(self) -> None:
         self._closed = True
@@ -100,7 +105,7 @@ class Socket:
     def _read(self) -> None:
         while not self._closed:
             try:
-                ws = connect(self.client, self.client_id, running=self._following())
+                ws = self._connect(running=self._following())
             except ComfyUnavailable as err:
                 self._give_up(err)
                 return
@@ -141,59 +146,56 @@ class Socket:
                 self._tell_all(frame)  # after a reconnect ComfyUI may leave the id out
             return
         with self._lock:
-            run = self._runs.get(prompt_id)
-        if run is not None:
-            run.frames.put(frame)
+            hand = self._runs.get(prompt_id)
+        if hand is not None:
+            hand(frame)
 
     def _tell_all(self, what) -> None:
         with self._lock:
-            runs = list(self._runs.values())
-        for run in runs:
-            run.frames.put(what)
+            hands = list(self._runs.values())
+        for hand in hands:
+            hand(what)
 
     def _give_up(self, err: ComfyUnavailable) -> None:
         with self._lock:
             self._lost = err
-            runs = list(self._runs.values())
-        for run in runs:
-            run.frames.put(err)
+            hands = list(self._runs.values())
+        for hand in hands:
+            hand(err)
 
+    def _connect(self, running: bool = False):
+        """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
 
-def connect(client: ComfyClient, client_id: str, running: bool = False):
-    """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
-
-    `running`: a prompt of this worker is in ComfyUI (the error then says so). A ComfyUI
-    that answered before and now refuses every connection for REFUSED_S has exited
-    (nothing listens at its address), whether or not its process id is known."""
-    since = time.monotonic()
-    refused_since: float | None = None
-    attempt = 0
-    while True:
-        attempt += 1
-        if client.process_gone():
-            if running:
-                raise ComfyUnavailable(
-                    f"ComfyUI's process (pid {client.pid}) exited while running this job; "
-                    "this worker asks to be replaced"
+        `running`: a prompt of this worker is in ComfyUI (the error then says so). A ComfyUI
+        that answered before and now refuses every connection for REFUSED_S has exited
+        (nothing listens at its address), whether or not its process id is known."""
+        since = time.monotonic()
+        refused_since: float | None = None
+        attempt = 0
+        while True:
+            attempt += 1
+            if self.process_gone():
+                raise comfy_gone(self.pid, "while running this job" if running else "")
+            try:
+                ws = websocket.create_connection(
+                    f"{self.url}?clientId={self.client_id}", timeout=10
                 )
-            raise client.gone_error()
-        try:
-            ws = websocket.create_connection(f"{client.ws_base}?clientId={client_id}", timeout=10)
-            client.answered = True
-            return ws
-        except ConnectionRefusedError:
-            refused_since = refused_since or time.monotonic()
-            if client.answered and time.monotonic() - refused_since >= REFUSED_S:
-                raise client.refused_error("while running this job " if running else "") from None
-        except (OSError, websocket.WebSocketException):
-            refused_since = None
-        now = time.monotonic()
-        if now - since >= LOST_TIMEOUT.get():
-            doing = "while running this job " if running else ""
-            raise ComfyUnavailable(
-                f"ComfyUI at {client.base} stopped answering {doing}(no connection for "
-                f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
-            )
-        if attempt == 1:
-            log.event(_log, "WebSocket refused or dropped; reconnecting")
-        time.sleep(http.backoff(attempt, base=0.2, cap=2.0) + 0.05)
+                self.answered = True
+                return ws
+            except ConnectionRefusedError:
+                refused_since = refused_since or time.monotonic()
+                if self.answered and time.monotonic() - refused_since >= REFUSED_S:
+                    when = "while running this job" if running else ""
+                    raise comfy_exited(self.base, when) from None
+            except (OSError, websocket.WebSocketException):
+                refused_since = None
+            now = time.monotonic()
+            if now - since >= LOST_TIMEOUT.get():
+                doing = "while running this job " if running else ""
+                raise ComfyUnavailable(
+                    f"ComfyUI at {self.base} stopped answering {doing}(no connection for "
+                    f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
+                )
+            if attempt == 1:
+                log.event(_log, "WebSocket refused or dropped; reconnecting")
+            time.sleep(http.backoff(attempt, base=0.2, cap=2.0) + 0.05)

@@ -19,6 +19,7 @@ import psutil
 
 from handler import settings, timeline
 from handler.jobs.resources import MB, vram_used_mb
+from handler.models import status
 
 SAMPLE_S = settings.setting(
     "BAKERY_TELEMETRY_SAMPLE_S",
@@ -66,7 +67,9 @@ class JobTelemetry:
         out["peak_ram_mb"] = self.peak_ram_mb
         out["ram_of"] = "comfyui" if self.pid else "machine"
         out["peak_vram_mb"] = self.peak_vram_mb
-        out.update(timeline.job_done())  # the first job's: the start-up timeline
+        marks = timeline.job_done()
+        if marks is not None:  # the first job's: the start-up timeline, both processes'
+            out["timeline"] = [*status.start_timeline(), *marks]
         return out
 
 

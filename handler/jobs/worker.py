@@ -6,8 +6,10 @@ stop signal cancels the job at once, and the worker holds more than one job
 (`concurrency`). It reads as its steps: parse the input and prepare the
 inputs (load input images, know ComfyUI is there, check resources, upload,
 rewrite the prompt) → queue the prompt, in the jobs' order, and follow it to
-its end (ComfyClient.queue_prompt, follow_prompt) → deliver the outputs →
-clean up. The blocking steps run on the worker's threads.
+its end (handler.jobs.prompt) → deliver the outputs → clean up. The blocking
+steps run on the worker's threads. The job's timeout_s is one budget for its
+own work (handler.jobs.budget): the wait for its models, its input images,
+the run and the delivery of its outputs.
 
 Pipelined jobs: while one prompt runs in ComfyUI, the next job is parsed,
 its images fetched and uploaded and its prompt queued behind it (at most
@@ -40,13 +42,13 @@ import threading
 import time
 
 from handler import log, settings
-from handler.jobs import cleanup, images, outputs, pipeline, progress, resources
+from handler.jobs import budget, cleanup, images, outputs, pipeline, progress, readiness, resources
+from handler.jobs import prompt as prompts
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError
 from handler.jobs.input import JobInput, api_keys, parse
-from handler.jobs.prompt import STOP_WAIT_S, PromptRun, wait_gone
+from handler.jobs.prompt import STOP_WAIT_S, PromptRun
 from handler.jobs.telemetry import JobTelemetry
-from handler.models import readiness
 
 PROGRESS_EVERY_S = 0.5  # at most this often per node, so a 1000-step sampler stays quiet
 THREADS = 16  # blocking steps of held jobs (a waiting prompt holds one)
@@ -136,17 +138,20 @@ class Job:
         self.errors: list[str] = []  # what failed in a job that still produced something
         self.warnings: list[str] = []  # what the input had that was ignored
         self.deadline: float | None = None  # the run's and its uploads' (set when following)
+        self.budget = budget.Budget(0.0)  # the job's timeout_s (set once the input is parsed)
 
     async def run(self, raw, pipe: pipeline.Pipeline) -> dict:
         job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
         self.warnings = job_input.warnings
+        self.budget = budget.Budget(job_input.timeout_s)
         # The models the workflow names, ready (they jump the download queue) or not, within
         # its timeout_s; outside the gates, so jobs whose models are there go on meanwhile.
-        await readiness.wait_for_models_async(
+        waited = await readiness.wait_for_models_async(
             job_input.workflow,
-            time.monotonic() + job_input.timeout_s,
+            self.budget.deadline(),
             lambda update: report_progress(self.id, update, self.channel),
         )
+        self.budget.spend(budget.MODELS, waited)
         async with pipe.prepare:
             prompt = await self._step(self.prepare_inputs, job_input)
         async with pipe.prompts:
@@ -168,11 +173,17 @@ class Job:
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), know ComfyUI is
-        there, check resources, upload the images; return the prompt to send."""
+        there, check resources, upload the images; return the prompt to send. Spent from the
+        job's budget (input downloads end by what the model wait left of it)."""
+        started = time.monotonic()
+        try:
+            return self._prepare_inputs(job_input)
+        finally:
+            self.budget.spend(budget.INPUTS, time.monotonic() - started)
+
+    def _prepare_inputs(self, job_input: JobInput) -> dict:
         t = time.monotonic()
-        # Every network step ends by the job's timeout_s: input downloads counted from here,
-        # the run and its uploads from the prompt's start (where ComfyUI's clock starts).
-        loaded = images.load(job_input.images, deadline=t + job_input.timeout_s)
+        loaded = images.load(job_input.images, deadline=self.budget.deadline())
         self.telemetry.add("input_fetch", time.monotonic() - t)
         probed = self.comfy.ready()
 
@@ -191,21 +202,25 @@ class Job:
     def queue_prompt(self, prompt: dict, job_input: JobInput) -> None:
         extra = {"api_key_comfy_org": job_input.api_key} if job_input.api_key else {}
         try:
-            self.comfy.queue_prompt(prompt, self.prompt_run, extra_data=extra)
+            if self.budget.left() <= 0:  # nothing left for the run: do not start it
+                raise self.budget.ran_out(budget.INPUTS)
+            prompts.queue(self.comfy, prompt, self.prompt_run, extra)
         except BaseException:
             self.prompt_run.mark_left()
             raise
 
     def follow_prompt(self, prompt: dict, job_input: JobInput) -> PromptRun:
         run = self.prompt_run
-        self.deadline = time.monotonic() + job_input.timeout_s
         try:
-            return self.comfy.follow_prompt(prompt, job_input.timeout_s, run, self.on_progress)
+            return prompts.follow(self.comfy, prompt, run, self.budget, self.on_progress)
         except ExecutionFailed as err:  # a node failed: the outputs saved before it still count
             if not outputs.keep_partial(run, err, self.errors):
                 raise
             return run
         finally:
+            # The outputs are delivered by the run's deadline (what the budget left it).
+            start = run.clock_start() or time.monotonic()
+            self.deadline = start + self.budget.left_for(budget.RUN)
             self._note(run)  # its times and the files it wrote (also when it failed)
 
     def deliver_outputs(self, run: PromptRun, job_input: JobInput) -> dict:
@@ -224,6 +239,8 @@ class Job:
         )
         self.telemetry.add("output_upload", time.monotonic() - t)
         result = outputs.result(delivered, warnings, errors, skipped)
+        if job_input.params is not None:  # a recipe job: the values it ran with (its seed)
+            result["params"] = job_input.params
         result["telemetry"] = self._finish(ok=True)
         return result
 
@@ -254,7 +271,7 @@ class Job:
         if self.channel is not None:
             self.channel.finish(self.id, timeout=0)
         if run.queued_at and not run.has_left():
-            _pool.submit(self.comfy.cancel, run.prompt_id)
+            _pool.submit(prompts.interrupt, self.comfy, run.prompt_id)
         ctx = contextvars.copy_context()
         after = self._step_future
         if after is None or after.done():
@@ -267,8 +284,8 @@ class Job:
     def _after_stop(self) -> None:
         run = self.prompt_run
         if run.queued_at and not run.has_left():
-            self.comfy.cancel(run.prompt_id)  # again: the POST may have landed after the first
-            wait_gone(self.comfy, run, timeout=STOP_WAIT_S)
+            prompts.interrupt(self.comfy, run.prompt_id)  # again: the POST may have landed since
+            prompts.wait_gone(self.comfy, run, timeout=STOP_WAIT_S)
             for item in run.files():  # what it wrote before the interrupt took effect
                 self.files.add(item)
         run.mark_left()  # also when it never reached ComfyUI: the job behind starts its clock
@@ -280,12 +297,12 @@ class Job:
         ran = None
         if self.prompt_run.queued_at:
             try:  # when its prompt ran: what its nodes wrote then is the job's too
-                ran = cleanup.ran_between(self.comfy.history(self.prompt_run.prompt_id))
+                ran = cleanup.ran_between(prompts.history(self.comfy, self.prompt_run.prompt_id))
             except JobError:
                 pass  # ComfyUI is gone: its folders go with the worker
         removed = self.files.remove(ran)
         if self.prompt_run.queued_at:
-            self.comfy.forget(self.prompt_run.prompt_id)
+            prompts.forget(self.comfy, self.prompt_run.prompt_id)
         log.event(_log, "job files removed", files=removed)
 
     def _note(self, run: PromptRun) -> None:

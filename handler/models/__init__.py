@@ -2,7 +2,6 @@
 
 lazy.py         the start process's background queue (a job's models first), its status board
 status.py       the status board's files, shared with the worker
-readiness.py    a job waits for the models its workflow names (needs.py), and only for those
 needs.py        which manifest models a workflow names
 hf_cache.py     RunPod's cached Hugging Face models, linked into place
 fetch.py        `python -m handler.models.fetch`: all models of the manifest; one model (fetch_one)

@@ -15,20 +15,19 @@ import json
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Protocol
 
 import requests
 
 from handler import log, settings
+from handler.manifest import Model
 from handler.models.errors import FetchError
 from handler.models.hashing import Hasher
 from handler.models.progress import Progress
 from handler.models.segments import CONTENT_RANGE, Segment, contiguous
-from handler.models.source import NETWORK_ERRORS, RangeIgnored, Retry
-from handler.models.volume import write_atomic
-
-if TYPE_CHECKING:
-    from handler.models.download import Download
+from handler.models.source import NETWORK_ERRORS, RangeIgnored, Retrier, Retry, SourceClient
+from handler.models.volume import Place, write_atomic
 
 CONNECTIONS = settings.setting(
     "BAKERY_FETCH_CONNECTIONS",
@@ -78,6 +77,21 @@ def body_reader(resp: requests.Response):
         return len(data)
 
     return read_into
+
+
+class Download(Protocol):
+    """What a pass reads and updates of its download (handler.models.download.Download)."""
+
+    model: Model
+    place: Place
+    name: str
+    env: dict | None
+    observer: Callable[[int, int | None], None] | None
+    client: SourceClient
+    retrier: Retrier
+    lock: threading.Lock
+    ranges: bool  # false once the server showed it ignores Range
+    bytes_received: int
 
 
 class Connections:

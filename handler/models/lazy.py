@@ -10,7 +10,7 @@ In the start process (handler.start):
    taken: that job is waiting, the others are not.
 3. Each model's state, bytes, rate and ETA go on the status board
    (handler.models.status), which the worker's jobs read
-   (handler.models.readiness).
+   (handler.jobs.readiness).
 
 A model that fails for good is marked failed with its reason, and
 `replace_worker` where another worker could do better: the source kept

@@ -82,3 +82,9 @@ def wanted(folder: str | Path) -> list[str]:
         except OSError:
             continue
     return [name for _, name in sorted(found)]
+
+
+def start_timeline() -> list[dict]:
+    """The start process's steps of the start-up timeline, from its board (none without one)."""
+    folder = STATUS_DIR.get()
+    return read(folder).get("timeline", []) if folder else []

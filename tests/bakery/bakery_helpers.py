@@ -45,6 +45,22 @@ variants:
 """
 
 
+def edit(path, old: str, new: str) -> None:
+    """Replace the one occurrence of `old` in the file at `path`."""
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} must occur exactly once"
+    path.write_text(text.replace(old, new))
+
+
+def problems(bakery, path) -> list[str]:
+    """The lines `bakery validate` prints for an invalid file (exit 3, no traceback)."""
+    result = bakery("validate", "--file", path)
+    assert result.code == 3, result
+    assert "Traceback" not in result.err
+    assert result.out == ""
+    return result.err.splitlines()
+
+
 needs_buildx = pytest.mark.skipif(buildx_missing() is not None, reason=str(buildx_missing()))
 
 

@@ -83,10 +83,12 @@ def small(tmp_path) -> Path:
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    """A copy of the repository's variants.yaml, its lock and README.md, nothing rendered yet."""
+    """A copy of the repository's variants.yaml (with its workflows), its lock and README.md,
+    nothing rendered yet."""
     out = tmp_path / "project"
     out.mkdir()
     shutil.copy(REPO / "variants.yaml", out / "variants.yaml")
+    shutil.copytree(REPO / "workflows", out / "workflows")  # the recipes' workflows
     shutil.copytree(REPO / "lock", out / "lock")
     shutil.copy(REPO / "README.md", out / "README.md")
     return out

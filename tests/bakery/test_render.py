@@ -162,7 +162,7 @@ def test_variant_layers_go_from_rarely_to_often_changed(bakery, small):
         "FROM base",
         "COPY --from=node-vhs . /opt/comfyui/custom_nodes/vhs",
         "RUN --mount=type=cache,id=bakery-uv",
-        "COPY models.json fitness.json /opt/bakery/",
+        "COPY models.json fitness.json recipes.json /opt/bakery/",
         "COPY --from=handler . /opt/bakery/handler",
         "LABEL ",
         'CMD ["/opt/bakery/handler/start.sh"]',

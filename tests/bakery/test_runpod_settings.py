@@ -199,6 +199,11 @@ def test_the_hub_listing_follows_the_generated_settings(config, by_name):
     ]
     classes = {n["class_type"] for n in tests["tests"][0]["input"]["workflow"].values()}
     assert classes == {"EmptyImage", "SaveImage"}
+    # The bare set's recipe, as a client sends it: its example request.
+    assert tests["tests"][1]["input"] == {
+        "recipe": "solid",
+        "params": {"width": 64, "height": 64, "color": 0x336699},
+    }
 
 
 def test_flattened_dockerfiles_need_no_bake(config):

@@ -8,21 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bakery.bakery_helpers import REPO, SMALL
-
-
-def edit(path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} must occur exactly once"
-    path.write_text(text.replace(old, new))
-
-
-def problems(bakery, path) -> list[str]:
-    result = bakery("validate", "--file", path)
-    assert result.code == 3, result
-    assert "Traceback" not in result.err
-    assert result.out == ""
-    return result.err.splitlines()
+from tests.bakery.bakery_helpers import REPO, SMALL, edit, problems
 
 
 def test_the_small_file_is_valid(bakery, small):

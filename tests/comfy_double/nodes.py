@@ -603,25 +603,21 @@ class KSampler:
     CATEGORY = "sampling"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
+    # ComfyUI 0.3.64's lists (comfy/samplers.py: SAMPLER_NAMES, SCHEDULER_NAMES).
     SAMPLERS = [
-        "euler",
-        "euler_ancestral",
-        "heun",
-        "dpm_2",
-        "dpmpp_2m",
-        "dpmpp_sde",
-        "ddim",
-        "uni_pc",
-        "lcm",
+        *("euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun"),
+        *("heunpp2", "dpm_2", "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive"),
+        *("dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp", "dpmpp_sde", "dpmpp_sde_gpu"),
+        *("dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu"),
+        *("dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"),
+        *("ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp"),
+        *("res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation"),
+        *("gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver"),
+        *("sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2"),
     ]
     SCHEDULERS = [
-        "simple",
-        "sgm_uniform",
-        "karras",
-        "exponential",
-        "ddim_uniform",
-        "beta",
-        "normal",
+        *("simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal"),
+        *("linear_quadratic", "kl_optimal"),
     ]
 
     @classmethod
@@ -713,6 +709,177 @@ class SaveImageWebsocket:
         return time.time()
 
 
+# --- Loaders and conditioning of split-file model sets (FLUX, Wan): shapes as in ComfyUI
+# 0.3.64's nodes.py and comfy_extras (their inputs and lists); they see the model folders'
+# files and load nothing, so a model set's recipes run here model-free.
+
+
+def _loaded(folder: str, name: str) -> dict:
+    path = folder_paths.get_full_path_or_raise(folder, name)
+    return {"file": name, "path": path, "size": os.path.getsize(path)}
+
+
+class UNETLoader:
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "load_unet"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        dtypes = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
+        return {
+            "required": {
+                "unet_name": (folder_paths.get_filename_list("diffusion_models"),),
+                "weight_dtype": (dtypes,),
+            }
+        }
+
+    def load_unet(self, unet_name, weight_dtype):
+        return (_loaded("diffusion_models", unet_name),)
+
+
+class CLIPLoader:
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+    TYPES = [
+        *("stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv"),
+        *("pixart", "cosmos", "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2"),
+        *("qwen_image", "hunyuan_image"),
+    ]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "clip_name": (folder_paths.get_filename_list("text_encoders"),),
+                "type": (cls.TYPES,),
+            },
+            "optional": {"device": (["default", "cpu"], {"advanced": True})},
+        }
+
+    def load_clip(self, clip_name, type="stable_diffusion", device="default"):
+        return (_loaded("text_encoders", clip_name),)
+
+
+class DualCLIPLoader:
+    CATEGORY = "advanced/loaders"
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load_clip"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        names = folder_paths.get_filename_list("text_encoders")
+        kinds = ["sdxl", "sd3", "flux", "hunyuan_video", "hidream", "hunyuan_image"]
+        return {
+            "required": {"clip_name1": (names,), "clip_name2": (names,), "type": (kinds,)},
+            "optional": {"device": (["default", "cpu"], {"advanced": True})},
+        }
+
+    def load_clip(self, clip_name1, clip_name2, type, device="default"):
+        return ([_loaded("text_encoders", clip_name1), _loaded("text_encoders", clip_name2)],)
+
+
+class VAELoader:
+    CATEGORY = "loaders"
+    RETURN_TYPES = ("VAE",)
+    FUNCTION = "load_vae"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"vae_name": (folder_paths.get_filename_list("vae"),)}}
+
+    def load_vae(self, vae_name):
+        return (_loaded("vae", vae_name),)
+
+
+class ConditioningZeroOut:
+    CATEGORY = "advanced/conditioning"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "zero_out"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING",)}}
+
+    def zero_out(self, conditioning):
+        return ({**conditioning, "text": ""},)
+
+
+class FluxGuidance:
+    CATEGORY = "advanced/conditioning/flux"
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        guidance = {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.1}
+        return {"required": {"conditioning": ("CONDITIONING",), "guidance": ("FLOAT", guidance)}}
+
+    def execute(self, conditioning, guidance):
+        return ({**conditioning, "guidance": guidance},)
+
+
+class ModelSamplingSD3:
+    CATEGORY = "advanced/model"
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        shift = {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.01}
+        return {"required": {"model": ("MODEL",), "shift": ("FLOAT", shift)}}
+
+    def patch(self, model, shift):
+        return ({**model, "shift": shift},)
+
+
+class EmptySD3LatentImage:
+    CATEGORY = "latent/sd3"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"default": 1024, "min": 16, "max": MAX_RESOLUTION, "step": 16}
+        return {
+            "required": {
+                "width": ("INT", size),
+                "height": ("INT", size),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            }
+        }
+
+    def execute(self, width, height, batch_size=1):
+        return ({"width": width, "height": height, "batch_size": batch_size, "seed": 0},)
+
+
+class Wan22ImageToVideoLatent:
+    """A video's latent: decoded, `length` frames rounded down to 4n+1 as Wan's VAE makes."""
+
+    CATEGORY = "conditioning/inpaint"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "execute"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        size = {"min": 32, "max": MAX_RESOLUTION, "step": 32}
+        return {
+            "required": {
+                "vae": ("VAE",),
+                "width": ("INT", {"default": 1280, **size}),
+                "height": ("INT", {"default": 704, **size}),
+                "length": ("INT", {"default": 49, "min": 1, "max": MAX_RESOLUTION, "step": 4}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 4096}),
+            },
+            "optional": {"start_image": ("IMAGE",)},
+        }
+
+    def execute(self, vae, width, height, length, batch_size, start_image=None):
+        frames = ((length - 1) // 4) * 4 + 1
+        return ({"width": width, "height": height, "batch_size": batch_size * frames, "seed": 0},)
+
+
 NODE_CLASS_MAPPINGS = {
     cls.__name__: cls
     for cls in (
@@ -739,6 +906,15 @@ NODE_CLASS_MAPPINGS = {
         KSampler,
         VAEDecode,
         SaveImageWebsocket,
+        UNETLoader,
+        CLIPLoader,
+        DualCLIPLoader,
+        VAELoader,
+        ConditioningZeroOut,
+        FluxGuidance,
+        ModelSamplingSD3,
+        EmptySD3LatentImage,
+        Wan22ImageToVideoLatent,
     )
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -765,6 +941,15 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "KSampler": "KSampler",
     "VAEDecode": "VAE Decode",
     "SaveImageWebsocket": "SaveImageWebsocket",
+    "UNETLoader": "Load Diffusion Model",
+    "CLIPLoader": "Load CLIP",
+    "DualCLIPLoader": "DualCLIPLoader",
+    "VAELoader": "Load VAE",
+    "ConditioningZeroOut": "ConditioningZeroOut",
+    "FluxGuidance": "FluxGuidance",
+    "ModelSamplingSD3": "ModelSamplingSD3",
+    "EmptySD3LatentImage": "EmptySD3LatentImage",
+    "Wan22ImageToVideoLatent": "Wan22ImageToVideoLatent",
 }
 BUILTIN_MODULE = {name: "nodes" for name in NODE_CLASS_MAPPINGS}
 

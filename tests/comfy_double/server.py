@@ -257,6 +257,7 @@ class PromptServer:
                 k: extra_data.pop(k) for k in execution.SENSITIVE_EXTRA_DATA_KEYS if k in extra_data
             }
             self.received[prompt_id] = {
+                "prompt": prompt,
                 "extra_data": dict(extra_data),
                 "sensitive": dict(sensitive),
             }

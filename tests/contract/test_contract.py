@@ -359,17 +359,17 @@ def test_a_failure_with_several_problems_lists_them_in_details(comfy):
 @pins("`comfy_org_api_key`, `COMFY_ORG_API_KEY`")
 @pins("`api_key_comfy_org`")
 def test_the_api_key_reaches_comfyui_under_every_name(comfy, handler_env, monkeypatch):
-    from handler.jobs import comfyui
+    from handler.jobs import prompt as prompts
 
     sent = []
-    original = comfyui.ComfyClient.submit
+    original = prompts.submit
 
-    def spy(self, prompt, client_id, extra, *rest):
-        body = original(self, prompt, client_id, extra, *rest)
+    def spy(client, prompt, client_id, extra, *rest):
+        body = original(client, prompt, client_id, extra, *rest)
         sent.append(comfy.received(body["prompt_id"])["sensitive"].get("api_key_comfy_org"))
         return body
 
-    monkeypatch.setattr(comfyui.ComfyClient, "submit", spy)
+    monkeypatch.setattr(prompts, "submit", spy)
     for name in ("comfy_org_api_key", "api_key_comfy_org"):
         result = run_job({"id": name, "input": {"workflow": empty_image(), name: f"key-{name}"}})
         assert "warnings" not in result

@@ -17,6 +17,7 @@ import pytest
 from handler.jobs.worker import run_job
 from tests.comfy_double import workflows
 from tests.contract.test_contract import FAIL_AFTER_SAVE, PREVIEW_ONLY, README, REJECTED, REPO
+from tests.handler.helpers import use_recipes
 from tests.kit.local_api import worker_env
 
 SECTION = README.split("## Sending jobs\n", 1)[1].split("\n## ", 1)[0]
@@ -51,7 +52,7 @@ def like(example, actual, where="") -> list[str]:
 
 
 def test_the_section_has_exactly_these_examples():
-    assert sorted(EXAMPLES) == ["failure", "job", "nothing", "output", "partial", "video"]
+    assert sorted(EXAMPLES) == ["failure", "job", "nothing", "output", "partial", "recipe", "video"]
     assert SECTION.count("```json") == len(EXAMPLES)
 
 
@@ -106,3 +107,11 @@ def test_the_failure_example_is_a_real_failure(comfy):
     assert run_job({"id": "readme", "input": {"workflow": REJECTED}}) == json.loads(
         EXAMPLES["failure"]
     )
+
+
+def test_the_recipe_example_runs_on_an_sdxl_image(comfy, handler_env):
+    use_recipes(handler_env, comfy, "sdxl")
+    result = run_job({"id": "readme", **json.loads(EXAMPLES["recipe"])})
+    assert len(result["images"]) == 1, result
+    assert result["params"]["prompt"] == "a red fox in the snow" and result["params"]["steps"] == 30
+    assert isinstance(result["params"]["seed"], int)  # drawn, and returned

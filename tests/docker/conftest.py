@@ -57,6 +57,15 @@ def model_server():
         yield server
 
 
+# The shipped model-free recipe (variants.yaml's bare set), for the set without models: the
+# Hub's tests.json runs it in the Hub image. Its workflow is copied beside the test file.
+SOLID_RECIPE = {
+    "solid": yaml.safe_load((REPO / "variants.yaml").read_text())["model_sets"]["bare"]["recipes"][
+        "solid"
+    ]
+}
+
+
 def variants_for_tests(models: ModelServer) -> dict:
     """Two CUDA lines, three model sets (one empty), one node set: every shape a
     variants.yaml can take, with models served from loopback."""
@@ -99,7 +108,7 @@ def variants_for_tests(models: ModelServer) -> dict:
             }
         },
         "model_sets": {
-            "empty": {"vram_gb": None, "models": []},
+            "empty": {"vram_gb": None, "models": [], "recipes": SOLID_RECIPE},
             "one": {"vram_gb": 4, "models": [model("one.safetensors", "checkpoints", 64 * 1024)]},
             "pair": {
                 "vram_gb": 8,
@@ -150,6 +159,7 @@ def bakes(given, work, model_server) -> Bakes:
     # The repository's lock pins every package the stand-in images get (the double's and
     # the handler's): the test file's lines share its names (bakery render reads lock/).
     shutil.copytree(REPO / "lock", work / "lock")
+    shutil.copytree(REPO / "workflows", work / "workflows")  # the recipes' workflows
     rendered, baked = {}, {}
     for name, source in (("default", REPO / "variants.yaml"), ("test", variants_file)):
         out = work / f"render-{name}"

@@ -136,7 +136,14 @@ def test_the_hub_image_passes_its_own_tests_json(built, run_id):
             env=env,
             timeout_s=test["timeout"] / 1000,
         )
-        assert picture(outcome).width == test["input"]["workflow"]["1"]["inputs"]["width"]
+        sent = test["input"]  # a workflow, or a recipe with its params (bare's `solid`)
+        width = (
+            sent["params"]["width"]
+            if "recipe" in sent
+            else sent["workflow"]["1"]["inputs"]["width"]
+        )
+        assert picture(outcome).width == width
+    assert any("recipe" in test["input"] for test in tests["tests"])
 
 
 def test_a_hub_preset_picks_its_model_set(built, model_server, run_id):

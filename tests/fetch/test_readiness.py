@@ -7,7 +7,8 @@ import time
 import pytest
 import yaml
 
-from handler.models import needs, readiness, status
+from handler.jobs import readiness
+from handler.models import needs, status
 from tests.fetch.conftest import lazy_start
 from tests.kit.model_server import blob, manifest_entry
 

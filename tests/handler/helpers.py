@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import struct
+from pathlib import Path
 
 from tests.comfy_double import media  # the double's own PNG writer/reader
 from tests.kit.job_files import listing
@@ -44,12 +46,12 @@ def load_invert_save(name: str) -> dict:
     }
 
 
-def slow(steps: int, seconds_per_step: float) -> dict:
+def slow(steps: int, seconds_per_step: float, prefix: str = "slow") -> dict:
     return {
         "1": node("EmptyImage", width=4, height=4, batch_size=1, color=0),
         "2": node("DoubleSlowSampler", image=["1", 0], steps=steps,
                   seconds_per_step=seconds_per_step),
-        "3": node("SaveImage", images=["2", 0], filename_prefix="slow"),
+        "3": node("SaveImage", images=["2", 0], filename_prefix=prefix),
     }  # fmt: skip
 
 
@@ -86,3 +88,29 @@ def comfy_name(filename: str) -> str:
     """The name ComfyUI gave an output, without the job token the handler adds
     (`test_00001_-3f9a2c1b0d4e.png` → `test_00001_.png`)."""
     return re.sub(r"-[0-9a-f]{12}(?=\.\w+$)", "", filename)
+
+
+BUILD = Path(__file__).resolve().parents[2] / "build"
+
+
+def rendered_variant(model_set: str) -> Path:
+    """The rendered folder (build/<variant>/) of one variant of `model_set`."""
+    found = sorted(
+        p.parent
+        for p in BUILD.glob("*/recipes.json")
+        if json.loads(p.read_text())["model_set"] == model_set
+    )
+    assert found, f"no rendered variant of {model_set}: run `bakery render`"
+    return found[0]
+
+
+def use_recipes(env, double, model_set: str) -> Path:
+    """Point the worker at `model_set`'s rendered recipes (BAKERY_RECIPES) and put its model
+    files, empty, where the double's loaders look; returns its recipes.json."""
+    folder = rendered_variant(model_set)
+    env.setenv("BAKERY_RECIPES", str(folder / "recipes.json"))
+    for model in json.loads((folder / "models.json").read_text())["models"]:
+        target = double.base / "models" / model["dir"] / model["file"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+    return folder / "recipes.json"

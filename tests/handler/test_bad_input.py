@@ -110,6 +110,16 @@ CASES = {
         job(images=[{"name": "a.png", "image": PNG}, {"name": "a.png", "image": PNG}]),
         "images[1].name: 'a.png' is used twice",
     ),
+    "url with a line feed": (
+        job(images=[{"name": "a.png", "url": "https://example.com/a.png\n"}]),
+        "images[0].url: the URL holds a line feed (LF, \\n) at character 26 — remove it (a URL "
+        "cannot hold control characters; percent-encode one that belongs in it, e.g. %0A)",
+    ),
+    "url with a carriage return": (
+        job(images=[{"name": "a.png", "url": "https://example.com/a\r.png"}]),
+        "images[0].url: the URL holds a carriage return (CR, \\r) at character 22 — remove it "
+        "(a URL cannot hold control characters; percent-encode one that belongs in it, e.g. %0A)",
+    ),
     "url with ftp scheme": (
         job(images=[{"name": "a.png", "url": "ftp://example.com/a.png"}]),
         "images[0].url: only http and https URLs are accepted",

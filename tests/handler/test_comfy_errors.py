@@ -158,7 +158,7 @@ def test_a_prompt_that_ignores_the_interrupt_asks_for_a_new_worker(comfy, monkey
     # One 1.5-second step: the interrupt only takes effect at the next step.
     result = run(slow(steps=1, seconds_per_step=1.5), timeout_s=0.3)
     assert result == {
-        "error": "the workflow did not finish within 0.3 s (timeout_s) and ComfyUI did not stop "
+        "error": "the workflow did not finish within 0.3 s (timeout_s); ComfyUI did not stop "
         "it within 0.5 s of the interrupt; this worker asks to be replaced",
         "refresh_worker": True,
     }

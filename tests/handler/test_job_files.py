@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from handler.jobs import cleanup, worker
+from handler.jobs import cleanup, prompt, worker
 from tests.handler.helpers import leftovers
 from tests.kit import job_files
 
@@ -44,18 +44,18 @@ def test_twenty_rounds_of_every_burst_in_a_row(comfy):
 
 def test_an_upload_is_stored_under_the_jobs_own_name_and_the_workflow_follows(comfy, monkeypatch):
     stored, prompts = [], []
-    upload, submit = worker.ComfyClient.upload_image, worker.ComfyClient.submit
+    upload, submit = worker.ComfyClient.upload_image, prompt.submit
 
     def spy_upload(self, name, data, overwrite=False):
         stored.append(upload(self, name, data, overwrite)["name"])
         return {"name": stored[-1], "subfolder": "", "type": "input"}
 
-    def spy_submit(self, prompt, *args, **kwargs):
-        prompts.append(prompt)
-        return submit(self, prompt, *args, **kwargs)
+    def spy_submit(client, sent, *args, **kwargs):
+        prompts.append(sent)
+        return submit(client, sent, *args, **kwargs)
 
     monkeypatch.setattr(worker.ComfyClient, "upload_image", spy_upload)
-    monkeypatch.setattr(worker.ComfyClient, "submit", spy_submit)
+    monkeypatch.setattr(prompt, "submit", spy_submit)
     (output,) = at_once([job_files.different_uploads(1).inputs[0]])
     assert "images" in output
     (name,) = stored

@@ -171,17 +171,17 @@ def test_a_preview_comfyui_answers_from_its_cache_is_reported_missing(comfy):
 
 
 def test_api_key_reaches_comfyui_as_extra_data(comfy, handler_env, monkeypatch):
-    from handler.jobs import comfyui as comfy_client
+    from handler.jobs import prompt as prompts
 
     sent = []
-    original = comfy_client.ComfyClient.submit
+    original = prompts.submit
 
-    def spy(self, prompt, client_id, extra, prompt_id=None):
-        body = original(self, prompt, client_id, extra, prompt_id)
+    def spy(client, prompt, client_id, extra, prompt_id):
+        body = original(client, prompt, client_id, extra, prompt_id)
         sent.append(comfy.received(body["prompt_id"]))
         return body
 
-    monkeypatch.setattr(comfy_client.ComfyClient, "submit", spy)
+    monkeypatch.setattr(prompts, "submit", spy)
     run(empty_image(), comfy_org_api_key="comfyui-key-from-job")
     handler_env.setenv("COMFY_ORG_API_KEY", "comfyui-key-from-env")
     run(empty_image())

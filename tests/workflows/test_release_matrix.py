@@ -153,6 +153,7 @@ def test_a_model_set_added_to_variants_yaml_is_released_with_no_workflow_edit(
     project.mkdir()
     variants_file = project / "variants.yaml"
     shutil.copy(REPO_ROOT / "variants.yaml", variants_file)
+    shutil.copytree(REPO_ROOT / "workflows", project / "workflows")
     before = run_plan(release_plan, tmp_path / "before", "--file", str(variants_file))
     cuda = before["bases"][0]["cuda"]
     add_model_set(variants_file, "upscale", cuda)

@@ -136,6 +136,8 @@ class Config:
     node_sets: dict[str, NodeSet]
     model_sets: dict[str, ModelSet]
     variants: list[Variant] = field(default_factory=list)
+    # {model set: its recipes} (bakery.recipes; the run-time type, handler.recipes).
+    recipes: dict = field(default_factory=dict)
 
     @property
     def comfyui_context(self) -> str:

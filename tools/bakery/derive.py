@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from bakery import recipes
 from bakery.config import (
     DEFAULT_COMFYUI_SOURCE,
     GB,
@@ -79,6 +80,7 @@ def derive(data: dict, path: Path, made: list[tuple[str, str, str | None]]) -> C
         node_sets=node_sets,
         model_sets=model_sets,
         variants=variants,
+        recipes=recipes.build(data, path.parent),
     )
 
 

@@ -15,6 +15,7 @@ from bakery import flatten, hub_schema
 from bakery.config import BUILD_DIR, HUB_DIR, Config, Variant, base_target
 from bakery.errors import BakeryError
 from bakery.facts import facts, version_key
+from handler.recipes import NONE as NO_RECIPES
 
 SETS_DIR = "/opt/bakery/sets"
 # The job the Hub's tests send: no model, any GPU, seconds (core ComfyUI nodes only).
@@ -65,10 +66,15 @@ def hub_dockerfile(config: Config, rendered: dict[str, str], source: str) -> str
     # CMD stays last: the sets go in before it.
     cmd = [i for i, line in enumerate(lines) if line.startswith("CMD ")]
     at = cmd[-1] if cmd else len(lines)
-    extra = ["# Every model set of the listing, each with the fitness facts of its set."]
+    extra = [
+        "# Every model set of the listing, each with the fitness facts and recipes of its set."
+    ]
     for v in variants:
         folder = f"{SETS_DIR}/{v.model_set.name}"
-        extra.append(f"COPY build/{v.name}/models.json build/{v.name}/fitness.json {folder}/")
+        files = " ".join(
+            f"build/{v.name}/{f}" for f in ("models.json", "fitness.json", "recipes.json")
+        )
+        extra.append(f"COPY {files} {folder}/")
     extra += [
         f"ENV BAKERY_MANIFEST={manifest_path(default)}",
         f'LABEL bakery.variant="hub-{default.cuda.name}" bakery.model-set="(BAKERY_MANIFEST)"',
@@ -80,6 +86,13 @@ def hub_dockerfile(config: Config, rendered: dict[str, str], source: str) -> str
 
 def _input(name: str, kind: str, description: str, **more) -> dict:
     return {"name": name, "type": kind, "description": description, **more}
+
+
+def _set_label(config: Config, variant: Variant) -> str:
+    """A model set as the Hub lists it: its name, description and recipes."""
+    label = f"{variant.model_set.name} — {variant.model_set.description}".strip(" —")
+    names = sorted(config.recipes.get(variant.model_set.name, NO_RECIPES).recipes)
+    return label + (f" (recipes: {', '.join(names)})" if names else "")
 
 
 def hub_json(config: Config) -> dict:
@@ -101,11 +114,7 @@ def hub_json(config: Config) -> dict:
                 "Which model set this worker downloads at start (a preset sets it).",
                 default=manifest_path(default),
                 options=[
-                    {
-                        "label": f"{v.model_set.name} — {v.model_set.description}".strip(" —"),
-                        "value": manifest_path(v),
-                    }
-                    for v in variants
+                    {"label": _set_label(config, v), "value": manifest_path(v)} for v in variants
                 ],
             ),
         },
@@ -253,14 +262,14 @@ def tests_json(config: Config) -> dict:
     variants = hub_variants(config)
     default = _default(variants)
     known = facts()
+    tests = [{"name": "model-free workflow (EmptyImage -> SaveImage)", "input": MODEL_FREE_JOB}]
+    # The default set's recipes (it has no models, so they run in seconds on any GPU).
+    for name, recipe in sorted(
+        config.recipes.get(default.model_set.name, NO_RECIPES).recipes.items()
+    ):
+        tests.append({"name": f"recipe {name}: {recipe.description}", "input": recipe.example()})
     return {
-        "tests": [
-            {
-                "name": "model-free workflow (EmptyImage -> SaveImage)",
-                "input": MODEL_FREE_JOB,
-                "timeout": known.hub["test_timeout_ms"],
-            }
-        ],
+        "tests": [{**t, "timeout": known.hub["test_timeout_ms"]} for t in tests],
         "config": {
             "gpuTypeId": known.hub["test_gpu"],
             "gpuCount": 1,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bakery import dockerfiles, flatten, hub, manifests, runpod, tables
+from bakery import dockerfiles, flatten, hub, manifests, recipe_files, runpod, tables
 from bakery.config import Config
 
 Renderer = Callable[[Config, dict[str, str]], dict[str, str]]
@@ -21,7 +21,8 @@ RENDERERS: tuple[Renderer, ...] = (
     flatten.files,  # build/<variant>/standalone.Dockerfile (after the Dockerfiles)
     manifests.files,  # build/<variant>/models.json
     runpod.files,  # build/<variant>/runpod.json, fitness.json
-    tables.files,  # build/variants.md (and README.md's table)
+    recipe_files.files,  # build/<variant>/recipes.json, api.json, requests/; build/recipes.md
+    tables.files,  # build/variants.md (and README.md's tables)
     hub.files,  # .runpod/ (after the Dockerfiles it flattens)
 )
 

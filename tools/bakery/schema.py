@@ -18,6 +18,7 @@ sets, nodes) are checked in bakery.checks.TAG_SAFE, and every key is capped ther
 
 from __future__ import annotations
 
+from bakery.recipes import RECIPES
 from handler.fitness_facts import FITNESS_SCHEMA
 from handler.manifest import AUTH_KINDS, MODEL_FOLDERS, MODEL_SCHEMA, NO_CONTROL
 from handler.schema_errors import with_wording
@@ -96,6 +97,7 @@ MODEL_SET = {
             "x-example": "vram_gb: 12",
         },
         "models": {"type": "array", "items": MODEL, "x-example": "models: []"},
+        "recipes": RECIPES,
         "delivery": {
             "enum": ["download", "image"],
             "x-what": "{value} is not a way for models to arrive",

@@ -12,6 +12,9 @@ and `bakery render` say the same.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from bakery import recipes
 from bakery.checks import comfyui_problems, cuda_problems, model_problems, name_problems
 from bakery.errors import Problem, VariantsError
 from bakery.expand import expand
@@ -30,8 +33,11 @@ WORDING = schema_errors.Wording(
 LONGEST_TEXT = 300  # characters of a problem's key path and of what is wrong
 
 
-def validate(marked: Marked, source: str) -> list[tuple[str, str, str | None]]:
-    """The (model set, CUDA line, node set) of each variant, or VariantsError."""
+def validate(
+    marked: Marked, source: str, root: Path = Path(".")
+) -> list[tuple[str, str, str | None]]:
+    """The (model set, CUDA line, node set) of each variant, or VariantsError. `root`: the
+    file's folder (recipes name their workflows relative to it)."""
     problems = list(marked.problems)
     if marked.data is None and not problems:
         problems.append(
@@ -52,6 +58,7 @@ def validate(marked: Marked, source: str) -> list[tuple[str, str, str | None]]:
         problems += comfyui_problems(marked)
         problems += model_problems(marked)
         problems += cuda_problems(marked, facts())
+        problems += recipes.problems(marked, root)
     variants, more = expand(marked)
     problems += more
     if problems:

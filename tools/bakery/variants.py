@@ -43,4 +43,4 @@ def load(path: str | Path) -> Config:
 def parse(text: str, path: Path) -> Config:
     """Check `text` (the content of `path`) and return its Config, or raise VariantsError."""
     marked = load_marked(text)
-    return derive(marked.data, path, validate(marked, display_name(path)))
+    return derive(marked.data, path, validate(marked, display_name(path), path.parent))

@@ -138,7 +138,11 @@ def gate_group(images: list[dict], metadata: dict, record: Path, timeout: float)
     checks = image_check()
     results = []
     for image in images:
-        candidate = records.pushed(metadata, image["target"])
+        try:
+            candidate = records.pushed(metadata, image["target"])
+        except records.RecordError as error:
+            results.append({**image, "candidate": "", "passed": False, "what": str(error)})
+            continue
         passed, what = _gate_candidate(checks, candidate, timeout)
         results.append({**image, "candidate": candidate, "passed": passed, "what": what})
     records.write(record, {"images": results})
