@@ -18,10 +18,10 @@ from urllib3.util.retry import Retry
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-def retry_policy(total: int = 4, backoff_factor: float = 0.2) -> Retry:
+def retry_policy(total: int = 4, backoff_factor: float = 0.2, connect: int | None = None) -> Retry:
     return Retry(
         total=total,
-        connect=total,
+        connect=total if connect is None else connect,
         read=total,
         status=total,
         backoff_factor=backoff_factor,
@@ -33,9 +33,13 @@ def retry_policy(total: int = 4, backoff_factor: float = 0.2) -> Retry:
     )
 
 
-def session(total: int = 4, backoff_factor: float = 0.2) -> requests.Session:
+def session(
+    total: int = 4, backoff_factor: float = 0.2, connect: int | None = None
+) -> requests.Session:
+    """`connect`: retries of a connection that failed (default: `total`)."""
     s = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry_policy(total, backoff_factor), pool_maxsize=16)
+    policy = retry_policy(total, backoff_factor, connect)
+    adapter = HTTPAdapter(max_retries=policy, pool_maxsize=16)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     return s

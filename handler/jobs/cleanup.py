@@ -112,13 +112,13 @@ def written_between(start: float, end: float) -> Iterator[Path]:
             for name in files:
                 if TOKEN.search(name):
                     continue  # a job's own upload: its job removes it
-                path = Path(root, name)
+                path = os.path.join(root, name)
                 try:
-                    mtime = path.stat().st_mtime
+                    mtime = os.stat(path).st_mtime
                 except OSError:
                     continue
                 if start - CLOCK_SLACK_S <= mtime <= end + 0.001:
-                    yield path
+                    yield Path(path)
 
 
 class Shared:

@@ -67,7 +67,9 @@ class ComfyClient:
         self.local = loopback and OUTPUTS_FROM_DISK.get()
         self.socket = Socket(self.base, self.pid, self.process_gone)
         # Idempotent reads retry with backoff; probes and POSTs do not (the caller decides).
-        self.http = http.session()
+        # A refused connection is not retried: nothing listens, so ComfyUI has exited (or is
+        # restarting), which the socket's reconnects judge; retries would hide it for seconds.
+        self.http = http.session(connect=0)
         self.once = http.session(total=0)
         for s in (self.http, self.once):
             # ComfyUI is on loopback: no proxy from the environment applies, and looking
