@@ -30,7 +30,7 @@ RECIPE = """\
     recipes:
       txt2img:
         description: Text to image
-        workflow: workflows/t2i.json
+        workflow: workflows/sdxl/t2i.json
         params:
           prompt: {node: "6", input: text, type: string, default: "", description: The picture}
           seed: {node: "3", input: seed, type: seed, description: Noise seed}
@@ -46,8 +46,8 @@ def with_recipe(tmp_path):
     path = tmp_path / "variants.yaml"
     marker = "variants:\n"
     path.write_text(SMALL.replace(marker, RECIPE + marker))
-    (tmp_path / "workflows").mkdir()
-    (tmp_path / "workflows" / "t2i.json").write_text(json.dumps(WORKFLOW, indent=2))
+    (tmp_path / "workflows" / "sdxl").mkdir(parents=True)
+    (tmp_path / "workflows" / "sdxl" / "t2i.json").write_text(json.dumps(WORKFLOW, indent=2))
     return path
 
 
@@ -121,11 +121,11 @@ MISTAKES = {
         ],
     ),
     "a workflow outside workflows/": (
-        [("workflow: workflows/t2i.json", "workflow: ../../etc/passwd")],
+        [("workflow: workflows/sdxl/t2i.json", "workflow: ../../etc/passwd")],
         [
             f"{LINE['workflow']}:19: {P}.workflow: '../../etc/passwd' is not a workflow file "
-            "under workflows/ — write workflows/<name>.json (the workflow in API format: "
-            'ComfyUI\'s Workflow → "Export (API)")'
+            "under workflows/ — write workflows/<model set>/<recipe>.json (the workflow in API "
+            'format: ComfyUI\'s Workflow → "Export (API)")'
         ],
     ),
     "an unknown type and a bad recipe name, reported together": (
@@ -153,16 +153,17 @@ def test_a_recipe_mistake_is_reported_at_its_line_and_column(case, bakery, with_
 WORKFLOW_FILES = {
     "missing": (
         None,
-        "workflows/t2i.json does not exist — put the workflow (API format) in workflows/t2i.json",
+        "workflows/sdxl/t2i.json does not exist — put the workflow (API format) in "
+        "workflows/sdxl/t2i.json",
     ),
     "in the editor's format": (
         '{"nodes": [], "links": []}',
-        "workflows/t2i.json is in the ComfyUI editor's format (it has `nodes` and `links`) — "
+        "workflows/sdxl/t2i.json is in the ComfyUI editor's format (it has `nodes` and `links`) — "
         'export it in API format instead: ComfyUI\'s Workflow → "Export (API)"',
     ),
     "not JSON": (
         '{"3": ',
-        "workflows/t2i.json:1:7 is not JSON — save the workflow again (ComfyUI: Export (API))",
+        "workflows/sdxl/t2i.json:1:7 is not JSON — save the workflow again (ComfyUI: Export (API))",
     ),
 }
 
@@ -170,7 +171,7 @@ WORKFLOW_FILES = {
 @pytest.mark.parametrize("case", sorted(WORKFLOW_FILES))
 def test_a_bad_workflow_file_is_named_at_the_recipe(case, bakery, with_recipe):
     text, message = WORKFLOW_FILES[case]
-    file = with_recipe.parent / "workflows" / "t2i.json"
+    file = with_recipe.parent / "workflows" / "sdxl" / "t2i.json"
     if text is None:
         file.unlink()
     else:

@@ -101,7 +101,8 @@ def hub_json(config: Config) -> dict:
     settings = {v.name: v.runpod for v in variants}
     known = facts()
     line = default.cuda
-    vram = max((v.model_set.vram_gb or 0 for v in variants), default=0) or None
+    # One image for every set: the pools of the set that needs the most VRAM (all on one line).
+    largest = max(variants, key=lambda v: v.model_set.vram_gb or 0)
     biggest = max(s.container_disk_gb_without_volume for s in settings.values())
     timeouts = [s.init_timeout["seconds"] for s in settings.values() if s.init_timeout["raise"]]
     auth = {m.auth for v in variants for m in v.model_set.models}
@@ -250,7 +251,7 @@ def hub_json(config: Config) -> dict:
             "runsOn": "GPU",
             "containerDiskInGb": biggest,
             "gpuCount": 1,
-            "gpuIds": ",".join(known.gpu_pools(line.gpu_archs, vram)),
+            "gpuIds": ",".join(largest.runpod.gpu_ids),
             "allowedCudaVersions": list(line.allowed_cuda_versions),
             "env": env,
             "presets": presets,

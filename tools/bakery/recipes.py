@@ -25,7 +25,10 @@ from handler import recipes as contract
 from handler.schema_errors import dotted, with_wording
 
 WORKFLOWS_DIR = "workflows"
-WORKFLOW_PATTERN = r"\Aworkflows/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\.json\Z"
+# workflows/<model set>/<recipe>.json by custom (workflows/<set>.json is `bakery add`'s
+# whole-set workflow); one folder level at most, no name starting with a dot.
+_PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+WORKFLOW_PATTERN = rf"\Aworkflows/({_PART}/)?{_PART}\.json\Z"
 NAME = re.compile(contract.NAME_PATTERN)
 MAX_WORKFLOW_BYTES = 2_000_000  # a workflow is tens of KB; a bigger file is the wrong file
 
@@ -81,9 +84,9 @@ RECIPE = {
             "pattern": WORKFLOW_PATTERN,
             "x-lands": "read at render; recipes.json holds the workflow itself",
             "x-what": "{value} is not a workflow file under workflows/",
-            "x-fix": "write workflows/<name>.json (the workflow in API format: ComfyUI's "
-            'Workflow → "Export (API)")',
-            "x-example": "workflow: workflows/sdxl-txt2img.json",
+            "x-fix": "write workflows/<model set>/<recipe>.json (the workflow in API format: "
+            'ComfyUI\'s Workflow → "Export (API)")',
+            "x-example": "workflow: workflows/sdxl/txt2img.json",
         },
         "params": {
             "type": "object",
