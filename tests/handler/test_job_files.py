@@ -32,14 +32,7 @@ def test_a_burst_gets_each_job_its_own_result_and_leaves_nothing(comfy, burst):
 
 
 def test_twenty_rounds_of_every_burst_in_a_row(comfy):
-    for round_ in range(20):
-        for burst in job_files.BURSTS:
-            case = burst()
-            try:
-                case.check(at_once(case.inputs))
-                assert leftovers(comfy) == []
-            except AssertionError as err:
-                raise AssertionError(f"round {round_ + 1}, {case.name}: {err}") from None
+    job_files.rounds(job_files.BURSTS, 20, at_once, lambda: leftovers(comfy))
 
 
 def test_an_upload_is_stored_under_the_jobs_own_name_and_the_workflow_follows(comfy, monkeypatch):

@@ -9,13 +9,16 @@ and the real ComfyUI alike: each burst is the jobs' inputs and a check of their 
 - `videos_with_metadata`: N VideoHelperSuite jobs with `save_metadata` on (the prompt goes
   to ffmpeg through `temp/metadata.txt`, a fixed name every such job rewrites).
 
-After each, nothing may be left in ComfyUI's input/, output/ and temp/ (`listing`).
+After each, nothing may be left in ComfyUI's input/, output/ and temp/ (`listing`);
+`rounds` runs bursts round after round and says which one failed, and how.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+import concurrent.futures
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,3 +112,54 @@ def listing(comfyui: Path) -> list[str]:
         for p in (comfyui / kind).rglob("*")
         if p.is_file()
     )
+
+
+def rounds(
+    bursts: Sequence[Callable[[], Burst]],
+    count: int,
+    at_once: Callable[[list[dict]], list[dict]],
+    left: Callable[[], list[str]],
+) -> None:
+    """`count` rounds of every burst: `at_once` runs a burst's jobs at the same time and
+    returns their outputs; `left` lists what is in ComfyUI's folders once they are done
+    (it must stay as it was before the first round)."""
+    before = left()
+    for round_ in range(1, count + 1):
+        for burst in bursts:
+            case = burst()
+            try:
+                case.check(at_once(case.inputs))
+                assert left() == before, f"left in ComfyUI's folders: {left()} (before: {before})"
+            except AssertionError as err:
+                raise AssertionError(f"round {round_}, {case.name}: {err}") from None
+
+
+def posted_at_once(post: Callable[[dict], dict]) -> Callable[[list[dict]], list[dict]]:
+    """`at_once` for a worker reached over HTTP: each job's input posted by `post` (to
+    /runsync) at the same time; each answer's output (its `error` when it failed)."""
+
+    def send(inputs: list[dict]) -> list[dict]:
+        with concurrent.futures.ThreadPoolExecutor(len(inputs)) as pool:
+            answers = list(pool.map(post, inputs))
+        return [a.get("output") or {"error": a.get("error", a)} for a in answers]
+
+    return send
+
+
+def settling(files: Callable[[], list[str]], settle_s: float = 15.0) -> Callable[[], list[str]]:
+    """`left` for a worker in another process, whose clean-up runs a moment after each result
+    (off the job's path): after the first listing, each waits up to `settle_s` for the
+    folders to be as the first one found them, and returns what is there."""
+    first: list[list[str]] = []
+
+    def settled() -> list[str]:
+        now = files()
+        if not first:
+            first.append(now)
+        deadline = time.monotonic() + settle_s
+        while now != first[0] and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = files()
+        return now
+
+    return settled

@@ -40,6 +40,13 @@ class Worker:
         code, out = self.container.exec_run(list(cmd))
         return code, out.decode(errors="replace")
 
+    def comfy_files(self) -> list[str]:
+        """Every file in the image's ComfyUI input/, output/ and temp/ (COMFYUI_DIR)."""
+        folders = [f"/opt/comfyui/{kind}" for kind in ("input", "output", "temp")]
+        code, out = self.exec("find", *folders, "-type", "f")
+        assert code == 0, out
+        return sorted(line for line in out.splitlines() if line)
+
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
 
