@@ -13,7 +13,6 @@ files outlive the worker.
 from __future__ import annotations
 
 import atexit
-import os
 
 import runpod
 from runpod.serverless.modules.rp_logger import RunPodLogger
@@ -25,7 +24,7 @@ from handler.jobs import cleanup, pipeline, worker
 def main() -> None:
     # The SDK logs every job's input and output at DEBUG (its default level):
     # that would put image data and API keys in the logs. INFO unless asked.
-    if not (os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL")):
+    if not (settings.RUNPOD_LOG_LEVEL.get() or settings.RUNPOD_DEBUG_LEVEL.get()):
         RunPodLogger().level = "INFO"
     if settings.WEBSOCKET_TRACE.get():
         log.trace_websocket()

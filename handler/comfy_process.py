@@ -30,26 +30,6 @@ import requests
 
 from handler import settings
 
-COMFY_LOG_LEVEL = settings.setting(
-    "COMFY_LOG_LEVEL",
-    "",
-    "ComfyUI's log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), passed as --verbose; unset: "
-    "ComfyUI's default (INFO). Same name as in runpod-workers/worker-comfyui.",
-)
-COMFY_ARGS = settings.setting(
-    "BAKERY_COMFY_ARGS",
-    "",
-    "Extra ComfyUI command-line flags, e.g. `--lowvram --preview-method auto`.",
-)
-
-CUSTOM_NODES = settings.setting(
-    "BAKERY_CUSTOM_NODES",
-    "",
-    "Custom node packs (folder names in ComfyUI's custom_nodes/, space-separated) that must "
-    "load: the container stops at start, naming the pack, when one did not. Set by the image "
-    "from its node set; leave it as it is.",
-)
-
 TAIL_LINES = 40  # of ComfyUI's output, printed when it fails to start
 STOP_GRACE_S = 8.0  # docker stop waits 10 s before SIGKILL: stop the children within it
 LIB_DIRS = (
@@ -89,14 +69,14 @@ def comfy_command(model_paths: Path, env: dict | None = None) -> list[str]:
         raise StartError(f"no ComfyUI at {main_py} — set COMFYUI_DIR to ComfyUI's folder")
     command = [sys.executable, str(main_py), "--listen", "127.0.0.1", "--port", comfy_port(env)]
     command += ["--extra-model-paths-config", str(model_paths)]
-    level = COMFY_LOG_LEVEL.get(env).strip().upper()
+    level = settings.COMFY_LOG_LEVEL.get(env).strip().upper()
     if level:
         command += ["--verbose", level]
-    return command + shlex.split(COMFY_ARGS.get(env))
+    return command + shlex.split(settings.COMFY_ARGS.get(env))
 
 
 def comfy_environment(env: dict | None = None, lib_dirs: tuple[str, ...] = LIB_DIRS) -> dict:
-    out = dict(os.environ if env is None else env)
+    out = settings.environment() if env is None else dict(env)
     out.setdefault("PYTHONUNBUFFERED", "1")  # its prints reach the log as they happen
     lib = find_tcmalloc(lib_dirs)
     preload = out.get("LD_PRELOAD", "")
@@ -171,7 +151,7 @@ class ComfyProcess:
     def check_custom_nodes(self, env: dict | None = None) -> None:
         """StartError naming each pack of BAKERY_CUSTOM_NODES that has no node class in
         GET /object_info (ComfyUI starts without a pack that failed to import)."""
-        wanted = CUSTOM_NODES.get(env).split()
+        wanted = settings.CUSTOM_NODES.get(env).split()
         if not wanted:
             return
         url = f"http://{settings.COMFY_HOST.get(env)}/object_info"

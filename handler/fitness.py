@@ -19,7 +19,6 @@ a failure. Like the SDK, neither runs them in local testing (`--rp_serve_api`,
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,14 +28,6 @@ from handler import fitness_facts, log, manifest, settings
 from handler.fitness_facts import FITNESS_FILE, FitnessFacts, FitnessFactsError
 from handler.gpu import Probe, probe
 from handler.models import volume
-
-CHECKS = settings.setting(
-    "BAKERY_FITNESS_CHECKS",
-    True,
-    "Check at worker start, before the first job: a GPU, its architecture, the host driver, "
-    "free VRAM and free disk; a worker that fails stops with one line saying why.",
-    kind="bool",
-)
 
 LOCAL_FLAGS = ("--rp_serve_api", "--test_input")
 GB = 1e9
@@ -181,12 +172,11 @@ def decide(found: Probe, need: FitnessFacts | None, env: dict | None = None) -> 
 
 def skipped(argv: list[str], env: dict | None = None) -> str | None:
     """Why the checks do not run now, or None when they do."""
-    env = os.environ if env is None else env
-    if not CHECKS.get(env):
+    if not settings.FITNESS_CHECKS.get(env):
         return "turned off (BAKERY_FITNESS_CHECKS=false)"
     if any(a.split("=", 1)[0] in LOCAL_FLAGS for a in argv):
         return "local testing (--rp_serve_api / --test_input), as the runpod SDK does"
-    if env.get("RUNPOD_WEBHOOK_GET_JOB") is None:
+    if not settings.RUNPOD_WEBHOOK_GET_JOB.is_set(env):
         return "local testing (no RUNPOD_WEBHOOK_GET_JOB), as the runpod SDK does"
     return None
 
@@ -265,7 +255,7 @@ def register(env: dict | None = None) -> int:
     """Register the checks with the runpod SDK (≥ 1.9); returns how many."""
     import runpod
 
-    if not CHECKS.get(env):
+    if not settings.FITNESS_CHECKS.get(env):
         return 0
     checks = sdk_checks(env)
     for check in checks:

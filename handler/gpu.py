@@ -14,13 +14,6 @@ from pathlib import Path
 
 from handler import settings
 
-GPU_RECORD = settings.setting(
-    "BAKERY_GPU_RECORD",
-    "",
-    "A recorded GPU answer (JSON, as in tests/fitness/gpus/) the fitness checks read instead "
-    "of NVML — for testing the checks without that GPU.",
-)
-
 
 @dataclass(frozen=True)
 class Gpu:
@@ -116,7 +109,7 @@ def read_torch() -> Probe:
 
 
 def probe(env: dict | None = None) -> Probe:
-    record = GPU_RECORD.get(env)
+    record = settings.GPU_RECORD.get(env)
     if record:
         try:
             return from_record(json.loads(Path(record).read_text()), f"record {record}")

@@ -19,25 +19,6 @@ import time
 
 from handler import settings
 
-LOG_LEVEL = settings.setting(
-    "BAKERY_LOG_LEVEL",
-    "INFO",
-    "Log level of the worker and the model fetch (DEBUG, INFO, WARNING, ERROR).",
-)
-
-LOG_URL = settings.setting(
-    "BAKERY_LOG_URL",
-    "",
-    "Also ship log lines to this HTTP endpoint: batches POSTed as NDJSON (best effort; a slow or "
-    "failing endpoint never blocks or fails a job — lines are dropped instead).",
-)
-LOG_TOKEN = settings.setting(
-    "BAKERY_LOG_TOKEN",
-    "",
-    "Bearer token sent with shipped log batches (BAKERY_LOG_URL).",
-    secret=True,
-)
-
 _job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_id", default=None)
 
 
@@ -95,10 +76,10 @@ def get(name: str) -> logging.Logger:
         out = logging.StreamHandler(sys.stderr)
         out.setFormatter(JsonFormatter())
         root.addHandler(out)
-        root.setLevel(LOG_LEVEL.get().upper())
+        root.setLevel(settings.LOG_LEVEL.get().upper())
         root.propagate = False
-        if LOG_URL.get():
-            shipper = Shipper(LOG_URL.get(), LOG_TOKEN.get())
+        if settings.LOG_URL.get():
+            shipper = Shipper(settings.LOG_URL.get(), settings.LOG_TOKEN.get())
             shipper.setFormatter(JsonFormatter())
             root.addHandler(shipper)
             atexit.register(shipper.close)

@@ -1,9 +1,13 @@
-"""Every run-time setting is an environment variable declared here once.
+"""Every run-time setting is an environment variable declared here, once, and only here.
 
-Modules declare what they read with `setting(...)` at import time; the
-README's settings table is generated from this registry
-(`python -m handler.settings`), so a setting cannot exist undocumented.
-Settings marked `secret=True` are redacted from every log line (handler.log).
+Each declaration gives the name, the type, the default and what it does,
+grouped below by the module that reads it; modules read `settings.NAME.get()`
+(the Python name is the variable's without `BAKERY_`) and never the
+environment itself (tests/handler/test_settings.py fails on a read anywhere
+else). docs/settings.md's table is generated from these declarations
+(`python -m handler.settings --readme docs/settings.md`), so a setting cannot
+exist undocumented. Settings marked `secret=True` are redacted from every log
+line (handler.log).
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class Setting:
     kind: str = "str"
     secret: bool = False
 
+    def is_set(self, env: os._Environ | dict | None = None) -> bool:
+        """The variable is in the environment (even empty)."""
+        return self.name in (os.environ if env is None else env)
+
     def get(self, env: os._Environ | dict | None = None) -> Any:
         env = os.environ if env is None else env
         raw = env.get(self.name)
@@ -62,7 +70,7 @@ FALLBACKS: dict[str, Callable[[Any], Any]] = {}
 
 
 def setting(name: str, default: Any, doc: str, kind: str = "str", secret: bool = False) -> Setting:
-    """Declare (once) and return a setting."""
+    """Declare (once, in this module) and return a setting."""
     if kind not in _PARSERS:
         raise ValueError(f"unknown setting kind {kind}")
     existing = REGISTRY.get(name)
@@ -71,6 +79,11 @@ def setting(name: str, default: Any, doc: str, kind: str = "str", secret: bool =
         raise ValueError(f"setting {name} declared twice with different meanings")
     REGISTRY[name] = new
     return new
+
+
+def environment() -> dict[str, str]:
+    """A copy of this process's whole environment, for a child process to inherit."""
+    return dict(os.environ)
 
 
 def secret_values(env: os._Environ | dict | None = None) -> list[str]:
@@ -110,19 +123,7 @@ def markdown_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _load_all() -> None:
-    """Import every handler module so each declares its settings."""
-    import importlib
-    import pkgutil
-
-    import handler
-
-    for info in pkgutil.walk_packages(handler.__path__, "handler."):
-        if not info.name.endswith("__main__"):
-            importlib.import_module(info.name)
-
-
-# --- Settings more than one module reads (declared once, here) ---------------
+# --- Settings more than one module reads ----------------------------------------------
 COMFY_HOST = setting(
     "COMFY_HOST",
     "127.0.0.1:8188",
@@ -177,6 +178,351 @@ BUCKET_ACCESS_KEY_ID = setting(
 )
 BUCKET_SECRET_ACCESS_KEY = setting(
     "BUCKET_SECRET_ACCESS_KEY", "", "Secret key for BUCKET_ENDPOINT_URL.", secret=True
+)
+
+# --- handler.comfy_process ----------------------------------------------------
+COMFY_LOG_LEVEL = setting(
+    "COMFY_LOG_LEVEL",
+    "",
+    "ComfyUI's log level (DEBUG, INFO, WARNING, ERROR, CRITICAL), passed as --verbose; unset: "
+    "ComfyUI's default (INFO). Same name as in runpod-workers/worker-comfyui.",
+)
+COMFY_ARGS = setting(
+    "BAKERY_COMFY_ARGS",
+    "",
+    "Extra ComfyUI command-line flags, e.g. `--lowvram --preview-method auto`.",
+)
+CUSTOM_NODES = setting(
+    "BAKERY_CUSTOM_NODES",
+    "",
+    "Custom node packs (folder names in ComfyUI's custom_nodes/, space-separated) that must "
+    "load: the container stops at start, naming the pack, when one did not. Set by the image "
+    "from its node set; leave it as it is.",
+)
+
+# --- handler.fitness ----------------------------------------------------------
+FITNESS_CHECKS = setting(
+    "BAKERY_FITNESS_CHECKS",
+    True,
+    "Check at worker start, before the first job: a GPU, its architecture, the host driver, "
+    "free VRAM and free disk; a worker that fails stops with one line saying why.",
+    kind="bool",
+)
+
+# --- handler.gpu --------------------------------------------------------------
+GPU_RECORD = setting(
+    "BAKERY_GPU_RECORD",
+    "",
+    "A recorded GPU answer (JSON, as in tests/fitness/gpus/) the fitness checks read instead "
+    "of NVML — for testing the checks without that GPU.",
+)
+
+# --- handler.jobs.comfyui -----------------------------------------------------
+COMFY_PID = setting(
+    "BAKERY_COMFY_PID",
+    0,
+    "Process id of ComfyUI (start.sh sets it): when that process is gone the worker fails at "
+    "once and asks RunPod for a replacement instead of waiting.",
+    kind="int",
+)
+COMFY_READY_TIMEOUT_S = setting(
+    "BAKERY_COMFY_READY_TIMEOUT_S",
+    120.0,
+    "Seconds a job waits for ComfyUI to answer before failing (and asking for a new worker).",
+    kind="float",
+)
+OUTPUTS_FROM_DISK = setting(
+    "BAKERY_OUTPUTS_FROM_DISK",
+    True,
+    "Read output files straight from ComfyUI's output and temp folders (under COMFYUI_DIR) when "
+    "ComfyUI listens on loopback; false = always fetch them through ComfyUI's /view.",
+    kind="bool",
+)
+
+# --- handler.jobs.images ------------------------------------------------------
+URL_ALLOW = setting(
+    "BAKERY_URL_ALLOW",
+    "",
+    "Comma-separated addresses or networks (e.g. `10.0.0.0/8`) that image `url`s may reach "
+    "although they are not public; empty = public addresses only.",
+)
+URL_TIMEOUT_S = setting(
+    "BAKERY_URL_TIMEOUT_S",
+    30.0,
+    "Seconds an image download by `url` may take in all (connect, redirects and body).",
+    kind="float",
+)
+
+# --- handler.jobs.input -------------------------------------------------------
+JOB_TIMEOUT_S = setting(
+    "BAKERY_JOB_TIMEOUT_S",
+    600.0,
+    "Seconds a job may take when it does not send `timeout_s` (its wait for models, its input "
+    "images, its run in ComfyUI and its outputs together); then it is stopped and says which "
+    "part ran out.",
+    kind="float",
+)
+JOB_TIMEOUT_MAX_S = setting(
+    "BAKERY_JOB_TIMEOUT_MAX_S",
+    3600.0,
+    "The largest `timeout_s` a job may ask for.",
+    kind="float",
+)
+MAX_IMAGE_BYTES = setting(
+    "BAKERY_MAX_IMAGE_BYTES",
+    50 * 1024 * 1024,
+    "Largest input image (decoded, or downloaded from `url`), in bytes.",
+    kind="int",
+)
+
+# --- handler.jobs.outputs -----------------------------------------------------
+REFRESH_WORKER = setting(
+    "REFRESH_WORKER",
+    False,
+    "Ask RunPod for a fresh worker after every job (`refresh_worker: true` in each result), "
+    "as in runpod-workers/worker-comfyui.",
+    kind="bool",
+)
+
+# --- handler.jobs.pipeline ----------------------------------------------------
+MAX_JOBS = setting(
+    "BAKERY_MAX_JOBS",
+    8,
+    "The most jobs this worker holds at once while jobs are short (BAKERY_SHORT_JOB_S): the "
+    "next ones are checked, their images uploaded and their prompt queued while one runs "
+    "(ComfyUI still runs one prompt at a time); 1 = one job at a time.",
+    kind="int",
+)
+SHORT_JOB_S = setting(
+    "BAKERY_SHORT_JOB_S",
+    2.0,
+    "A job whose prompt ran for less than this many seconds is short. After a long one the "
+    "worker holds at most 2 jobs (one running, the next prepared), so further jobs wait in "
+    "RunPod's queue, where other workers can take them.",
+    kind="float",
+)
+
+# --- handler.jobs.resources ---------------------------------------------------
+MIN_FREE_DISK_MB = setting(
+    "BAKERY_MIN_FREE_DISK_MB",
+    1024,
+    "A job fails at once when ComfyUI's output folder has less free disk than this (MiB); "
+    "0 = no check.",
+    kind="int",
+)
+MIN_FREE_RAM_MB = setting(
+    "BAKERY_MIN_FREE_RAM_MB",
+    512,
+    "A job fails at once when less RAM than this is available (MiB); 0 = no check.",
+    kind="int",
+)
+# Off by default: ComfyUI keeps models loaded, so little free VRAM is normal on a warm worker.
+MIN_FREE_VRAM_MB = setting(
+    "BAKERY_MIN_FREE_VRAM_MB",
+    0,
+    "A job fails at once when the GPU (from ComfyUI's /system_stats) has less free VRAM (MiB); "
+    "0 = no check.",
+    kind="int",
+)
+
+# --- handler.jobs.socket ------------------------------------------------------
+COMFY_LOST_S = setting(
+    "BAKERY_COMFY_LOST_S",
+    20.0,
+    "Seconds a job keeps reconnecting to a ComfyUI that stopped answering mid-run before it "
+    "gives up and asks for a new worker.",
+    kind="float",
+)
+
+# --- handler.jobs.storage -----------------------------------------------------
+BUCKET_NAME = setting(
+    "BAKERY_BUCKET_NAME",
+    "",
+    "Bucket for uploaded outputs; empty = the runpod SDK's convention (the month, `MM-YY`).",
+)
+
+# --- handler.jobs.telemetry ---------------------------------------------------
+TELEMETRY_SAMPLE_S = setting(
+    "BAKERY_TELEMETRY_SAMPLE_S",
+    0.5,
+    "Seconds between RAM/VRAM samples while a job runs (for the job's peak figures).",
+    kind="float",
+)
+
+# --- handler.log --------------------------------------------------------------
+LOG_LEVEL = setting(
+    "BAKERY_LOG_LEVEL",
+    "INFO",
+    "Log level of the worker and the model fetch (DEBUG, INFO, WARNING, ERROR).",
+)
+LOG_URL = setting(
+    "BAKERY_LOG_URL",
+    "",
+    "Also ship log lines to this HTTP endpoint: batches POSTed as NDJSON (best effort; a slow or "
+    "failing endpoint never blocks or fails a job — lines are dropped instead).",
+)
+LOG_TOKEN = setting(
+    "BAKERY_LOG_TOKEN",
+    "",
+    "Bearer token sent with shipped log batches (BAKERY_LOG_URL).",
+    secret=True,
+)
+
+# --- handler.models.connections -----------------------------------------------
+FETCH_CONNECTIONS = setting(
+    "BAKERY_FETCH_CONNECTIONS",
+    4,
+    "Ranged connections per large model file (1 = one stream per file).",
+    kind="int",
+)
+FETCH_SPLIT_MB = setting(
+    "BAKERY_FETCH_SPLIT_MB",
+    256,
+    "Files at least this large (MiB) may be fetched over several ranged connections.",
+    kind="int",
+)
+FETCH_SPLIT_S = setting(
+    "BAKERY_FETCH_SPLIT_S",
+    5.0,
+    "A large file gets more connections when one would need longer than this (seconds) "
+    "for the rest of it.",
+    kind="float",
+)
+
+# --- handler.models.fetch -----------------------------------------------------
+FETCH_WORKERS = setting(
+    "BAKERY_FETCH_WORKERS",
+    4,
+    "Model files downloaded at the same time.",
+    kind="int",
+)
+
+# --- handler.models.hf_cache --------------------------------------------------
+HF_CACHE_DIR = setting(
+    "BAKERY_HF_CACHE_DIR",
+    "/runpod-volume/huggingface-cache/hub",
+    "Where RunPod shows an endpoint's cached Hugging Face model (read-only); a manifest "
+    "model found there, same revision, size and sha256, is linked instead of downloaded.",
+)
+
+# --- handler.models.progress --------------------------------------------------
+FETCH_PROGRESS_S = setting(
+    "BAKERY_FETCH_PROGRESS_S",
+    5.0,
+    "Seconds between progress lines per file (bytes, rate, ETA).",
+    kind="float",
+)
+
+# --- handler.models.source ----------------------------------------------------
+FETCH_RETRIES = setting(
+    "BAKERY_FETCH_RETRIES",
+    6,
+    "Attempts per download on network errors, 429 and 5xx before the fetch fails "
+    "(exponential backoff with jitter; the count restarts whenever bytes arrive).",
+    kind="int",
+)
+FETCH_RETRY_AFTER_MAX_S = setting(
+    "BAKERY_FETCH_RETRY_AFTER_MAX_S",
+    120.0,
+    "Longest wait (seconds) a server's Retry-After may impose before one retry.",
+    kind="float",
+)
+FETCH_TIMEOUT_S = setting(
+    "BAKERY_FETCH_TIMEOUT_S",
+    60.0,
+    "Seconds without a byte from the server before a download is retried.",
+    kind="float",
+)
+
+# --- handler.models.status ----------------------------------------------------
+MODELS_STATUS_DIR = setting(
+    "BAKERY_MODELS_STATUS_DIR",
+    "",
+    "Set by the start sequence for the worker: the folder where the start process says how "
+    "the model downloads stand. Unset (the worker started on its own): every model is taken "
+    "to be in place and no job waits.",
+)
+
+# --- handler.models.tokens ----------------------------------------------------
+HF_HOSTS = setting(
+    "BAKERY_HF_HOSTS",
+    "huggingface.co hf.co",
+    "Hosts that receive HF_TOKEN (space-separated, exact names; https only). Add a mirror here.",
+)
+CIVITAI_HOSTS = setting(
+    "BAKERY_CIVITAI_HOSTS",
+    "civitai.com",
+    "Hosts that receive CIVITAI_TOKEN (space-separated, exact names; https only).",
+)
+
+# --- handler.models.volume ----------------------------------------------------
+MODEL_PATHS = setting(
+    "BAKERY_MODEL_PATHS",
+    "/opt/bakery/extra_model_paths.yaml",
+    "Where the fetcher writes ComfyUI's extra_model_paths.yaml (the start script passes it "
+    "to ComfyUI with --extra-model-paths-config).",
+)
+IMAGE_MODELS = setting(
+    "BAKERY_IMAGE_MODELS",
+    "",
+    "Set by an image whose model set has `delivery: image`: the folder of the models baked "
+    "into it (verified at build time); they are used in place, never downloaded.",
+)
+
+# --- handler.start ------------------------------------------------------------
+COMFY_START_TIMEOUT_S = setting(
+    "BAKERY_COMFY_START_TIMEOUT_S",
+    300.0,
+    "Seconds ComfyUI may take to answer GET /system_stats at container start before the "
+    "container stops.",
+    kind="float",
+)
+MODELS_BEFORE_START = setting(
+    "BAKERY_MODELS_BEFORE_START",
+    False,
+    "1: fetch every model before ComfyUI and the worker start, and stop the container if one "
+    "fails (the behaviour before lazy start). Default: serve at once while models download; "
+    "each job waits only for the models its workflow names.",
+    kind="bool",
+)
+
+# --- handler.timeline ---------------------------------------------------------
+CONTAINER_START = setting(
+    "BAKERY_CONTAINER_START",
+    0.0,
+    "Set by the start sequence for the worker: when the container started (Unix time), so "
+    "the start-up timeline of both processes counts from one zero.",
+    kind="float",
+)
+
+
+# --- RunPod's own variables (the platform sets them; the runpod SDK reads them too) ----
+RUNPOD_WEBHOOK_GET_JOB = setting(
+    "RUNPOD_WEBHOOK_GET_JOB",
+    None,
+    "Set by RunPod on a serverless worker (where it fetches jobs); unset means local testing, "
+    "where the fitness checks are skipped as the runpod SDK does.",
+)
+RUNPOD_WEBHOOK_POST_OUTPUT = setting(
+    "RUNPOD_WEBHOOK_POST_OUTPUT",
+    None,
+    "Set by RunPod: where results go; progress updates are posted there too (none when unset).",
+)
+RUNPOD_POD_ID = setting("RUNPOD_POD_ID", "", "Set by RunPod: this worker's id (in its URLs).")
+RUNPOD_AI_API_KEY = setting(
+    "RUNPOD_AI_API_KEY",
+    "",
+    "Set by RunPod: the worker's key for its own API (progress updates).",
+    secret=True,
+)
+RUNPOD_LOG_LEVEL = setting(
+    "RUNPOD_LOG_LEVEL",
+    "",
+    "The runpod SDK's log level; unset (and RUNPOD_DEBUG_LEVEL unset): INFO, since the SDK's "
+    "DEBUG logs every job's input and output (image data, API keys).",
+)
+RUNPOD_DEBUG_LEVEL = setting(
+    "RUNPOD_DEBUG_LEVEL", "", "The runpod SDK's older name for RUNPOD_LOG_LEVEL."
 )
 
 
@@ -243,7 +589,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--readme", metavar="PATH", help="rewrite the table in this README instead")
     args = ap.parse_args(argv)
-    _load_all()
     if args.readme:
         path = Path(args.readme)
         path.write_text(readme_with_table(path.read_text(encoding="utf-8")), encoding="utf-8")

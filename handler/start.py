@@ -50,23 +50,8 @@ from handler.comfy_process import (
     signal_group,
     stop,
 )
-from handler.models import fetch, lazy, status
+from handler.models import fetch, lazy
 
-START_TIMEOUT = settings.setting(
-    "BAKERY_COMFY_START_TIMEOUT_S",
-    300.0,
-    "Seconds ComfyUI may take to answer GET /system_stats at container start before the "
-    "container stops.",
-    kind="float",
-)
-MODELS_BEFORE_START = settings.setting(
-    "BAKERY_MODELS_BEFORE_START",
-    False,
-    "1: fetch every model before ComfyUI and the worker start, and stop the container if one "
-    "fails (the behaviour before lazy start). Default: serve at once while models download; "
-    "each job waits only for the models its workflow names.",
-    kind="bool",
-)
 _log = log.get("start")
 
 
@@ -142,7 +127,7 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
     signal.signal(signal.SIGTERM, stop_fetching)
     signal.signal(signal.SIGINT, stop_fetching)
     try:
-        eager = MODELS_BEFORE_START.get()
+        eager = settings.MODELS_BEFORE_START.get()
         _models, model_paths = start_models(board, eager)
     except fetch.USER_ERRORS as exc:
         say(f"models could not be fetched, so this worker stops.\n{exc}")
@@ -150,7 +135,7 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
 
     try:
         command = comfy_command(model_paths)
-        timeout = START_TIMEOUT.get()
+        timeout = settings.COMFY_START_TIMEOUT_S.get()
     except (StartError, settings.SettingError) as exc:
         say(str(exc))
         return 1
@@ -190,11 +175,11 @@ def _serve(
     timeline.mark("ComfyUI ready", seconds=round(seconds, 2))
 
     handler_env = dict(
-        os.environ,
+        settings.environment(),
         BAKERY_COMFY_PID=str(comfy.proc.pid),
         **{
-            status.STATUS_DIR.name: str(board.folder),
-            timeline.CONTAINER_START.name: repr(timeline.started_at()),
+            settings.MODELS_STATUS_DIR.name: str(board.folder),
+            settings.CONTAINER_START.name: repr(timeline.started_at()),
         },
     )
     worker = subprocess.Popen(

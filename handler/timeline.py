@@ -18,14 +18,6 @@ import psutil
 
 from handler import log, settings
 
-CONTAINER_START = settings.setting(
-    "BAKERY_CONTAINER_START",
-    0.0,
-    "Set by the start sequence for the worker: when the container started (Unix time), so "
-    "the start-up timeline of both processes counts from one zero.",
-    kind="float",
-)
-
 _log = log.get("timeline")
 _marks: list[dict] = []
 _listeners: list = []  # the start process's status board copies each mark
@@ -34,7 +26,7 @@ _first_job = {"started": False, "done": False}
 
 def started_at(env: dict | None = None) -> float:
     """The container's start (Unix time): given by the start sequence, else this process's."""
-    return CONTAINER_START.get(env) or process_start()
+    return settings.CONTAINER_START.get(env) or process_start()
 
 
 def process_start() -> float:

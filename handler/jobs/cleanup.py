@@ -60,11 +60,10 @@ def folder(kind: str) -> Path:
 def folders_problem(env: dict | None = None) -> str | None:
     """Why this worker cannot clean ComfyUI's folders, or None when it can: outside an
     image, without COMFYUI_DIR, every job's files would stay for the next job to see."""
-    env = os.environ if env is None else env
     root = Path(settings.COMFYUI_DIR.get(env))
     if all((root / kind).is_dir() for kind in FOLDERS):
         return None
-    where = "COMFYUI_DIR" if settings.COMFYUI_DIR.name in env else "COMFYUI_DIR is not set and"
+    where = "COMFYUI_DIR" if settings.COMFYUI_DIR.is_set(env) else "COMFYUI_DIR is not set and"
     return (
         f"{where} {root} has no ComfyUI input/, output/ and temp/ folders: this worker cannot "
         "remove a job's files after it, so they stay for the next job to see — set "

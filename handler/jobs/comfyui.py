@@ -29,28 +29,7 @@ from handler.jobs.errors import (
     comfy_lost,
     format_server_error,
 )
-from handler.jobs.socket import LOST_TIMEOUT, REFUSED_S, Socket
-
-COMFY_PID = settings.setting(
-    "BAKERY_COMFY_PID",
-    0,
-    "Process id of ComfyUI (start.sh sets it): when that process is gone the worker fails at "
-    "once and asks RunPod for a replacement instead of waiting.",
-    kind="int",
-)
-READY_TIMEOUT = settings.setting(
-    "BAKERY_COMFY_READY_TIMEOUT_S",
-    120.0,
-    "Seconds a job waits for ComfyUI to answer before failing (and asking for a new worker).",
-    kind="float",
-)
-OUTPUTS_FROM_DISK = settings.setting(
-    "BAKERY_OUTPUTS_FROM_DISK",
-    True,
-    "Read output files straight from ComfyUI's output and temp folders (under COMFYUI_DIR) when "
-    "ComfyUI listens on loopback; false = always fetch them through ComfyUI's /view.",
-    kind="bool",
-)
+from handler.jobs.socket import REFUSED_S, Socket
 
 _log = log.get("comfy")
 
@@ -62,9 +41,9 @@ class ComfyClient:
         host = host or settings.COMFY_HOST.get()
         self.host = host
         self.base = f"http://{host}"
-        self.pid = COMFY_PID.get() if pid is None else pid
+        self.pid = settings.COMFY_PID.get() if pid is None else pid
         loopback = host.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]")
-        self.local = loopback and OUTPUTS_FROM_DISK.get()
+        self.local = loopback and settings.OUTPUTS_FROM_DISK.get()
         self.socket = Socket(self.base, self.pid, self.process_gone)
         # Idempotent reads retry with backoff; probes and POSTs do not (the caller decides).
         # A refused connection is not retried: nothing listens, so ComfyUI has exited (or is
@@ -78,7 +57,7 @@ class ComfyClient:
 
     @staticmethod
     def configured_pid() -> int:
-        return COMFY_PID.get()
+        return settings.COMFY_PID.get()
 
     # --- liveness -------------------------------------------------------------
     def process_gone(self) -> bool:
@@ -106,7 +85,7 @@ class ComfyClient:
                 raise comfy_gone(self.pid)
             return None
         stats = self.wait_ready()
-        self.socket.ensure(LOST_TIMEOUT.get())
+        self.socket.ensure(settings.COMFY_LOST_S.get())
         return stats
 
     def lost_error(self, what: str) -> ComfyUnavailable:
@@ -114,7 +93,7 @@ class ComfyClient:
 
     def wait_ready(self, timeout: float | None = None) -> dict:
         """Wait (bounded) until ComfyUI answers; return its /system_stats."""
-        timeout = READY_TIMEOUT.get() if timeout is None else timeout
+        timeout = settings.COMFY_READY_TIMEOUT_S.get() if timeout is None else timeout
         deadline = time.monotonic() + timeout
         attempt = 0
         refused_since: float | None = None

@@ -33,24 +33,12 @@ from urllib.parse import urljoin, urlsplit
 
 from handler import settings
 from handler.jobs.errors import JobInputError
-from handler.jobs.input import MAX_IMAGE_BYTES, ImageInput
+from handler.jobs.input import ImageInput
 
 if TYPE_CHECKING:
     from handler.jobs.cleanup import JobFiles
     from handler.jobs.comfyui import ComfyClient
 
-URL_ALLOW = settings.setting(
-    "BAKERY_URL_ALLOW",
-    "",
-    "Comma-separated addresses or networks (e.g. `10.0.0.0/8`) that image `url`s may reach "
-    "although they are not public; empty = public addresses only.",
-)
-URL_TIMEOUT = settings.setting(
-    "BAKERY_URL_TIMEOUT_S",
-    30.0,
-    "Seconds an image download by `url` may take in all (connect, redirects and body).",
-    kind="float",
-)
 MAX_REDIRECTS = 5
 
 _DATA_URI = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.I)
@@ -70,10 +58,10 @@ def load(images: list[ImageInput], deadline: float | None = None) -> list[Loaded
     out = []
     for i, img in enumerate(images):
         if img.url is not None:
-            data = from_url(img.url, f"images[{i}].url", deadline)
+            data = from_url(img.url, img.where(i), deadline)
             out.append(LoadedImage(img.name, data))
         else:
-            out.append(LoadedImage(img.name, decode(img.image or "", f"images[{i}].image")))
+            out.append(LoadedImage(img.name, decode(img.image or "", img.where(i))))
     return out
 
 
@@ -98,7 +86,7 @@ def upload(comfy: ComfyClient, loaded: list[LoadedImage], files: JobFiles) -> di
 
 def decode(text: str, field: str) -> bytes:
     """base64 (plain or as a data URI) → bytes, size-checked before decoding."""
-    limit = MAX_IMAGE_BYTES.get()
+    limit = settings.MAX_IMAGE_BYTES.get()
     if text.startswith("data:"):
         match = _DATA_URI.match(text)
         if not match:
@@ -127,8 +115,8 @@ def from_url(url: str, field: str, deadline: float | None = None) -> bytes:
     `deadline` (time.monotonic()) is the job's own; the download ends by the earlier of
     it and BAKERY_URL_TIMEOUT_S, whatever the server does (a slow drip included).
     """
-    limit = MAX_IMAGE_BYTES.get()
-    budget = URL_TIMEOUT.get()
+    limit = settings.MAX_IMAGE_BYTES.get()
+    budget = settings.URL_TIMEOUT_S.get()
     ends = (
         time.monotonic() + budget if deadline is None else min(deadline, time.monotonic() + budget)
     )
@@ -290,7 +278,7 @@ def _short(text: str) -> str:
 
 def _allowed() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     nets = []
-    for item in URL_ALLOW.get().split(","):
+    for item in settings.URL_ALLOW.get().split(","):
         if item.strip():
             try:
                 nets.append(ipaddress.ip_network(item.strip(), strict=False))

@@ -25,26 +25,6 @@ from handler import recipes, schema_errors, settings
 from handler.jobs import recipe
 from handler.jobs.errors import JobInputError
 
-TIMEOUT_DEFAULT = settings.setting(
-    "BAKERY_JOB_TIMEOUT_S",
-    600.0,
-    "Seconds a job may take when it does not send `timeout_s` (its wait for models, its input "
-    "images, its run in ComfyUI and its outputs together); then it is stopped and says which "
-    "part ran out.",
-    kind="float",
-)
-TIMEOUT_MAX = settings.setting(
-    "BAKERY_JOB_TIMEOUT_MAX_S",
-    3600.0,
-    "The largest `timeout_s` a job may ask for.",
-    kind="float",
-)
-MAX_IMAGE_BYTES = settings.setting(
-    "BAKERY_MAX_IMAGE_BYTES",
-    50 * 1024 * 1024,
-    "Largest input image (decoded, or downloaded from `url`), in bytes.",
-    kind="int",
-)
 MAX_IMAGES = 64
 JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 
@@ -85,7 +65,7 @@ def schema(env=None) -> dict:
             "timeout_s": {
                 "type": "number",
                 "exclusiveMinimum": 0,
-                "maximum": TIMEOUT_MAX.get(env),
+                "maximum": settings.JOB_TIMEOUT_MAX_S.get(env),
             },
             "include_previews": {"type": "boolean"},
         },
@@ -132,6 +112,11 @@ class ImageInput:
     name: str
     image: str | None = None  # base64 or data URI, decoded by handler.jobs.images
     url: str | None = None
+    field: str | None = None  # where the job sent it, when not `images[i]` (a recipe's param)
+
+    def where(self, index: int) -> str:
+        """The field an error about this image names: `images[0].url`, `params.image`."""
+        return self.field or f"images[{index}].{'url' if self.url is not None else 'image'}"
 
 
 @dataclass
@@ -186,7 +171,7 @@ def parse(job_input: Any) -> JobInput:
             )
         expanded = recipe.expand(job_input["recipe"], job_input.get("params"))
         workflow, params = expanded.workflow, expanded.params
-        images += [_image(name, value) for name, value in expanded.images]
+        images += [_image(name, value, f"params.{param}") for param, name, value in expanded.images]
         warnings += expanded.warnings
     elif "workflow" in job_input:
         if "params" in job_input:
@@ -202,7 +187,7 @@ def parse(job_input: Any) -> JobInput:
         if (img.image is None) == (img.url is None):
             raise JobInputError(f"images[{i}]: give exactly one of `image` (base64) or `url`")
         if img.url is not None:
-            _no_control_characters(img.url, f"images[{i}].url")
+            _no_control_characters(img.url, img.where(i))
         if img.name in seen:
             raise JobInputError(f"images[{i}].name: {img.name!r} is used twice")
         seen.add(img.name)
@@ -214,18 +199,22 @@ def parse(job_input: Any) -> JobInput:
         api_key=job_input.get("comfy_org_api_key")
         or job_input.get("api_key_comfy_org")
         or settings.COMFY_ORG_API_KEY.get(),
-        timeout_s=float(job_input.get("timeout_s", min(TIMEOUT_DEFAULT.get(), TIMEOUT_MAX.get()))),
+        timeout_s=float(
+            job_input.get(
+                "timeout_s", min(settings.JOB_TIMEOUT_S.get(), settings.JOB_TIMEOUT_MAX_S.get())
+            )
+        ),
         include_previews=job_input.get("include_previews", False),
         warnings=warnings,
         params=params,
     )
 
 
-def _image(name: str, value: str) -> ImageInput:
+def _image(name: str, value: str, field: str) -> ImageInput:
     """A recipe's image parameter as an input image: a URL is fetched, the rest decoded."""
     if recipe.is_url(value):
-        return ImageInput(name=name, url=value)
-    return ImageInput(name=name, image=value)
+        return ImageInput(name=name, url=value, field=field)
+    return ImageInput(name=name, image=value, field=field)
 
 
 def _no_workflow() -> str:

@@ -16,7 +16,7 @@ Our other keys carry only what that worker drops: `videos` (VideoHelperSuite's
 plus `errors` when a node failed or a file could not be fetched or uploaded;
 `{"images": [], "status": "success_no_images"}` when nothing was produced and
 nothing failed; `{"error", "details"}` when nothing was produced and something
-failed. REFRESH_WORKER adds `refresh_worker: true` to every result.
+failed. settings.REFRESH_WORKER adds `refresh_worker: true` to every result.
 """
 
 from __future__ import annotations
@@ -30,14 +30,6 @@ from handler import log, settings
 from handler.jobs import storage
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError, OutputError, OutputGone
-
-REFRESH_WORKER = settings.setting(
-    "REFRESH_WORKER",
-    False,
-    "Ask RunPod for a fresh worker after every job (`refresh_worker: true` in each result), "
-    "as in runpod-workers/worker-comfyui.",
-    kind="bool",
-)
 
 # history key → result key (anything else that lists files goes under "files")
 FILE_KINDS = {
@@ -211,8 +203,8 @@ def failure(message: str, refresh_worker: bool = False, warnings: list[str] = ()
 
 
 def with_refresh(out: dict) -> dict:
-    """REFRESH_WORKER: every result asks RunPod for a fresh worker."""
-    if REFRESH_WORKER.get():
+    """settings.REFRESH_WORKER: every result asks RunPod for a fresh worker."""
+    if settings.REFRESH_WORKER.get():
         out["refresh_worker"] = True
     return out
 

@@ -19,22 +19,6 @@ from handler import settings
 if TYPE_CHECKING:
     from handler.jobs.prompt import PromptRun
 
-MAX_JOBS = settings.setting(
-    "BAKERY_MAX_JOBS",
-    8,
-    "The most jobs this worker holds at once while jobs are short (BAKERY_SHORT_JOB_S): the "
-    "next ones are checked, their images uploaded and their prompt queued while one runs "
-    "(ComfyUI still runs one prompt at a time); 1 = one job at a time.",
-    kind="int",
-)
-SHORT_JOB_S = settings.setting(
-    "BAKERY_SHORT_JOB_S",
-    2.0,
-    "A job whose prompt ran for less than this many seconds is short. After a long one the "
-    "worker holds at most 2 jobs (one running, the next prepared), so further jobs wait in "
-    "RunPod's queue, where other workers can take them.",
-    kind="float",
-)
 
 PROMPTS_IN_COMFYUI = 2  # this worker's prompts in ComfyUI: one running, the next queued
 
@@ -53,7 +37,7 @@ def concurrency(current: int) -> int:
     waits in 1 s sleeps), then resizes. So the worker holds fewer at once when
     a long prompt shows up (it lets its held jobs finish first), but more only
     while it is idle (it would otherwise stop taking jobs to grow)."""
-    want = max(1, MAX_JOBS.get())
+    want = max(1, settings.MAX_JOBS.get())
     if not Load.short:
         want = min(want, PROMPTS_IN_COMFYUI)
     if want > current and Load.active:
@@ -62,7 +46,7 @@ def concurrency(current: int) -> int:
 
 
 def note_length(execution_s: float) -> None:
-    Load.short = execution_s < SHORT_JOB_S.get()
+    Load.short = execution_s < settings.SHORT_JOB_S.get()
 
 
 class Pipeline:

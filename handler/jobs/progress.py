@@ -15,7 +15,6 @@ those updates ("node k of n", sampler steps).
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +22,7 @@ from typing import Any
 
 import requests
 
-from handler import http, log
+from handler import http, log, settings
 
 POST_TIMEOUT_S = 2.0  # one progress post (connect and answer)
 FLUSH_S = POST_TIMEOUT_S + 0.5  # the most a result waits for its job's update in flight
@@ -108,12 +107,12 @@ _channel: Channel | None = None
 def channel() -> Channel | None:
     """The worker's channel, where RunPod listens for progress (None elsewhere)."""
     global _channel
-    url = os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT")
+    url = settings.RUNPOD_WEBHOOK_POST_OUTPUT.get()
     if not url:
         return None
     if _channel is None:
-        pod = os.environ.get("RUNPOD_POD_ID", "")
-        _channel = Channel(url, os.environ.get("RUNPOD_AI_API_KEY", ""), pod)
+        pod = settings.RUNPOD_POD_ID.get()
+        _channel = Channel(url, settings.RUNPOD_AI_API_KEY.get(), pod)
     return _channel
 
 

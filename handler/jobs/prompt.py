@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 
-from handler import log
-from handler.comfy_process import CUSTOM_NODES
+from handler import log, settings
 from handler.jobs.budget import RUN, Budget
 from handler.jobs.errors import (
     ComfyUnavailable,
@@ -41,7 +40,7 @@ from handler.jobs.errors import (
     read_capped,
 )
 from handler.jobs.progress import NodeProgress
-from handler.jobs.socket import LOST_TIMEOUT, RECONNECTED
+from handler.jobs.socket import RECONNECTED
 
 if TYPE_CHECKING:
     from handler.jobs.comfyui import ComfyClient
@@ -117,7 +116,7 @@ class PromptRun:
 def queue(client: ComfyClient, prompt: dict, record: PromptRun, extra_data: dict) -> None:
     """POST the prompt under an id of the worker's, followed on the socket before the POST."""
     socket = client.socket
-    socket.ensure(LOST_TIMEOUT.get())
+    socket.ensure(settings.COMFY_LOST_S.get())
     record.prompt_id = uuid.uuid4().hex
     socket.follow(record.prompt_id, record.frames.put)
     record.queued_at = time.monotonic()
@@ -151,7 +150,7 @@ def submit(
     if resp.status_code == 200 and isinstance(answer, dict) and answer.get("prompt_id"):
         return answer
     if isinstance(answer, dict) and ("node_errors" in answer or "error" in answer):
-        packs = CUSTOM_NODES.get().split()
+        packs = settings.CUSTOM_NODES.get().split()
         raise WorkflowRejected(format_rejection(answer, client.choices, client.classes, packs))
     text = raw.decode("utf-8", errors="replace")
     raise WorkflowRejected(format_server_error(resp.status_code, text))

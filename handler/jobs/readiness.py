@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from handler import log
+from handler import log, settings
 from handler.jobs.errors import JobError
 from handler.models import needs, status
 from handler.models.fetch import size_text
@@ -141,7 +141,7 @@ class Waiter:
 
 
 def _waiter(workflow: dict, deadline: float, progress) -> Waiter | None:
-    folder = status.STATUS_DIR.get()
+    folder = settings.MODELS_STATUS_DIR.get()
     return Waiter(workflow, deadline, progress, folder) if folder else None
 
 

@@ -31,12 +31,17 @@ _WORDING = schema_errors.Wording(
 )
 
 
+# A drawn seed stays within what every JSON client reads exactly (JavaScript's numbers hold
+# whole numbers up to 2^53 - 1): one sent back must be the seed that made the picture.
+DRAWN_SEED_MAX = 2**53 - 1
+
+
 @dataclass
 class Expanded:
     """What a recipe job runs: the workflow, its input images and the params used."""
 
     workflow: dict
-    images: list[tuple[str, str]]  # (name, URL or base64) for the image parameters
+    images: list[tuple[str, str, str]]  # (parameter, upload name, URL or base64)
     params: dict  # every parameter's value as run (defaults and a drawn seed included)
     warnings: list[str]
 
@@ -66,17 +71,17 @@ def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expa
     for key in sorted(unknown):
         warnings.append(_ignored(key, recipe))
     used: dict = {}
-    images: list[tuple[str, str]] = []
+    images: list[tuple[str, str, str]] = []
     workflow = dict(recipe.workflow)  # a copy of each node it changes, below
     for p in recipe.params:
         value = params.get(p.name, p.default)
         if value is None and p.type == "seed":
-            value = secrets.randbelow(recipes.SEED_MAX + 1)
+            value = secrets.randbelow(DRAWN_SEED_MAX + 1)
         if value is None:
             continue  # an optional input the recipe leaves as its workflow has it
         if p.type == "image":
             upload = f"recipe-{p.name}.png"
-            images.append((upload, value))
+            images.append((p.name, upload, value))
             used[p.name] = value if is_url(value) else f"(base64, {len(value)} characters)"
             value = upload
         else:

@@ -14,33 +14,11 @@ import psutil
 from handler import settings
 from handler.jobs.errors import NotEnoughResources
 
-MIN_DISK_MB = settings.setting(
-    "BAKERY_MIN_FREE_DISK_MB",
-    1024,
-    "A job fails at once when ComfyUI's output folder has less free disk than this (MiB); "
-    "0 = no check.",
-    kind="int",
-)
-MIN_RAM_MB = settings.setting(
-    "BAKERY_MIN_FREE_RAM_MB",
-    512,
-    "A job fails at once when less RAM than this is available (MiB); 0 = no check.",
-    kind="int",
-)
-# Off by default: ComfyUI keeps models loaded, so little free VRAM is normal on a warm worker.
-MIN_VRAM_MB = settings.setting(
-    "BAKERY_MIN_FREE_VRAM_MB",
-    0,
-    "A job fails at once when the GPU (from ComfyUI's /system_stats) has less free VRAM (MiB); "
-    "0 = no check.",
-    kind="int",
-)
-
 MB = 1024 * 1024
 
 
 def check(system_stats: dict, output_dir: str) -> None:
-    need = MIN_DISK_MB.get()
+    need = settings.MIN_FREE_DISK_MB.get()
     if need > 0:
         free = shutil.disk_usage(_existing(output_dir)).free // MB
         if free < need:
@@ -48,7 +26,7 @@ def check(system_stats: dict, output_dir: str) -> None:
                 f"not enough free disk for outputs: {free} MiB free under {output_dir}, "
                 f"need {need} MiB (BAKERY_MIN_FREE_DISK_MB)"
             )
-    need = MIN_RAM_MB.get()
+    need = settings.MIN_FREE_RAM_MB.get()
     if need > 0:
         free = psutil.virtual_memory().available // MB
         if free < need:
@@ -56,7 +34,7 @@ def check(system_stats: dict, output_dir: str) -> None:
                 f"not enough free RAM: {free} MiB available, need {need} MiB "
                 "(BAKERY_MIN_FREE_RAM_MB)"
             )
-    need = MIN_VRAM_MB.get()
+    need = settings.MIN_FREE_VRAM_MB.get()
     if need > 0:
         for dev in system_stats.get("devices") or []:
             if dev.get("type") == "cpu" or "vram_free" not in dev:

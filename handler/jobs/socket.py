@@ -22,16 +22,9 @@ import websocket
 from handler import http, log, settings
 from handler.jobs.errors import ComfyUnavailable, comfy_exited, comfy_gone, comfy_lost
 
-LOST_TIMEOUT = settings.setting(
-    "BAKERY_COMFY_LOST_S",
-    20.0,
-    "Seconds a job keeps reconnecting to a ComfyUI that stopped answering mid-run before it "
-    "gives up and asks for a new worker.",
-    kind="float",
-)
-
 # Connections refused this long by a ComfyUI that answered before: nothing listens at its
-# address any more, so it has exited (a hung ComfyUI still accepts; LOST_TIMEOUT bounds that).
+# address any more, so it has exited (a hung ComfyUI still accepts; BAKERY_COMFY_LOST_S
+# bounds that).
 REFUSED_S = 2.0
 
 _log = log.get("comfy")
@@ -190,11 +183,11 @@ class Socket:
             except (OSError, websocket.WebSocketException):
                 refused_since = None
             now = time.monotonic()
-            if now - since >= LOST_TIMEOUT.get():
+            if now - since >= settings.COMFY_LOST_S.get():
                 doing = "while running this job " if running else ""
                 raise ComfyUnavailable(
                     f"ComfyUI at {self.base} stopped answering {doing}(no connection for "
-                    f"{LOST_TIMEOUT.get():g} s); this worker asks to be replaced"
+                    f"{settings.COMFY_LOST_S.get():g} s); this worker asks to be replaced"
                 )
             if attempt == 1:
                 log.event(_log, "WebSocket refused or dropped; reconnecting")

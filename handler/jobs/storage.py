@@ -22,11 +22,6 @@ import time
 from handler import settings
 from handler.jobs.errors import OutputError
 
-BUCKET_NAME = settings.setting(
-    "BAKERY_BUCKET_NAME",
-    "",
-    "Bucket for uploaded outputs; empty = the runpod SDK's convention (the month, `MM-YY`).",
-)
 URL_EXPIRY_S = 7 * 24 * 3600
 
 _client = None
@@ -73,7 +68,7 @@ def _boto():
 
 
 def bucket() -> str:
-    return BUCKET_NAME.get() or time.strftime("%m-%y")
+    return settings.BUCKET_NAME.get() or time.strftime("%m-%y")
 
 
 def upload(

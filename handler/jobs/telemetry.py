@@ -21,13 +21,6 @@ from handler import settings, timeline
 from handler.jobs.resources import MB, vram_used_mb
 from handler.models import status
 
-SAMPLE_S = settings.setting(
-    "BAKERY_TELEMETRY_SAMPLE_S",
-    0.5,
-    "Seconds between RAM/VRAM samples while a job runs (for the job's peak figures).",
-    kind="float",
-)
-
 
 class JobTelemetry:
     def __init__(self, comfy_pid: int = 0, stats: Callable[[], dict | None] | None = None):
@@ -135,7 +128,7 @@ class Sampler:
             with self._cond:
                 for job in self._jobs:
                     job.note(rams.get(job.pid), vram)
-                self._cond.wait(SAMPLE_S.get())
+                self._cond.wait(settings.TELEMETRY_SAMPLE_S.get())
 
 
 SAMPLER = Sampler()

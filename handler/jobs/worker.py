@@ -189,7 +189,7 @@ class Job:
 
         # Only the VRAM minimum needs ComfyUI's figures (a request): off by default.
         stats = probed or {}
-        if not stats and resources.MIN_VRAM_MB.get() > 0:
+        if not stats and settings.MIN_FREE_VRAM_MB.get() > 0:
             stats = self.comfy.stats_or_none() or {}
         resources.check(stats, str(cleanup.folder("output")))
         self.telemetry.start_sampling(probed)

@@ -29,26 +29,7 @@ from handler.models.segments import CONTENT_RANGE, Segment, contiguous
 from handler.models.source import NETWORK_ERRORS, RangeIgnored, Retrier, Retry, SourceClient
 from handler.models.volume import Place, write_atomic
 
-CONNECTIONS = settings.setting(
-    "BAKERY_FETCH_CONNECTIONS",
-    4,
-    "Ranged connections per large model file (1 = one stream per file).",
-    kind="int",
-)
-SPLIT_MB = settings.setting(
-    "BAKERY_FETCH_SPLIT_MB",
-    256,
-    "Files at least this large (MiB) may be fetched over several ranged connections.",
-    kind="int",
-)
-SPLIT_S = settings.setting(
-    "BAKERY_FETCH_SPLIT_S",
-    5.0,
-    "A large file gets more connections when one would need longer than this (seconds) "
-    "for the rest of it.",
-    kind="float",
-)
-SETTINGS = (CONNECTIONS, SPLIT_MB, SPLIT_S)
+SETTINGS = (settings.FETCH_CONNECTIONS, settings.FETCH_SPLIT_MB, settings.FETCH_SPLIT_S)
 _log = log.get("fetch")
 
 CHUNK = 1 << 20  # per read: large enough that Python's per-call cost vanishes
@@ -186,8 +167,11 @@ class Connections:
                 raise RangeIgnored()  # the file changed at its source: start over
             self.total = self.progress.total = seg.end = total_seen
             self.save_state()
-        big = self.total is not None and self.total - seg.done >= SPLIT_MB.get(self.d.env) << 20
-        if resp.status_code == 206 and big and CONNECTIONS.get(self.d.env) > 1:
+        big = (
+            self.total is not None
+            and self.total - seg.done >= settings.FETCH_SPLIT_MB.get(self.d.env) << 20
+        )
+        if resp.status_code == 206 and big and settings.FETCH_CONNECTIONS.get(self.d.env) > 1:
             self.split_at = time.monotonic() + SPLIT_LOOK_S
         self._run_segments(leader=resp)
 
@@ -197,9 +181,9 @@ class Connections:
         elapsed = time.monotonic() - self.progress.start
         rate = (self.progress.have - self.progress.start_have) / max(elapsed, 1e-9)
         remaining = self.total - seg.done
-        if rate > 0 and remaining / rate < SPLIT_S.get(self.d.env):
+        if rate > 0 and remaining / rate < settings.FETCH_SPLIT_S.get(self.d.env):
             return  # one stream finishes soon enough
-        parts = CONNECTIONS.get(self.d.env)
+        parts = settings.FETCH_CONNECTIONS.get(self.d.env)
         width = -(-remaining // parts)
         bounds = [seg.done + i * width for i in range(parts)] + [self.total]
         new = [Segment(bounds[i], bounds[i + 1], bounds[i]) for i in range(1, parts)]

@@ -14,9 +14,8 @@ import logging
 import os
 import threading
 
-from handler import log
+from handler import log, settings
 from handler.manifest import Model
-from handler.models import connections, progress, source, tokens
 from handler.models.connections import Connections
 from handler.models.errors import DigestMismatch, FetchError
 from handler.models.source import RangeIgnored, Retrier, Retry, SourceClient
@@ -24,15 +23,15 @@ from handler.models.tokens import public
 from handler.models.volume import Place
 
 SETTINGS = (
-    tokens.HF_HOSTS,
-    tokens.CIVITAI_HOSTS,
-    connections.CONNECTIONS,
-    connections.SPLIT_MB,
-    connections.SPLIT_S,
-    source.RETRIES,
-    source.RETRY_AFTER_MAX,
-    source.TIMEOUT,
-    progress.PROGRESS_SECONDS,
+    settings.HF_HOSTS,
+    settings.CIVITAI_HOSTS,
+    settings.FETCH_CONNECTIONS,
+    settings.FETCH_SPLIT_MB,
+    settings.FETCH_SPLIT_S,
+    settings.FETCH_RETRIES,
+    settings.FETCH_RETRY_AFTER_MAX_S,
+    settings.FETCH_TIMEOUT_S,
+    settings.FETCH_PROGRESS_S,
 )
 _log = log.get("fetch")
 

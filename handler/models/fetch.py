@@ -29,19 +29,12 @@ from handler.models.errors import FetchError, NotEnoughSpace
 from handler.models.hashing import sha256_file
 from handler.models.source import SourceClient
 
-WORKERS = settings.setting(
-    "BAKERY_FETCH_WORKERS",
-    4,
-    "Model files downloaded at the same time.",
-    kind="int",
-)
-
 _log = log.get("fetch")
 SETTINGS = (
-    WORKERS,
-    volume.MODEL_PATHS,
-    volume.IMAGE_MODELS,
-    hf_cache.CACHE_DIR,
+    settings.FETCH_WORKERS,
+    settings.MODEL_PATHS,
+    settings.IMAGE_MODELS,
+    settings.HF_CACHE_DIR,
     *download.SETTINGS,
 )
 
@@ -73,12 +66,12 @@ def prepare(
         setting.get(env)
     data = manifest.load(manifest_path or settings.MANIFEST.get(env))
     root = volume.models_root(env)
-    yaml_path = Path(volume.MODEL_PATHS.get(env))
+    yaml_path = Path(settings.MODEL_PATHS.get(env))
     try:
         volume.write_model_paths(root, yaml_path, volume.image_root(env))
     except OSError as exc:
         raise FetchError(
-            f"cannot write {yaml_path}: {exc.strerror} — set {volume.MODEL_PATHS.name} "
+            f"cannot write {yaml_path}: {exc.strerror} — set {settings.MODEL_PATHS.name} "
             "to a path this user can write"
         ) from None
     if settings.NETWORK_VOLUME_DEBUG.get(env):
@@ -135,7 +128,7 @@ def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, 
     if not pairs:
         return []
     busy = []
-    workers = max(1, min(WORKERS.get(env), len(pairs)))
+    workers = max(1, min(settings.FETCH_WORKERS.get(env), len(pairs)))
     with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
         jobs = [
             (pool.submit(fetch_one, m, place, client, wait, env), m, place) for m, place in pairs

@@ -28,15 +28,7 @@ from pathlib import Path
 
 from handler import huggingface, log, settings
 from handler.huggingface import HfFile, hf_file
-from handler.models import tokens
 from handler.models.hashing import sha256_file
-
-CACHE_DIR = settings.setting(
-    "BAKERY_HF_CACHE_DIR",
-    "/runpod-volume/huggingface-cache/hub",
-    "Where RunPod shows an endpoint's cached Hugging Face model (read-only); a manifest "
-    "model found there, same revision, size and sha256, is linked instead of downloaded.",
-)
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
 LINKED = "linked from the Hugging Face cache"  # what fetch_one returns for a linked model
@@ -47,7 +39,7 @@ _log = log.get("fetch")
 def parse(url: str, env: dict | None = None) -> HfFile | None:
     """The repository file a `resolve` URL of a Hugging Face host names (BAKERY_HF_HOSTS,
     which names mirrors too), or None for any other URL."""
-    return hf_file(url, tokens.HF_HOSTS.get(env).lower().split())
+    return hf_file(url, settings.HF_HOSTS.get(env).lower().split())
 
 
 def cache_folder(file: HfFile) -> str:
@@ -72,7 +64,7 @@ def link(model, place, env: dict | None = None) -> bool:
     file = parse(model.url, env)
     if file is None:
         return False
-    source = cached_path(file, Path(CACHE_DIR.get(env)))
+    source = cached_path(file, Path(settings.HF_CACHE_DIR.get(env)))
     if source is None:
         return False
     size = source.stat().st_size
@@ -99,4 +91,4 @@ def link(model, place, env: dict | None = None) -> bool:
 
 def best_cached_repo(models, env: dict | None = None) -> dict | None:
     """handler.huggingface.best_cached_repo with this worker's Hugging Face hosts."""
-    return huggingface.best_cached_repo(models, tokens.HF_HOSTS.get(env).lower().split())
+    return huggingface.best_cached_repo(models, settings.HF_HOSTS.get(env).lower().split())

@@ -27,7 +27,7 @@ import threading
 import time
 from pathlib import Path
 
-from handler import log, timeline
+from handler import log, settings, timeline
 from handler.manifest import Manifest, Model
 from handler.models import fetch, hf_cache, status, volume
 from handler.models.errors import FetchError, GaveUp, NotEnoughSpace
@@ -114,7 +114,7 @@ class Lazy:
 
     def __init__(self, data: Manifest, root: Path, board: Board, env: dict | None = None):
         self.data, self.root, self.board, self.env = data, root, board, env
-        self.limit = max(1, fetch.WORKERS.get(env))
+        self.limit = max(1, settings.FETCH_WORKERS.get(env))
         self.client = SourceClient(env)
         self.lock = threading.Lock()
         self.pending: list[tuple[Model, volume.Place]] = []

@@ -7,13 +7,6 @@ import time
 
 from handler import log, settings
 
-PROGRESS_SECONDS = settings.setting(
-    "BAKERY_FETCH_PROGRESS_S",
-    5.0,
-    "Seconds between progress lines per file (bytes, rate, ETA).",
-    kind="float",
-)
-
 _log = log.get("fetch")
 
 
@@ -26,7 +19,7 @@ class Progress:
         self.name, self.total, self.have = name, total, have
         # observer(have, total) after every write: the start sequence's model status board.
         self.observer = observer
-        self.every = PROGRESS_SECONDS.get(env)
+        self.every = settings.FETCH_PROGRESS_S.get(env)
         self.lock = threading.Lock()
         self.start = time.monotonic()
         self.start_have = have

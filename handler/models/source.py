@@ -23,27 +23,7 @@ from handler import http, log, settings
 from handler.models.errors import FetchError, GaveUp
 from handler.models.tokens import TOKENS, auth_header, public
 
-RETRIES = settings.setting(
-    "BAKERY_FETCH_RETRIES",
-    6,
-    "Attempts per download on network errors, 429 and 5xx before the fetch fails "
-    "(exponential backoff with jitter; the count restarts whenever bytes arrive).",
-    kind="int",
-)
-RETRY_AFTER_MAX = settings.setting(
-    "BAKERY_FETCH_RETRY_AFTER_MAX_S",
-    120.0,
-    "Longest wait (seconds) a server's Retry-After may impose before one retry.",
-    kind="float",
-)
-TIMEOUT = settings.setting(
-    "BAKERY_FETCH_TIMEOUT_S",
-    60.0,
-    "Seconds without a byte from the server before a download is retried.",
-    kind="float",
-)
-
-SETTINGS = (RETRIES, RETRY_AFTER_MAX, TIMEOUT)
+SETTINGS = (settings.FETCH_RETRIES, settings.FETCH_RETRY_AFTER_MAX_S, settings.FETCH_TIMEOUT_S)
 _log = log.get("fetch")
 
 MAX_REDIRECTS = 10
@@ -89,7 +69,7 @@ class SourceClient:
 
     def __init__(self, env: dict | None = None):
         self.env = env
-        self.timeout = (10.0, TIMEOUT.get(env))
+        self.timeout = (10.0, settings.FETCH_TIMEOUT_S.get(env))
         self._local = threading.local()
 
     @property
@@ -161,8 +141,8 @@ class Retrier:
 
     def __init__(self, name: str, env: dict | None = None):
         self.name = name
-        self.limit = max(1, RETRIES.get(env))
-        self.cap = RETRY_AFTER_MAX.get(env)
+        self.limit = max(1, settings.FETCH_RETRIES.get(env))
+        self.cap = settings.FETCH_RETRY_AFTER_MAX_S.get(env)
         self.failures = 0
         self.lock = threading.Lock()
 

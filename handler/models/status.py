@@ -25,14 +25,6 @@ from urllib.parse import quote, unquote
 from handler import settings
 from handler.models.volume import write_atomic
 
-STATUS_DIR = settings.setting(
-    "BAKERY_MODELS_STATUS_DIR",
-    "",
-    "Set by the start sequence for the worker: the folder where the start process says how "
-    "the model downloads stand. Unset (the worker started on its own): every model is taken "
-    "to be in place and no job waits.",
-)
-
 QUEUED, DOWNLOADING, ELSEWHERE, READY, FAILED = (
     "queued",
     "downloading",
@@ -86,5 +78,5 @@ def wanted(folder: str | Path) -> list[str]:
 
 def start_timeline() -> list[dict]:
     """The start process's steps of the start-up timeline, from its board (none without one)."""
-    folder = STATUS_DIR.get()
+    folder = settings.MODELS_STATUS_DIR.get()
     return read(folder).get("timeline", []) if folder else []

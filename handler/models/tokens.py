@@ -14,22 +14,11 @@ from urllib.parse import urlsplit
 
 from handler import settings
 
-HF_HOSTS = settings.setting(
-    "BAKERY_HF_HOSTS",
-    "huggingface.co hf.co",
-    "Hosts that receive HF_TOKEN (space-separated, exact names; https only). Add a mirror here.",
-)
-CIVITAI_HOSTS = settings.setting(
-    "BAKERY_CIVITAI_HOSTS",
-    "civitai.com",
-    "Hosts that receive CIVITAI_TOKEN (space-separated, exact names; https only).",
-)
-
 TOKENS = {
-    "huggingface": (settings.HF_TOKEN, HF_HOSTS),
-    "civitai": (settings.CIVITAI_TOKEN, CIVITAI_HOSTS),
+    "huggingface": (settings.HF_TOKEN, settings.HF_HOSTS),
+    "civitai": (settings.CIVITAI_TOKEN, settings.CIVITAI_HOSTS),
 }
-SETTINGS = (HF_HOSTS, CIVITAI_HOSTS)
+SETTINGS = (settings.HF_HOSTS, settings.CIVITAI_HOSTS)
 
 
 def public(url: str) -> str:

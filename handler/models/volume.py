@@ -28,20 +28,6 @@ from pathlib import Path
 from handler import settings
 from handler.manifest import MODEL_FOLDERS
 
-MODEL_PATHS = settings.setting(
-    "BAKERY_MODEL_PATHS",
-    "/opt/bakery/extra_model_paths.yaml",
-    "Where the fetcher writes ComfyUI's extra_model_paths.yaml (the start script passes it "
-    "to ComfyUI with --extra-model-paths-config).",
-)
-
-IMAGE_MODELS = settings.setting(
-    "BAKERY_IMAGE_MODELS",
-    "",
-    "Set by an image whose model set has `delivery: image`: the folder of the models baked "
-    "into it (verified at build time); they are used in place, never downloaded.",
-)
-
 BOOKKEEPING = ".bakery"
 
 
@@ -95,7 +81,7 @@ def layout(root: Path, env: dict | None = None) -> list[dict]:
 
 def image_root(env: dict | None = None) -> Path | None:
     """The folder of the models baked into this image, if it has any."""
-    folder = IMAGE_MODELS.get(env)
+    folder = settings.IMAGE_MODELS.get(env)
     return Path(folder) if folder and Path(folder).is_dir() else None
 
 

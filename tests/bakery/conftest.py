@@ -90,5 +90,6 @@ def project(tmp_path) -> Path:
     shutil.copy(REPO / "variants.yaml", out / "variants.yaml")
     shutil.copytree(REPO / "workflows", out / "workflows")  # the recipes' workflows
     shutil.copytree(REPO / "lock", out / "lock")
+    shutil.copytree(REPO / "node_defs", out / "node_defs")  # what check-workflow reads
     shutil.copy(REPO / "README.md", out / "README.md")
     return out

@@ -194,3 +194,24 @@ def test_a_recipe_of_one_set_is_named_to_the_others(bakery, with_recipe):
     assert (bare.recipes, bare.elsewhere) == ({}, {"txt2img": ("sdxl",)})
     api = json.loads((out / "build" / "bare-cu128" / "api.json").read_text())
     assert "recipe" not in api["properties"] and api["required"] == ["workflow"]
+
+
+def test_render_refuses_a_recipe_whose_workflow_does_not_fit_its_variants(bakery, project):
+    """`bakery check-workflow` against ComfyUI's node definitions (node_defs/) and each
+    variant's models, for every variant of the recipe's model set, before anything is
+    written."""
+    assert bakery("render", "--out", project).code == 0
+    path = project / "workflows" / "sdxl" / "txt2img.json"
+    workflow = json.loads(path.read_text())
+    workflow["4"]["inputs"]["ckpt_name"] = "sd_xl_turbo.safetensors"
+    path.write_text(json.dumps(workflow))
+    before = (project / "build" / "sdxl-cu128" / "recipes.json").read_text()
+    result = bakery("render", "--out", project)
+    assert result.code == 6, result
+    lines = result.err.splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        "workflows/sdxl/txt2img.json (sdxl-cu126)",
+        "workflows/sdxl/txt2img.json (sdxl-cu128)",
+    ]
+    assert "sd_xl_turbo.safetensors" in lines[0], lines
+    assert (project / "build" / "sdxl-cu128" / "recipes.json").read_text() == before

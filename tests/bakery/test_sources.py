@@ -121,7 +121,7 @@ def test_a_local_path_is_read_only_through_the_mirror_setting(upstream, tmp_path
     """git itself is told to allow https alone: even a URL git would rewrite to a local path
     (insteadOf in the user's config) cannot read the disk without BAKERY_GIT_MIRROR."""
     monkeypatch.delenv(sources.MIRROR_ENV)
-    done = sources._git(tmp_path, "ls-remote", str(upstream["mirror"].path(COMFY)))
+    done = sources.git(tmp_path, "ls-remote", str(upstream["mirror"].path(COMFY)))
     assert done.returncode != 0 and "transport 'file' not allowed" in done.stderr
 
 

@@ -5,6 +5,8 @@ freed before anything large is made."""
 
 from __future__ import annotations
 
+import shutil
+
 import yaml
 
 from tests.kit.git_repos import Mirror, git
@@ -31,6 +33,7 @@ def pinned_upstream(project, mirror: Mirror) -> dict[str, str]:
             name = node["source"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
             trees[name] = commit
     (project / "variants.yaml").write_text(text)
+    shutil.copytree(REPO_ROOT / "workflows", project / "workflows")  # the recipes' workflows
     return trees
 
 

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from bakery import add as add_workflow
 from bakery import build as docker_build
 from bakery import lock as locks
 from bakery import matrix as ci_matrix
-from bakery import output, sources, try_local
+from bakery import node_defs, output, sources, try_local, workflow_check
 from bakery.config import Config
 from bakery.errors import EXIT_OK, EXIT_USAGE, BakeryError, StaleError, display_name
 from bakery.render import render
@@ -23,6 +24,7 @@ exit codes:
   3  variants.yaml has problems (each printed as FILE:LINE:COL: key.path: what — fix)
   4  generated files are stale (`bakery check`; fix: `bakery render`)
   5  docker, the buildx plugin or the Docker engine is missing (`bakery build`)
+  6  a workflow does not fit its variant (`bakery check-workflow`; `bakery check`: workflows/)
   other non-zero from `bakery build`: docker buildx bake's own exit status
 """
 
@@ -111,6 +113,61 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write nothing: exit 4 when a fresh lock would differ from the committed one",
     )
+    a = command(
+        "add",
+        "add a ComfyUI workflow: its models, its node packs and a variant, pinned",
+        "Read WORKFLOW (the editor's format or the API format), look up every model's sha256 "
+        "and size (the workflow's own hash, Hugging Face, Civitai) and every node pack's pinned "
+        "source (Comfy Registry, GitHub), all at once, and add a model set, a node set (when "
+        "the workflow uses packs beyond ComfyUI core) and a variants entry to variants.yaml, "
+        "keeping the rest of the file as it is; the workflow is kept as "
+        "workflows/SET/workflow.json. Anything unresolved is listed, one line each with how to "
+        "finish, and nothing is written. Running it again changes nothing. Then run "
+        "`bakery render`.",
+    )
+    a.add_argument("workflow", type=Path, metavar="WORKFLOW.json")
+    a.add_argument("--name", metavar="SET", help="the sets' name (default: from the file name)")
+    a.add_argument(
+        "--cuda", action="append", metavar="LINE", help="a CUDA line (repeat; default: all)"
+    )
+    a.add_argument(
+        "--offline",
+        action="store_true",
+        help="no lookups: sha256 (unless the workflow gives it) and size are written as null",
+    )
+    a.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="FILE=URL",
+        help="the URL of a model the workflow names (API format: each one; repeat)",
+    )
+    cw = command(
+        "check-workflow",
+        "check a workflow against what a variant's image has",
+        "Check WORKFLOW (either format) against a variant: every node class in ComfyUI at "
+        "the pin or the variant's node set, every model file a loader names in its model set "
+        "(or, with --volume, expected on the network volume), required inputs given, links "
+        "from existing nodes and outputs of the right type, values within the node's bounds. "
+        "One line per problem: node id, class, input, and the fix. Node definitions come from "
+        "node_defs/ (`bakery node-defs`) or --object-info (a built image's /object_info).",
+    )
+    cw.add_argument("workflow", type=Path, metavar="WORKFLOW")
+    cw.add_argument("--variant", required=True, metavar="V")
+    cw.add_argument("--object-info", metavar="FILE|URL", default=None)
+    cw.add_argument(
+        "--volume",
+        action="store_true",
+        help="models missing from the model set are expected on the network volume",
+    )
+    nd = command(
+        "node-defs",
+        "keep ComfyUI's node definitions (from /object_info) in node_defs/",
+        "Read a dump of ComfyUI's /object_info (a file, or the http URL of a running image) "
+        "and write node_defs/comfyui-<version>.json and one file per node pack of the node "
+        "sets, trimmed to what check-workflow reads.",
+    )
+    nd.add_argument("object_info", metavar="FILE|URL")
     src = command(
         "sources",
         "fetch ComfyUI and every custom node at its pin (what `bakery lock` reads)",
@@ -222,6 +279,15 @@ def run(argv: list[str]) -> int:
     if args.command == "matrix":
         sys.stdout.write(ci_matrix.dumps(ci_matrix.matrix(config, args.image, args.version)))
         return EXIT_OK
+    if args.command == "add":
+        return _add(args, file)
+    if args.command == "check-workflow":
+        return _check_workflow(args, config)
+    if args.command == "node-defs":
+        info = workflow_check.read_object_info(args.object_info)
+        for path in node_defs.write(config, info, args.object_info):
+            print(f"wrote {display_name(path)}")
+        return EXIT_OK
     if args.command == "sources":
         dest = args.dest or sources.default_dir()
         trees = sources.fetch(config, dest)
@@ -245,9 +311,19 @@ def run(argv: list[str]) -> int:
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
+            problems = workflow_check.project_problems(
+                config, say=lambda note: print(note, file=sys.stderr)
+            )
+            if problems:
+                raise workflow_check.WorkflowProblems(None, problems)
             print(f"generated files match {display_name(file)}")
             return EXIT_OK
     else:
+        # A recipe whose workflow does not fit its variants' ComfyUI and models is refused
+        # before anything is written (the whole check, add's workflows too: `bakery check`).
+        problems = workflow_check.recipe_problems(config)
+        if problems:
+            raise workflow_check.WorkflowProblems(None, problems)
         changed = output.write(files, out)
         print(
             f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "
@@ -265,6 +341,47 @@ def run(argv: list[str]) -> int:
             return EXIT_OK
     print("$ " + " ".join(docker_build.bake_command(out, extra)), flush=True)
     return docker_build.bake(out, extra)
+
+
+def _add(args: argparse.Namespace, file: Path) -> int:
+    given = {}
+    for item in args.model:
+        name, sep, url = item.partition("=")
+        if not sep or not name or not url:
+            raise BakeryError(f"--model {item}: write FILE=URL (the file name the workflow uses)")
+        given[name] = url
+    name = add_workflow.slug(args.name or args.workflow.stem)
+    changed = add_workflow.add(
+        file, args.workflow, args.name, args.cuda, args.offline, given, say=print
+    )
+    if changed:
+        print(
+            f"added {args.workflow} to {display_name(file)} as model set {name} "
+            f"(workflow kept as {add_workflow.stored_as(name)}); now run `bakery render`, "
+            f"then `bakery check-workflow {add_workflow.stored_as(name)} --variant "
+            f"{name}-<cuda>`"
+        )
+    else:
+        print(f"{args.workflow} is in {display_name(file)} already: nothing changed")
+    return EXIT_OK
+
+
+def _check_workflow(args: argparse.Namespace, config: Config) -> int:
+    variant = next((v for v in config.variants if v.name == args.variant), None)
+    if variant is None:
+        raise BakeryError(
+            f"--variant {args.variant}: no such variant (have: "
+            f"{', '.join(v.name for v in config.variants)})"
+        )
+    problems, notes = workflow_check.check_file(
+        config, variant, args.workflow, args.object_info, args.volume
+    )
+    for note in notes:
+        print(f"note: {note}")
+    if problems:
+        raise workflow_check.WorkflowProblems(args.workflow, problems)
+    print(f"{args.workflow}: fits {variant.name}")
+    return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:

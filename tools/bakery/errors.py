@@ -19,6 +19,7 @@ EXIT_USAGE = 2  # the command line itself (argparse uses 2 as well)
 EXIT_INVALID = 3  # variants.yaml has problems
 EXIT_STALE = 4  # generated files differ from what variants.yaml renders to
 EXIT_NO_DOCKER = 5  # the docker CLI, the buildx plugin or the engine is missing
+EXIT_WORKFLOW = 6  # a workflow does not fit its variant (check-workflow, check)
 
 
 def display_name(path: Path) -> str:

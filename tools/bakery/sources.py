@@ -109,7 +109,7 @@ def default_dir() -> Path:
 # --- git ------------------------------------------------------------------------------------
 
 
-def _fetch_url(source: str) -> str:
+def fetch_url(source: str) -> str:
     """Where git fetches `source` from: itself (https only), or its mirror copy."""
     mirror = os.environ.get(MIRROR_ENV)
     parts = urlsplit(source)
@@ -129,7 +129,7 @@ def _fetch_url(source: str) -> str:
     return source
 
 
-def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
+def git(folder: Path, *args: str) -> subprocess.CompletedProcess:
     # No other protocol than https, unless a mirror (local paths) is set on purpose; no
     # prompt for credentials (a private repository fails instead of hanging).
     allow = ["-c", "protocol.allow=never", "-c", "protocol.https.allow=always"]
@@ -154,12 +154,12 @@ def _git(folder: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def _head(folder: Path) -> str | None:
-    done = _git(folder, "rev-parse", "-q", "--verify", "HEAD^{commit}")
+    done = git(folder, "rev-parse", "-q", "--verify", "HEAD^{commit}")
     return done.stdout.strip() if done.returncode == 0 else None
 
 
 def _tag_commit(folder: Path, tag: str) -> str | None:
-    done = _git(folder, "rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}")
+    done = git(folder, "rev-parse", "-q", "--verify", f"refs/tags/{tag}^{{commit}}")
     return done.stdout.strip() if done.returncode == 0 else None
 
 
@@ -167,7 +167,7 @@ def _is_checkout(folder: Path) -> bool:
     return (folder / ".git").exists()
 
 
-def _last_line(text: str) -> str:
+def last_line(text: str) -> str:
     lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
     return lines[-1] if lines else "(no message)"
 
@@ -251,7 +251,7 @@ def fetch_one(pin: Pin, dest: Path) -> tuple[Path, bool]:
             f"{tree}: exists and is not a git checkout — bakery fetches into its own folders; "
             "remove it, or give another DEST"
         )
-    url = _fetch_url(pin.source)
+    url = fetch_url(pin.source)
     dest.mkdir(parents=True, exist_ok=True)
     # Fetched next to its place and moved in when verified: a failed fetch leaves the
     # previous tree (or nothing), never half a tree.
@@ -264,11 +264,11 @@ def fetch_one(pin: Pin, dest: Path) -> tuple[Path, bool]:
             ("-c", "advice.detachedHead=false", "checkout", "-q", "--detach", "FETCH_HEAD"),
         ]
         for step in steps:
-            done = _git(work, *step)
+            done = git(work, *step)
             if done.returncode != 0:
                 raise SourcesError(
                     f"could not fetch {pin.what} from {pin.source} at {pin.ref}: "
-                    f"{_last_line(done.stderr)} — check the pin in variants.yaml and the "
+                    f"{last_line(done.stderr)} — check the pin in variants.yaml and the "
                     "network; offline, point BAKERY_SOURCES at a folder of checked-out trees"
                 )
         wrong = problem(pin, work)

@@ -5,6 +5,8 @@
 # Idempotent: when the engine already answers and buildx is present it only
 # prints versions.
 set -euo pipefail
+# shellcheck source=tools/ci/daemon.sh
+source "$(dirname "$0")/daemon.sh"
 
 PLUGINS=/usr/local/lib/docker/cli-plugins
 WORK=${BAKERY_ENGINE_WORK:-/var/cache/bakery-engine}
@@ -76,16 +78,7 @@ if ! docker info >/dev/null 2>&1; then
   mkdir -p "$(dirname "$LOG")"
   # Detached from this shell so the engine outlives the script.
   nohup /usr/local/sbin/dockerd --host unix:///var/run/docker.sock >>"$LOG" 2>&1 &
-  dockerd_pid=$!
-  deadline=$((SECONDS + WAIT_S))
-  until docker info >/dev/null 2>&1; do
-    if ! kill -0 "$dockerd_pid" 2>/dev/null || ((SECONDS >= deadline)); then
-      echo "docker-engine: dockerd did not answer (waited up to ${WAIT_S}s); last lines of $LOG:" >&2
-      tail -n 20 "$LOG" >&2
-      exit 1
-    fi
-    sleep 1
-  done
+  wait_until_answers docker-engine $! "$LOG" "$WAIT_S" docker info
 fi
 
 docker version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}}), client {{.Client.Version}}'

@@ -3,7 +3,9 @@
 For every image: `docker run --network host` its start script with the runpod SDK's
 local API on 127.0.0.1, ComfyUI with --cpu (a CI runner has no GPU) and an empty model
 manifest (the gate downloads no weights), then send one model-free job
-(EmptyImage -> SaveImage) and expect a COMPLETED answer with that picture. The
+(EmptyImage -> SaveImage) and expect a COMPLETED answer with that picture; then every
+workflow of the variant (its recipes', and workflows/<model set>/ from `bakery add`) is checked
+against the image's own /object_info (bakery check-workflow). The
 container is removed whatever happens; its log is printed when the gate fails.
 
 Usage:
@@ -32,6 +34,7 @@ import urllib.request
 from pathlib import Path
 
 START = "/opt/bakery/handler/start.sh"
+REPO = Path(__file__).resolve().parents[2]
 GATE_MANIFEST = "/opt/bakery/gate-models.json"
 JOB = {
     "input": {
@@ -55,18 +58,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def empty_manifest(image: str, folder: Path) -> Path:
-    """The image's own manifest with no models: the gate checks the image, not downloads."""
+def image_manifest(image: str) -> dict:
+    """The image's own model manifest (its variant and model set name it)."""
     done = subprocess.run(
         ["docker", "run", "--rm", "--entrypoint", "cat", image, "/opt/bakery/models.json"],
         capture_output=True,
         text=True,
     )
-    data = json.loads(done.stdout) if done.returncode == 0 else {}
-    data["models"] = []
+    return json.loads(done.stdout) if done.returncode == 0 else {}
+
+
+def empty_manifest(manifest: dict, folder: Path) -> Path:
+    """The image's own manifest with no models: the gate checks the image, not downloads."""
     path = folder / "models.json"
-    path.write_text(json.dumps(data))
+    path.write_text(json.dumps({**manifest, "models": []}))
     return path
+
+
+def workflow_problems(comfy_url: str, manifest: dict, repo: Path = REPO) -> list[str]:
+    """The variant's workflows (its recipes', and workflows/<model set>/ from `bakery add`)
+    checked against the running image's own /object_info: every class there, every
+    input right."""
+    from bakery import workflow_check
+    from bakery.variants import load
+
+    config = load(repo / "variants.yaml")
+    paths = workflow_check.workflows_for(config, str(manifest.get("model_set")))
+    variant = next((v for v in config.variants if v.name == manifest.get("variant")), None)
+    if paths and variant is None:
+        return [f"the image's variant {manifest.get('variant')} is not in variants.yaml"]
+    out = []
+    for path in paths:
+        problems, _ = workflow_check.check_file(config, variant, path, comfy_url, volume=False)
+        out += [f"{path.relative_to(repo).as_posix()}: {p}" for p in problems]
+    return out
 
 
 def post_job(url: str, deadline: float) -> dict:
@@ -89,7 +114,8 @@ def gate(image: str, timeout: float) -> tuple[bool, str]:
     """(passed, what happened) for one image."""
     api, comfy = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="bakery-gate-") as tmp:
-        manifest = empty_manifest(image, Path(tmp))
+        own = image_manifest(image)
+        manifest = empty_manifest(own, Path(tmp))
         run = [
             "docker", "run", "-d", "--network", "host",
             "-e", f"COMFY_HOST=127.0.0.1:{comfy}", "-e", "BAKERY_COMFY_ARGS=--cpu",
@@ -108,6 +134,9 @@ def gate(image: str, timeout: float) -> tuple[bool, str]:
             seconds = time.monotonic() - t0
             images = (answer.get("output") or {}).get("images") or []
             if answer.get("status") == "COMPLETED" and len(images) == 1:
+                problems = workflow_problems(f"http://127.0.0.1:{comfy}", own)
+                if problems:
+                    return False, "its workflows do not fit the image:\n" + "\n".join(problems)
                 return True, f"job COMPLETED {seconds:.1f} s after docker run"
             return False, f"unexpected answer: {json.dumps(answer)[:2000]}"
         except TimeoutError as error:

@@ -55,15 +55,20 @@ class Baked:
     bases: dict[str, str] = field(default_factory=dict)  # base target -> image id
 
 
-def bakery(*args: str | Path) -> str:
-    """Run the project's own CLI (`python -m bakery`) and return its stdout."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bakery", *map(str, args)],
+def repo_python(*args: str | Path) -> subprocess.CompletedProcess:
+    """Run this Python on `args` from the repository root, the project's code importable."""
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
         capture_output=True,
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": f"{REPO / 'tools'}:{REPO}"},
     )
+
+
+def bakery(*args: str | Path) -> str:
+    """Run the project's own CLI (`python -m bakery`) and return its stdout."""
+    done = repo_python("-m", "bakery", *args)
     if done.returncode != 0:
         raise BakeError(f"bakery {' '.join(map(str, args))} failed:\n{done.stdout}{done.stderr}")
     return done.stdout
