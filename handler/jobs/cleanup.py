@@ -15,9 +15,9 @@ and no job loses a file to another. Three rules make that exact:
   prompt started and ended, so a file without a job token last written in
   that window is this job's. One written later (the next prompt rewrote a
   fixed-name file) is the next job's and stays for it.
-- Files jobs share on purpose (a cached model linked into ComfyUI's models
-  folder, say) are held through `JobFiles.share`: `SHARED` counts the jobs
-  that hold each one, and it is removed only when the last of them has ended.
+- Files jobs share on purpose, a job's models, are not here: they live in the
+  job model cache (handler.models.job_cache), where each job holds a lease on
+  the files it uses and a file is evicted only when no job holds it.
 
 Paths are resolved and must stay inside ComfyUI's folder. The removal (and
 deleting the job's history entry) runs on the `CLEANER` thread after the job's
@@ -120,51 +120,6 @@ def written_between(start: float, end: float) -> Iterator[Path]:
                     yield Path(path)
 
 
-class Shared:
-    """Files jobs share on purpose, each held by the jobs that use it (reference counts).
-
-    `hold(path)` when a job starts using it, `release(path)` when it ends (JobFiles does
-    both); the file is removed when the last holder lets go, unless it is `kept` (a
-    cache that decides itself when to evict asks `in_use` first)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._holders: dict[Path, int] = {}
-        self._kept: set[Path] = set()
-
-    def hold(self, path: str | os.PathLike, keep: bool = False) -> Path:
-        key = Path(path).resolve()
-        with self._lock:
-            self._holders[key] = self._holders.get(key, 0) + 1
-            if keep:
-                self._kept.add(key)
-        return key
-
-    def release(self, path: str | os.PathLike) -> bool:
-        """One holder fewer; True when that removed the file (nobody holds it any more)."""
-        key = Path(path).resolve()
-        with self._lock:
-            left = self._holders.get(key, 0) - 1
-            if left > 0:
-                self._holders[key] = left
-                return False
-            self._holders.pop(key, None)
-            if key in self._kept:
-                return False
-            try:  # under the lock: a job taking hold of it now waits, then finds it gone
-                key.unlink()
-                return True
-            except FileNotFoundError:
-                return False
-
-    def in_use(self, path: str | os.PathLike) -> bool:
-        with self._lock:
-            return Path(path).resolve() in self._holders
-
-
-SHARED = Shared()
-
-
 class JobFiles:
     """Everything one job put into ComfyUI's folders, under its token."""
 
@@ -172,8 +127,6 @@ class JobFiles:
         self.token = token or new_token()
         self.job_folder = self.token  # the job's private subfolder of output/ and temp/
         self.entries: list[dict] = []
-        self.paths: list[Path] = []
-        self.shared: list[Path] = []
 
     def own_name(self, name: str) -> str:
         """The job's own name for a file it brings (an upload): no other job can make it."""
@@ -183,20 +136,9 @@ class JobFiles:
         """A file as ComfyUI names it ({filename, subfolder, type}), in input/output/temp."""
         self.entries.append(entry)
 
-    def own(self, path: str | os.PathLike) -> None:
-        """Any other file the job put into ComfyUI's folder (a model it brought, say); its
-        name should carry the job's token (`own_name`)."""
-        self.paths.append(Path(path))
-
-    def share(self, path: str | os.PathLike, keep: bool = False) -> None:
-        """A file this job uses with others on purpose: removed when the last of them ends
-        (never, with `keep`, where a cache evicts it itself)."""
-        self.shared.append(SHARED.hold(path, keep))
-
     def remove(self, ran: tuple[float, float] | None = None) -> int:
         """Remove the job's files, and what its prompt wrote while it `ran` (ran_between)."""
         doomed = [p for p in map(path_of, self.entries) if p is not None]
-        doomed += [p for p in self.paths if _inside_comfyui(p)]
         if ran is not None:
             doomed += written_between(*ran)
         removed = sum(_unlink(path) for path in doomed)
@@ -205,16 +147,7 @@ class JobFiles:
             if self.job_folder and private.is_dir():
                 removed += sum(len(files) for _, _, files in os.walk(private))
                 shutil.rmtree(private, ignore_errors=True)
-        for path in self.shared:
-            removed += SHARED.release(path)
-        self.shared = []
         return removed
-
-
-def _inside_comfyui(path: Path) -> bool:
-    base = Path(settings.COMFYUI_DIR.get()).resolve()
-    resolved = path.resolve()
-    return resolved.is_relative_to(base) and resolved != base
 
 
 def _unlink(path: Path) -> bool:

@@ -94,7 +94,7 @@ def test_comfyui_lost_mid_run_without_a_known_pid_gives_up_after_a_bound(start_d
     double = start_double()
     handler_env.delenv("BAKERY_COMFY_PID")
     assert "images" in run(empty_image())  # the worker's WebSocket is open from now on
-    double.set_faults(ws_drop_after_node="2", ws_refuse_count=1000)
+    double.set_faults(ws_drop_after_node="1", ws_refuse_count=1000)  # the 5 s sampler runs on
     result = run(slow(steps=100, seconds_per_step=0.05))
     assert result == {
         "error": f"ComfyUI at http://{double.host_port} stopped answering while running this job "

@@ -28,7 +28,7 @@ from bakery.variants import load as load_variants
 from bakery.variants import parse as parse_variants
 from bakery.workflow import CORE_PACK, FRONTEND_ONLY, Link, Workflow
 from bakery.workflow import load as load_workflow
-from handler.jobs.images import is_public
+from handler.addresses import is_public
 from handler.manifest import MODEL_FOLDERS
 
 WORKFLOWS = "workflows"
@@ -391,7 +391,7 @@ def edited(config: Config, text: str, name: str, cuda: list[str], models, nodes)
     if not any(v.model_set.name == name and v.cuda.name in cuda for v in config.variants):
         indent = yaml_edit.child_indent(root, "variants")
         blocks["variants"] = _variant_block(indent, name, cuda, node_set)
-    return yaml_edit.append(text, blocks) if blocks else text
+    return yaml_edit.append(text, blocks, root) if blocks else text
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
