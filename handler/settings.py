@@ -239,13 +239,15 @@ OUTPUTS_FROM_DISK = setting(
     kind="bool",
 )
 
-# --- handler.jobs.images ------------------------------------------------------
+# --- handler.addresses --------------------------------------------------------
 URL_ALLOW = setting(
     "BAKERY_URL_ALLOW",
     "",
-    "Comma-separated addresses or networks (e.g. `10.0.0.0/8`) that image `url`s may reach "
-    "although they are not public; empty = public addresses only.",
+    "Comma-separated addresses or networks (e.g. `10.0.0.0/8`) that a job's URLs (input "
+    "images, models) may reach although they are not public; empty = public addresses only.",
 )
+
+# --- handler.jobs.images ------------------------------------------------------
 URL_TIMEOUT_S = setting(
     "BAKERY_URL_TIMEOUT_S",
     30.0,
@@ -403,6 +405,21 @@ HF_CACHE_DIR = setting(
     "/runpod-volume/huggingface-cache/hub",
     "Where RunPod shows an endpoint's cached Hugging Face model (read-only); a manifest "
     "model found there, same revision, size and sha256, is linked instead of downloaded.",
+)
+
+# --- handler.models.job_cache -------------------------------------------------
+JOB_MODELS_CACHE_GB = setting(
+    "BAKERY_JOB_MODELS_CACHE_GB",
+    40.0,
+    "Most disk (GiB) the models jobs bring by URL may take in all (on the network volume "
+    "when mounted, else the container disk); least recently used ones are evicted first.",
+    kind="float",
+)
+JOB_MODEL_MAX_GB = setting(
+    "BAKERY_JOB_MODEL_MAX_GB",
+    24.0,
+    "Largest model (GiB) a job may bring by URL.",
+    kind="float",
 )
 
 # --- handler.models.progress --------------------------------------------------

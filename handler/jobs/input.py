@@ -3,9 +3,10 @@
 A superset of runpod-workers/worker-comfyui's input (docs/worker-comfyui-contract.md):
 `input` as an object or a JSON string holding one, `workflow`, `images` by
 base64 / data URI, `comfy_org_api_key` (or `api_key_comfy_org`, the name its
-README shows), plus our additions: images by `url`, `timeout_s` and
-`include_previews`. A field this worker does not know is ignored, as there,
-but named in a warning with the closest known name, so a typo such as
+README shows), plus our additions: images by `url`, `timeout_s`,
+`include_previews` and `models` (handler.jobs.models). A field this worker
+does not know is ignored, as there, but named in a warning with the closest
+known name, so a typo such as
 `timout_s` is still seen. Every other problem is one `JobInputError` naming
 the field. Messages never echo the offending value: it may be megabytes of
 image data or an API key.
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from handler import recipes, schema_errors, settings
-from handler.jobs import recipe
+from handler.jobs import models, recipe
 from handler.jobs.errors import JobInputError
 
 MAX_IMAGES = 64
@@ -68,6 +69,7 @@ def schema(env=None) -> dict:
                 "maximum": settings.JOB_TIMEOUT_MAX_S.get(env),
             },
             "include_previews": {"type": "boolean"},
+            "models": models.SCHEMA,
         },
     }
 
@@ -126,6 +128,7 @@ class JobInput:
     api_key: str = ""
     timeout_s: float = 600.0
     include_previews: bool = False
+    models: list[models.JobModel] = field(default_factory=list)  # by URL, into the cache
     warnings: list[str] = field(default_factory=list)  # unknown fields, ignored
     params: dict | None = None  # a recipe job's parameters as run (returned in its result)
 
@@ -193,6 +196,8 @@ def parse(job_input: Any) -> JobInput:
         seen.add(img.name)
         if img.name in (".", "..") or img.name.endswith("."):
             raise JobInputError(f"images[{i}].name: {_NAME_RULE}")
+    for i, entry in enumerate(job_input.get("models", [])):
+        _no_control_characters(entry["url"], f"models[{i}].url")
     return JobInput(
         workflow=workflow,
         images=images,
@@ -205,6 +210,7 @@ def parse(job_input: Any) -> JobInput:
             )
         ),
         include_previews=job_input.get("include_previews", False),
+        models=models.parse(job_input.get("models", [])),
         warnings=warnings,
         params=params,
     )
@@ -294,6 +300,7 @@ _SCHEMA_WORDING = {
                 }
             },
         },
+        "models": models.WORDING,
         "recipe": {
             "x-fix": "send the name of one of this image's recipes (its api.json lists them)"
         },
@@ -327,8 +334,9 @@ def _check_schema(job_input: dict) -> tuple[dict, list[str]]:
         return job_input, []
     # Copies of the mappings that lose a key (not of the image data they hold).
     known = dict(job_input)
-    if isinstance(known.get("images"), list):
-        known["images"] = [dict(e) if isinstance(e, dict) else e for e in known["images"]]
+    for listed in ("images", "models"):
+        if isinstance(known.get(listed), list):
+            known[listed] = [dict(e) if isinstance(e, dict) else e for e in known[listed]]
     warnings = []
     for problem in unknown:
         warnings.append(

@@ -43,7 +43,17 @@ import time
 import uuid
 
 from handler import log, settings
-from handler.jobs import budget, cleanup, images, outputs, pipeline, progress, readiness, resources
+from handler.jobs import (
+    budget,
+    cleanup,
+    images,
+    models,
+    outputs,
+    pipeline,
+    progress,
+    readiness,
+    resources,
+)
 from handler.jobs import prompt as prompts
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError
@@ -140,11 +150,14 @@ class Job:
         self.warnings: list[str] = []  # what the input had that was ignored
         self.deadline: float | None = None  # the run's and its uploads' (set when following)
         self.budget = budget.Budget(0.0)  # the job's timeout_s (set once the input is parsed)
+        self.models = models.Fetched()  # the job's own models, held until its clean-up
 
     async def run(self, raw, pipe: pipeline.Pipeline) -> dict:
         job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
         self.warnings = job_input.warnings
         self.budget = budget.Budget(job_input.timeout_s)
+        if job_input.models:  # its own models, by URL: in the cache before anything else
+            await self._step(self.bring_models, job_input)
         # The models the workflow names, ready (they jump the download queue) or not, within
         # its timeout_s; outside the gates, so jobs whose models are there go on meanwhile.
         waited = await readiness.wait_for_models_async(
@@ -171,6 +184,23 @@ class Job:
         ctx = contextvars.copy_context()
         self._step_future = _pool.submit(ctx.run, fn, *args)
         return await asyncio.wrap_future(self._step_future)
+
+    def bring_models(self, job_input: JobInput) -> None:
+        """Fetch the job's `models` (or find them cached) by its deadline, and point its
+        workflow at the cached files."""
+        t = time.monotonic()
+        try:
+            self.models = models.fetch(
+                job_input.models,
+                self.budget.deadline(),
+                lambda update: report_progress(self.id, update, self.channel),
+            )
+        finally:
+            self.budget.spend(budget.MODELS, time.monotonic() - t)
+        job_input.workflow = models.rename(job_input.workflow, self.models.renames)
+        self.telemetry.add("model_fetch", time.monotonic() - t)
+        self.telemetry.counts["models_downloaded_bytes"] = self.models.downloaded
+        self.telemetry.counts["model_cache_hits"] = self.models.hits
 
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), know ComfyUI is
@@ -303,6 +333,7 @@ class Job:
     def clean_up(self) -> None:
         """Remove the job's files and its history entry: nothing of it is left for the next."""
         removed = self.files.remove()
+        self.models.release()  # its models may be evicted from now on
         if self.prompt_run.queued_at:
             prompts.forget(self.comfy, self.prompt_run.prompt_id)
         log.event(_log, "job files removed", files=removed)

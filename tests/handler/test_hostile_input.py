@@ -13,6 +13,7 @@ import tracemalloc
 
 import pytest
 
+from handler import addresses
 from handler.jobs import images
 from handler.jobs.errors import MAX_ERROR_BODY
 from handler.jobs.worker import run_job
@@ -46,7 +47,7 @@ REFUSED = (
     ],
 )
 def test_an_address_is_public_only_when_what_it_wraps_is(address, public):
-    assert images.is_public(ipaddress.ip_address(address)) is public
+    assert addresses.is_public(ipaddress.ip_address(address)) is public
 
 
 @pytest.fixture

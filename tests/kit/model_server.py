@@ -10,8 +10,11 @@ Faults are queued per path and used up one request at a time:
   ("cut", n)                   send the first n bytes of the answer, then drop the connection
   ("corrupt",)                 send the file with its first byte changed
   ("redirect", url)            302 to url
+  ("drip", seconds)            send the body one byte every `seconds`
 `redirects[path] = url` redirects every request (the way Hugging Face sends
 downloads to its CDN); `rate` (bytes/s) slows every answer down, `rates[path]` one file's.
+Each file is sent with an ETag that changes when its content is replaced (`validators =
+False` sends none, as some servers do).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -36,6 +40,7 @@ class ModelServer:
         self.faults: dict[str, list[tuple]] = defaultdict(list)
         self.redirects: dict[str, str] = {}
         self.ranges = True
+        self.validators = True
         self.rate: float | None = None
         self.rates: dict[str, float] = {}  # per path, over `rate`
         self.hits: Counter[str] = Counter()
@@ -44,6 +49,7 @@ class ModelServer:
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer((host, 0), _handler(self))
         self.httpd.daemon_threads = True
+        self.httpd.handle_error = self._handle_error
         self.host, self.port = self.httpd.server_address[:2]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -54,6 +60,12 @@ class ModelServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def _handle_error(self, request, client_address) -> None:
+        """A client that hangs up (a probe for one byte, a download cut short) is no error."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        ThreadingHTTPServer.handle_error(self.httpd, request, client_address)
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
@@ -118,6 +130,8 @@ def _handler(server: ModelServer):
                 self.send_header("Accept-Ranges", "bytes")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            if server.validators:
+                self.send_header("ETag", f'"{id(content):x}-{size}"')
             self.end_headers()
             limit = last - first + 1
             if fault and fault[0] == "cut":
@@ -127,6 +141,8 @@ def _handler(server: ModelServer):
                     body = content
                     if fault and fault[0] == "corrupt":
                         body = bytes([body[0] ^ 0xFF]) + body[1:]
+                    if fault and fault[0] == "drip":
+                        return self._drip(path, body[first : first + limit], fault[1])
                     self._send_bytes(path, body[first : first + limit])
                 else:
                     self._send_file(path, content, first, limit)
@@ -146,6 +162,13 @@ def _handler(server: ModelServer):
                 self._count(path, len(piece))
                 if rate:
                     time.sleep(len(piece) / rate)
+
+        def _drip(self, path: str, body: bytes, seconds: float) -> None:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                self._count(path, 1)
+                time.sleep(seconds)
 
         def _send_file(self, path: str, file: Path, first: int, count: int) -> None:
             self.wfile.flush()

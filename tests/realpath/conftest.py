@@ -85,3 +85,11 @@ def running_worker(tag: str, environment: dict | None = None):
 def real_worker(real_image):  # noqa: F811
     with running_worker(real_image.tag) as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def loopback_worker(real_image):  # noqa: F811
+    """A worker that may fetch job URLs (models, images) from this machine's loopback
+    servers: BAKERY_URL_ALLOW lets 127.0.0.1 through the public-address rule."""
+    with running_worker(real_image.tag, {"BAKERY_URL_ALLOW": "127.0.0.1"}) as running:
+        yield running

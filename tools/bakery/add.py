@@ -366,7 +366,7 @@ def edited(config: Config, text: str, name: str, cuda: list[str], models, nodes)
     if not any(v.model_set.name == name and v.cuda.name in cuda for v in config.variants):
         indent = yaml_edit.child_indent(root, "variants")
         blocks["variants"] = _variant_block(indent, name, cuda, node_set)
-    return yaml_edit.append(text, blocks) if blocks else text
+    return yaml_edit.append(text, blocks, root) if blocks else text
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
