@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler import recipes, schema_errors
-from handler.jobs.errors import JobInputError
+from handler.jobs.errors import JobError, JobInputError
 
 _WORDING = schema_errors.Wording(
     noun="parameter",
@@ -48,7 +48,7 @@ class Expanded:
 
 def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expanded:
     """The workflow recipe `name` runs with `params`, or JobInputError saying what to fix."""
-    known = recipes.load() if known is None else known
+    known = this_image() if known is None else known
     recipe = known.recipes.get(name)
     if recipe is None:
         raise JobInputError(_unknown(name, known))
@@ -89,6 +89,18 @@ def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expa
         node = workflow[p.node] = {**workflow[p.node]}
         node["inputs"] = {**node["inputs"], p.input: value}
     return Expanded(workflow, images, used, warnings)
+
+
+def this_image() -> recipes.Recipes:
+    """This image's recipes. A recipes.json that cannot be read is the image's fault, said
+    as such, never a traceback (another worker of the image has the same file: no refresh)."""
+    try:
+        return recipes.load()
+    except (recipes.RecipesError, OSError) as err:
+        raise JobError(
+            "this image's recipes cannot be read — rebuild it from a fresh `bakery render` "
+            f"(or point BAKERY_RECIPES at a good file): {err}"
+        ) from None
 
 
 def is_url(value: str) -> bool:
