@@ -28,7 +28,7 @@ from bakery.variants import load as load_variants
 from bakery.variants import parse as parse_variants
 from bakery.workflow import CORE_PACK, FRONTEND_ONLY, Link, Workflow
 from bakery.workflow import load as load_workflow
-from handler.jobs.images import is_public
+from handler.addresses import is_public
 from handler.manifest import MODEL_FOLDERS
 
 WORKFLOWS = "workflows"
