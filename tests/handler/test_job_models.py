@@ -138,6 +138,24 @@ def test_pipelined_jobs_wanting_one_model_download_it_once(models_root, server):
     assert sum(r["telemetry"]["model_cache_hits"] for r in results) == 7
 
 
+def test_a_job_waiting_for_its_models_hears_how_far_they_are(models_root, server, monkeypatch):
+    from handler.jobs import models
+
+    updates = []
+    monkeypatch.setattr(worker, "report_progress", lambda job_id, u, channel: updates.append(u))
+    monkeypatch.setattr(models, "PROGRESS_EVERY_S", 0.2)
+    content = blob(4 * MiB, seed=14)
+    server.rates["/mine.safetensors"] = 4 * MiB  # a second
+    url = server.add("mine.safetensors", content)
+    assert "images" in run_job(job(txt2img(), [{"url": url, "dir": "checkpoints"}]))
+    fetching = [u for u in updates if u.get("status") == "downloading models"]
+    assert len(fetching) >= 3, updates
+    got = [u["models"][0]["bytes"] for u in fetching]
+    assert got == sorted(got) and 0 < got[0] < len(content)
+    assert fetching[0]["models"][0]["total"] == len(content)
+    assert fetching[0]["message"].startswith("downloading checkpoints/mine.safetensors: ")
+
+
 # --- what goes wrong: one error naming the model, nothing half-written ---------------------
 
 

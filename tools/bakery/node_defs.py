@@ -277,3 +277,27 @@ def dump_image(image: str, timeout: float = 300) -> dict:
         raise NodeDefsError(f"ComfyUI in {image} did not answer within {timeout:g} s")
     finally:
         subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def widget_values(definition: dict, widgets: list) -> dict | None:
+    """The editor's positional widget values by input name, or None where they do not line
+    up with the definition (then nothing is read from them)."""
+    names = [n for n, s in definition["inputs"].items() if s["type"] in WIDGETS]
+    out, i = {}, 0
+    for name in names:
+        if i >= len(widgets):
+            return None
+        out[name] = widgets[i]
+        i += 1
+        spec = definition["inputs"][name]
+        # A seed-like INT is followed by its "control after generate" widget's value.
+        control = spec.get("control") or spec["type"] == "INT"
+        if control and i < len(widgets) and widgets[i] in CONTROL_WORDS:
+            i += 1
+        if spec.get("upload") and i < len(widgets) and len(widgets) - i > len(names) - len(out):
+            i += 1
+    return out if i == len(widgets) else None
+
+
+# The values a seed-like widget's "control after generate" companion takes.
+CONTROL_WORDS = ("fixed", "increment", "decrement", "randomize")
