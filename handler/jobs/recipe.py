@@ -125,7 +125,9 @@ def _unknown(name: Any, known: recipes.Recipes) -> str:
             "`workflow` (API format) instead"
         )
     near = difflib.get_close_matches(name, list(known.recipes), n=1)
-    fix = f"did you mean '{near[0]}'?" if near else f"use one of this image's recipes: {mine}"
+    fix = f"use one of this image's recipes: {mine}"
+    if near:
+        fix = f"did you mean '{near[0]}'? ({fix})"
     return f"recipe: unknown recipe '{_short(name)}' — {fix}"
 
 

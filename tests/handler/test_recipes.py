@@ -249,7 +249,8 @@ BAD = {
     ),
     "an unknown recipe": (
         {"recipe": "txt2im"},
-        "recipe: unknown recipe 'txt2im' — did you mean 'txt2img'?",
+        "recipe: unknown recipe 'txt2im' — did you mean 'txt2img'? (use one of this image's "
+        "recipes: txt2img)",
     ),
     "an unknown recipe, nothing near": (
         {"recipe": "upscale"},
