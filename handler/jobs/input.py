@@ -231,7 +231,7 @@ def _no_workflow() -> str:
     what = "missing required field 'workflow' — add it, e.g. " + (
         '`"workflow": <the ComfyUI workflow in API format>`'
     )
-    names = sorted(recipes.load().recipes)
+    names = sorted(recipe.this_image().recipes)
     if names:
         what += f", or send a `recipe` with its `params` (this image's: {', '.join(names)})"
     return f"workflow: {what}"
