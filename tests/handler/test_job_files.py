@@ -10,7 +10,7 @@ import time
 import pytest
 
 from handler.jobs import cleanup, prompt, worker
-from tests.handler.helpers import leftovers
+from tests.kit.jobs import leftovers
 from tests.kit import job_files
 
 
