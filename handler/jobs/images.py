@@ -5,6 +5,11 @@ the address policy of handler.addresses (public addresses only, unless
 BAKERY_URL_ALLOW lists them; the connection goes to the address that was
 checked), each redirect hop checked the same way. Size and time are bounded:
 the download ends by its deadline whatever the server sends.
+
+`upload` stores them in ComfyUI's input folder under the job's own names
+(`<job token>-<name>`, handler.jobs.cleanup): two jobs that send the same
+file under the same name get a file each, so neither can lose it to the
+other's clean-up, nor see the other's.
 """
 
 from __future__ import annotations
@@ -18,11 +23,16 @@ import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
 from handler import addresses, settings
 from handler.jobs.errors import JobInputError
 from handler.jobs.input import ImageInput
+
+if TYPE_CHECKING:
+    from handler.jobs.cleanup import JobFiles
+    from handler.jobs.comfyui import ComfyClient
 
 MAX_REDIRECTS = 5
 
@@ -48,6 +58,25 @@ def load(images: list[ImageInput], deadline: float | None = None) -> list[Loaded
         else:
             out.append(LoadedImage(img.name, decode(img.image or "", img.where(i))))
     return out
+
+
+def upload(comfy: ComfyClient, loaded: list[LoadedImage], files: JobFiles) -> dict[str, str]:
+    """Store each image in ComfyUI's input folder under the job's own name; return
+    {name in the workflow: name stored} for rewriting the workflow.
+
+    Each file is the job's (`files`) before its upload starts, so a failed or timed-out
+    upload that ComfyUI stored anyway is removed with the job's other files."""
+    renames = {}
+    for img in loaded:
+        own = files.own_name(img.name)
+        files.add({"filename": own, "type": "input"})
+        stored = comfy.upload_image(own, img.data, overwrite=True)
+        entry = {**stored, "filename": stored.get("name", own), "type": "input"}
+        if entry["filename"] != own or entry.get("subfolder"):
+            files.add(entry)  # ComfyUI stored it elsewhere than asked: that one is ours too
+        sub = entry.get("subfolder") or ""
+        renames[img.name] = f"{sub}/{entry['filename']}" if sub else entry["filename"]
+    return renames
 
 
 def decode(text: str, field: str) -> bytes:

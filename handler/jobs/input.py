@@ -17,10 +17,13 @@ image's recipes, handler.jobs.recipe), which becomes the workflow it runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+import jsonschema
 
 from handler import recipes, schema_errors, settings
 from handler.jobs import models, recipe
@@ -228,7 +231,7 @@ def _no_workflow() -> str:
     what = "missing required field 'workflow' — add it, e.g. " + (
         '`"workflow": <the ComfyUI workflow in API format>`'
     )
-    names = sorted(recipes.load().recipes)
+    names = sorted(recipe.this_image().recipes)
     if names:
         what += f", or send a `recipe` with its `params` (this image's: {', '.join(names)})"
     return f"workflow: {what}"
@@ -321,11 +324,21 @@ _SCHEMA_WORDING = {
 }
 
 
+@functools.lru_cache(maxsize=4)
+def _validator(timeout_max: float) -> jsonschema.Validator:
+    """The schema with its wording, made once per limit (a job's input is checked against it
+    on every job: making it each time cost more than the check itself)."""
+    checked = schema_errors.with_wording(
+        schema({settings.JOB_TIMEOUT_MAX_S.name: repr(timeout_max)}), _SCHEMA_WORDING
+    )
+    return jsonschema.Draft202012Validator(checked)
+
+
 def _check_schema(job_input: dict) -> tuple[dict, list[str]]:
     """The input without its unknown fields, and a warning for each of them; the first
     other problem the schema finds is raised as a JobInputError (never the value itself)."""
-    checked = schema_errors.with_wording(schema(), _SCHEMA_WORDING)
-    found = schema_errors.problems(checked, job_input, _WORDING)
+    check = _validator(settings.JOB_TIMEOUT_MAX_S.get())
+    found = schema_errors.problems(check.schema, job_input, _WORDING, validator=check)
     unknown = [p for p in found if p.kind == "key"]
     refused = [p for p in found if p.kind != "key"]
     if refused:

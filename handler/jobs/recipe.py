@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler import recipes, schema_errors
-from handler.jobs.errors import JobInputError
+from handler.jobs.errors import JobError, JobInputError
 
 _WORDING = schema_errors.Wording(
     noun="parameter",
@@ -48,7 +48,7 @@ class Expanded:
 
 def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expanded:
     """The workflow recipe `name` runs with `params`, or JobInputError saying what to fix."""
-    known = recipes.load() if known is None else known
+    known = this_image() if known is None else known
     recipe = known.recipes.get(name)
     if recipe is None:
         raise JobInputError(_unknown(name, known))
@@ -91,6 +91,18 @@ def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expa
     return Expanded(workflow, images, used, warnings)
 
 
+def this_image() -> recipes.Recipes:
+    """This image's recipes. A recipes.json that cannot be read is the image's fault, said
+    as such, never a traceback (another worker of the image has the same file: no refresh)."""
+    try:
+        return recipes.load()
+    except (recipes.RecipesError, OSError) as err:
+        raise JobError(
+            "this image's recipes cannot be read — rebuild it from a fresh `bakery render` "
+            f"(or point BAKERY_RECIPES at a good file): {err}"
+        ) from None
+
+
 def is_url(value: str) -> bool:
     return value[:8].lower().startswith(("http://", "https://"))
 
@@ -113,7 +125,9 @@ def _unknown(name: Any, known: recipes.Recipes) -> str:
             "`workflow` (API format) instead"
         )
     near = difflib.get_close_matches(name, list(known.recipes), n=1)
-    fix = f"did you mean '{near[0]}'?" if near else f"use one of this image's recipes: {mine}"
+    fix = f"use one of this image's recipes: {mine}"
+    if near:
+        fix = f"did you mean '{near[0]}'? ({fix})"
     return f"recipe: unknown recipe '{_short(name)}' — {fix}"
 
 

@@ -40,7 +40,6 @@ import contextvars
 import logging
 import threading
 import time
-import uuid
 
 from handler import log, settings
 from handler.jobs import (
@@ -139,7 +138,7 @@ class Job:
         self.id = job_id
         self.comfy = comfy
         self.telemetry = JobTelemetry(comfy.pid, stats=comfy.stats_or_none)
-        self.files = cleanup.JobFiles(f"bakery-{uuid.uuid4().hex[:12]}")
+        self.files = cleanup.JobFiles()
         self.prompt_run = PromptRun()
         self.channel = progress.channel()
         if self.channel is not None:
@@ -226,14 +225,7 @@ class Job:
         self.telemetry.start_sampling(probed)
 
         t = time.monotonic()
-        renames = {}
-        for img in loaded:
-            before = cleanup.existed({"filename": img.name, "type": "input"})
-            stored = self.comfy.upload_image(img.name, img.data)
-            entry = {**stored, "filename": stored.get("name", img.name)}
-            if not (before and entry["filename"] == img.name):
-                self.files.add(entry)
-            renames[img.name] = _stored_name(entry)
+        renames = images.upload(self.comfy, loaded, self.files)
         self.telemetry.add("input_upload", time.monotonic() - t)
         return _prompt(job_input.workflow, renames, self.files.job_folder)
 
@@ -332,7 +324,13 @@ class Job:
 
     def clean_up(self) -> None:
         """Remove the job's files and its history entry: nothing of it is left for the next."""
-        removed = self.files.remove()
+        ran = None
+        if self.prompt_run.queued_at:
+            try:  # when its prompt ran: what its nodes wrote then is the job's too
+                ran = cleanup.ran_between(prompts.history(self.comfy, self.prompt_run.prompt_id))
+            except JobError:
+                pass  # ComfyUI is gone: its folders go with the worker
+        removed = self.files.remove(ran)
         self.models.release()  # its models may be evicted from now on
         if self.prompt_run.queued_at:
             prompts.forget(self.comfy, self.prompt_run.prompt_id)
@@ -356,11 +354,6 @@ class Job:
         figures = self.telemetry.finish()
         log.event(_log, "job finished" if ok else "job ended with an error", telemetry=figures)
         return figures
-
-
-def _stored_name(entry: dict) -> str:
-    sub = entry.get("subfolder") or ""
-    return f"{sub}/{entry['filename']}" if sub else entry["filename"]
 
 
 def _prompt(workflow: dict, renames: dict[str, str], job_folder: str) -> dict:

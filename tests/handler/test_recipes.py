@@ -151,8 +151,8 @@ def test_an_image_parameter_by_url_is_downloaded_and_uploaded(
     uploads = []
     original = ComfyClient.upload_image
 
-    def spy(self, name, data):
-        stored = original(self, name, data)
+    def spy(self, name, data, **kwargs):
+        stored = original(self, name, data, **kwargs)
         uploads.append((stored["name"], data))
         return stored
 
@@ -249,7 +249,8 @@ BAD = {
     ),
     "an unknown recipe": (
         {"recipe": "txt2im"},
-        "recipe: unknown recipe 'txt2im' — did you mean 'txt2img'?",
+        "recipe: unknown recipe 'txt2im' — did you mean 'txt2img'? (use one of this image's "
+        "recipes: txt2img)",
     ),
     "an unknown recipe, nothing near": (
         {"recipe": "upscale"},
@@ -321,3 +322,15 @@ def test_api_json_accepts_every_example_and_refuses_what_the_worker_refuses():
     )
     for case in ("out of bounds", "not an allowed value", "both recipe and workflow", "wrong type"):
         assert list(sdxl.iter_errors(BAD[case][0])), case
+
+
+def test_a_broken_recipes_file_is_said_as_the_images_fault(handler_env, comfy_seen, tmp_path):
+    broken = tmp_path / "recipes.json"
+    broken.write_text('{"schema_version": 1, "model_set": "sdxl", "recipes": {}}')
+    handler_env.setenv("BAKERY_RECIPES", str(broken))
+    assert run_job(recipe_job("txt2img", {})) == {
+        "error": "this image's recipes cannot be read — rebuild it from a fresh `bakery "
+        f"render` (or point BAKERY_RECIPES at a good file): {broken}: elsewhere: missing "
+        "required key 'elsewhere' — re-render it with `bakery render`; do not edit it by hand"
+    }
+    assert comfy_seen() == 0

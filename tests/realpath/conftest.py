@@ -40,6 +40,14 @@ class Worker:
         code, out = self.container.exec_run(list(cmd))
         return code, out.decode(errors="replace")
 
+    def comfy_files(self) -> list[str]:
+        """Every file in the image's ComfyUI input/, output/ and temp/ (COMFYUI_DIR)."""
+        folders = " ".join(f"/opt/comfyui/{kind}" for kind in ("input", "output", "temp"))
+        # ComfyUI makes output/ at its first save: a folder not there yet holds nothing.
+        code, out = self.exec("sh", "-c", f"find {folders} -type f 2>/dev/null; true")
+        assert code == 0, out
+        return sorted(line for line in out.splitlines() if line)
+
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
 

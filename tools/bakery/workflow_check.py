@@ -16,8 +16,7 @@ import requests
 import yaml
 
 from bakery import node_defs
-from bakery.add import WORKFLOWS, widget_values
-from bakery.config import Config, ModelSet, Variant
+from bakery.config import WORKFLOWS_DIR, Config, ModelSet, Variant
 from bakery.errors import EXIT_WORKFLOW, BakeryError
 from bakery.workflow import FRONTEND_ONLY, Link, Workflow
 from bakery.workflow import load as load_workflow
@@ -95,7 +94,8 @@ def check(
         if wf.format == "api":
             values, sure = dict(node.inputs), True
         else:
-            read = widget_values(d, node.widgets or []) if node.widgets is not None else {}
+            widgets = node.widgets
+            read = node_defs.widget_values(d, widgets) if widgets is not None else {}
             values, sure = dict(read or {}), read is not None
             values.update(node.links)
         for name, spec in d["inputs"].items():
@@ -218,7 +218,7 @@ def workflow_sets(config: Config) -> dict[str, set[str]]:
     workflows/<set>/ are for <set> (`bakery add` keeps one there, the recipes theirs), and
     a workflow is for every set whose recipes name it (bakery.recipes)."""
     root = config.path.resolve().parent
-    folder = root / WORKFLOWS
+    folder = root / WORKFLOWS_DIR
     out: dict[str, set[str]] = {}
     for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
         rel = path.relative_to(root).as_posix()
