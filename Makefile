@@ -6,7 +6,7 @@ BAKERY = $(PY) -m bakery
 # with its own Python (CI on GitHub: `make test PY=python`) skips it.
 NEEDS_PY := $(if $(filter $(VENV_PY),$(PY)),$(VENV_PY))
 
-.PHONY: build render check validate matrix try test lint smoke bench bench-install bench-pull venv lock lock-handler
+.PHONY: build render check validate matrix sources add check-workflow try test lint smoke bench bench-install bench-pull venv lock lock-handler
 
 ## build: validate variants.yaml, render, and `docker buildx bake` every variant, or one:
 ## `make build VARIANT=sdxl-cu128` (a target or group of docker-bake.hcl)
@@ -24,6 +24,19 @@ validate: $(NEEDS_PY)
 
 matrix: $(NEEDS_PY)
 	$(BAKERY) matrix
+
+## sources: fetch ComfyUI and every node pack at its pin (what `make lock` reads)
+sources: $(NEEDS_PY)
+	$(BAKERY) sources
+
+## add: a workflow file into variants.yaml as a model set (+ node set) and a variant:
+## `make add WORKFLOW=my-workflow.json`
+add: $(NEEDS_PY)
+	$(BAKERY) add $(WORKFLOW)
+
+## check-workflow: `make check-workflow WORKFLOW=workflows/x/workflow.json VARIANT=x-cu128`
+check-workflow: $(NEEDS_PY)
+	$(BAKERY) check-workflow $(WORKFLOW) --variant $(VARIANT)
 
 ## try: ComfyUI on the CPU with the worker's local API on 127.0.0.1:8000, to send examples/:
 ## `make try COMFYUI=~/ComfyUI` (a checkout) or `make try IMAGE=sdxl-cu128` (a built image)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import yaml
-from bakery import dockerfiles, manifests, output, tables
+from bakery import flatten, hub, output, runpod
 from bakery import render as renderer
 from bakery.variants import parse
 
@@ -165,8 +165,11 @@ def run(quick: bool) -> list[dict]:
         # #13 adds per-variant RunPod settings, fitness facts, a standalone Dockerfile
         # and the Hub listing to every render: what do their renderers cost? (The
         # settings themselves are derived with the Config, in `parse`, since #24.)
+        runpod_files = {runpod.files, flatten.files, hub.files}
+        others = tuple(r for r in renderer.RENDERERS if r not in runpod_files)
+
         def without_runpod():
-            renderer.render(config, (dockerfiles.files, manifests.files, tables.files))
+            renderer.render(config, others)
 
         figures.append(
             figure(
@@ -180,6 +183,8 @@ def run(quick: bool) -> list[dict]:
         project = work / "project"
         project.mkdir()
         shutil.copy(ROOT / "variants.yaml", project / "variants.yaml")
+        # The recipes' workflows (variants.yaml names them, beside it).
+        shutil.copytree(ROOT / "workflows", project / "workflows")
         cli = [sys.executable, "-m", "bakery", "render", "--out", str(project)]
         env_path = {"PYTHONPATH": f"{ROOT / 'tools'}:{ROOT}"}
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from handler import fitness_facts, log, manifest, settings
 from handler.fitness_facts import FITNESS_FILE, FitnessFacts, FitnessFactsError
 from handler.gpu import Probe, probe
-from handler.models import volume
+from handler.models import scheduler, volume
+from handler.models.errors import NotEnoughSpace
 
 LOCAL_FLAGS = ("--rp_serve_api", "--test_input")
 GB = 1e9
@@ -136,7 +137,6 @@ def vram(found: Probe, need: FitnessFacts) -> Verdict:
 
 def disk(env: dict | None = None) -> Verdict:
     """Room for the manifest's models not yet in place (the fetcher's own rule)."""
-    from handler.models import fetch  # the same check the fetcher makes before downloading
 
     data = manifest.load(settings.MANIFEST.get(env))
     root = volume.models_root(env)
@@ -146,8 +146,8 @@ def disk(env: dict | None = None) -> Verdict:
         if not place.verified(m.sha256, m.size):
             missing.append((m, place))
     try:
-        fetch.check_space(root, missing)
-    except fetch.NotEnoughSpace as exc:
+        scheduler.check_space(root, missing)  # the scheduler's own rule
+    except NotEnoughSpace as exc:
         return Verdict("disk", False, str(exc))
     return Verdict("disk", True)
 

@@ -18,10 +18,10 @@ from urllib3.util.retry import Retry
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 
 
-def retry_policy(total: int = 4, backoff_factor: float = 0.2) -> Retry:
+def retry_policy(total: int = 4, backoff_factor: float = 0.2, connect: int | None = None) -> Retry:
     return Retry(
         total=total,
-        connect=total,
+        connect=total if connect is None else connect,
         read=total,
         status=total,
         backoff_factor=backoff_factor,
@@ -33,9 +33,13 @@ def retry_policy(total: int = 4, backoff_factor: float = 0.2) -> Retry:
     )
 
 
-def session(total: int = 4, backoff_factor: float = 0.2) -> requests.Session:
+def session(
+    total: int = 4, backoff_factor: float = 0.2, connect: int | None = None
+) -> requests.Session:
+    """`connect`: retries of a connection that failed (default: `total`)."""
     s = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry_policy(total, backoff_factor), pool_maxsize=16)
+    policy = retry_policy(total, backoff_factor, connect)
+    adapter = HTTPAdapter(max_retries=policy, pool_maxsize=16)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     return s
@@ -44,3 +48,19 @@ def session(total: int = 4, backoff_factor: float = 0.2) -> requests.Session:
 def backoff(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Seconds to wait before retry number `attempt` (1-based): exponential, full jitter."""
     return random.uniform(0, min(cap, base * (2 ** (attempt - 1))))
+
+
+def refused(error: BaseException) -> bool:
+    """Whether a failed request was refused: nothing listened at the address (a
+    ConnectionRefusedError somewhere in what requests and urllib3 wrapped around it)."""
+    todo, seen = [error], set()
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, ConnectionRefusedError):
+            return True
+        todo += [err.__cause__, err.__context__, getattr(err, "reason", None)]
+        todo += [a for a in getattr(err, "args", ()) if isinstance(a, BaseException)]
+    return False

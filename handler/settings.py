@@ -48,7 +48,7 @@ class Setting:
 
     def get(self, env: os._Environ | dict | None = None) -> Any:
         env = os.environ if env is None else env
-        raw = env.get(self.name)
+        raw = lookup(env, self.name)
         if raw is None or (raw == "" and self.kind != "str"):
             derived = FALLBACKS[self.name](env) if self.name in FALLBACKS else None
             return self.default if derived is None else derived
@@ -61,6 +61,28 @@ class Setting:
                 f"environment variable {self.name}={shown} is not a valid {self.kind} — "
                 f"unset it to use the default ({self.default!r})"
             ) from None
+
+
+def lookup(env: os._Environ | dict, name: str) -> str | None:
+    """`env.get(name)`, quick for os.environ: its get() raises and catches a KeyError inside
+    for every variable that is not set (most settings), ~6 µs each; a job reads dozens and
+    every log line checks every secret, so the process environment is read directly."""
+    if env is os.environ and _ENV_DATA is not None:
+        key = _KEYS.get(name)
+        if key is None:
+            key = _KEYS[name] = _encode(name)
+        raw = _ENV_DATA.get(key)
+        return None if raw is None else _decode(raw)
+    return env.get(name)
+
+
+# CPython's os.environ keeps the real mapping in `_data` (encoded keys and values).
+_ENV_DATA = getattr(os.environ, "_data", None)
+_encode = getattr(os.environ, "encodekey", None)
+_decode = getattr(os.environ, "decodevalue", None)
+if _encode is None or _decode is None:
+    _ENV_DATA = None
+_KEYS: dict[str, object] = {}  # name → its encoded key in _ENV_DATA
 
 
 REGISTRY: dict[str, Setting] = {}
@@ -94,10 +116,24 @@ def secret_values(env: os._Environ | dict | None = None) -> list[str]:
     credentials must not be.
     """
     env = os.environ if env is None else env
-    values = {env.get(s.name, "") for s in REGISTRY.values() if s.secret}
-    for s in REGISTRY.values():
-        values.update(url_credentials(env.get(s.name, "")))
-    return sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+    # Every log line asks: only text settings can hold a secret or a URL, and the answer is
+    # kept while their values stay the same.
+    texts = [s for s in REGISTRY.values() if s.kind == "str"]
+    found = [lookup(env, s.name) for s in texts]
+    if _last_secrets[0] == found:
+        return _last_secrets[1]
+    values = set()
+    for s, value in zip(texts, found, strict=True):
+        if value:
+            if s.secret:
+                values.add(value)
+            values.update(url_credentials(value))
+    secrets = sorted((v for v in values if len(v) >= 4), key=len, reverse=True)
+    _last_secrets[:] = [found, secrets]
+    return secrets
+
+
+_last_secrets: list = [None, []]  # (the text settings' values, the secrets among them)
 
 
 def url_credentials(value: str) -> list[str]:
@@ -239,13 +275,15 @@ OUTPUTS_FROM_DISK = setting(
     kind="bool",
 )
 
-# --- handler.jobs.images ------------------------------------------------------
+# --- handler.addresses --------------------------------------------------------
 URL_ALLOW = setting(
     "BAKERY_URL_ALLOW",
     "",
-    "Comma-separated addresses or networks (e.g. `10.0.0.0/8`) that image `url`s may reach "
-    "although they are not public; empty = public addresses only.",
+    "Comma-separated addresses or networks (e.g. `10.0.0.0/8`) that a job's URLs (input "
+    "images, models) may reach although they are not public; empty = public addresses only.",
 )
+
+# --- handler.jobs.images ------------------------------------------------------
 URL_TIMEOUT_S = setting(
     "BAKERY_URL_TIMEOUT_S",
     30.0,
@@ -403,6 +441,21 @@ HF_CACHE_DIR = setting(
     "/runpod-volume/huggingface-cache/hub",
     "Where RunPod shows an endpoint's cached Hugging Face model (read-only); a manifest "
     "model found there, same revision, size and sha256, is linked instead of downloaded.",
+)
+
+# --- handler.models.job_cache -------------------------------------------------
+JOB_MODELS_CACHE_GB = setting(
+    "BAKERY_JOB_MODELS_CACHE_GB",
+    40.0,
+    "Most disk (GiB) the models jobs bring by URL may take in all (on the network volume "
+    "when mounted, else the container disk); least recently used ones are evicted first.",
+    kind="float",
+)
+JOB_MODEL_MAX_GB = setting(
+    "BAKERY_JOB_MODEL_MAX_GB",
+    24.0,
+    "Largest model (GiB) a job may bring by URL.",
+    kind="float",
 )
 
 # --- handler.models.progress --------------------------------------------------

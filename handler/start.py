@@ -3,7 +3,7 @@
 1. Read the manifest and tell ComfyUI where the models live; a stat per model
    says which are in place. A broken manifest or setting stops the container
    here, with one clear message.
-2. The missing models download in the background (handler.models.lazy) while
+2. The missing models download in the background (handler.models.scheduler) while
    ComfyUI and the worker start: each job waits only for the models its
    workflow names (handler.jobs.readiness). With BAKERY_MODELS_BEFORE_START=1
    every model is fetched first instead, and a failure stops the container.
@@ -50,7 +50,7 @@ from handler.comfy_process import (
     signal_group,
     stop,
 )
-from handler.models import fetch, lazy
+from handler.models import fetch, scheduler, status
 
 _log = log.get("start")
 
@@ -91,12 +91,12 @@ def stop_fetching(signum, _frame) -> None:
     os._exit(128 + signum)
 
 
-def start_models(board: lazy.Board, eager: bool) -> tuple[lazy.Lazy, Path]:
+def start_models(board: status.Board, eager: bool) -> tuple[scheduler.Scheduler, Path]:
     """Read the manifest, mark what is in place, start the downloads (and, `eager`, wait for
     them); return the downloads and ComfyUI's extra_model_paths.yaml. Raises USER_ERRORS."""
     data, root, yaml_path = fetch.prepare()
     timeline.mark("manifest read", models=len(data.models), folder=str(root))
-    models = lazy.Lazy(data, root, board)
+    models = scheduler.Scheduler(data, root, board, mark=timeline.mark)
     models.check(strict=eager)
     board.write()  # the worker finds the board in place from its first job on
     thread = models.start()
@@ -112,7 +112,7 @@ def run(handler_args: list[str]) -> int:
     unfit = fitness.preflight(handler_args)  # before any model is fetched (#13)
     if unfit is not None:
         return unfit
-    board = lazy.Board(Path(tempfile.mkdtemp(prefix="bakery-models-")))
+    board = status.Board(Path(tempfile.mkdtemp(prefix="bakery-models-")))
     timeline.on_mark(board.add_mark)
     timeline.mark("container start")
     board.run()
@@ -123,7 +123,7 @@ def run(handler_args: list[str]) -> int:
         shutil.rmtree(board.folder, ignore_errors=True)
 
 
-def _run(handler_args: list[str], board: lazy.Board) -> int:
+def _run(handler_args: list[str], board: status.Board) -> int:
     signal.signal(signal.SIGTERM, stop_fetching)
     signal.signal(signal.SIGINT, stop_fetching)
     try:
@@ -149,7 +149,7 @@ def _run(handler_args: list[str], board: lazy.Board) -> int:
 
 def _serve(
     handler_args: list[str],
-    board: lazy.Board,
+    board: status.Board,
     comfy: ComfyProcess,
     children: list[subprocess.Popen],
     timeout: float,

@@ -1,24 +1,41 @@
-"""After every job: remove that job's files from ComfyUI's input, output and temp folders.
+"""After every job: remove that job's files from ComfyUI's folders, and nothing else.
 
-So nothing of one job is visible to the next (they may be different users).
-Only files the job itself brought or made are removed: an input image that
-was already there before the job (same name, same bytes — ComfyUI reuses the
-name) stays. Paths are resolved and must stay inside their folder.
+So nothing of one job is visible to the next (they may be different users),
+and no job loses a file to another. Three rules make that exact:
 
-The removal (and deleting the job's history entry) runs on the `CLEANER`
-thread after the job's result is made, off the path between one job's result
-and the next job. `CLEANER.drain()` waits until nothing is left to remove:
-the worker calls it before it exits, so no file outlives the worker.
+- Every file a job puts into ComfyUI's folders carries the job's token
+  (`bakery-<12 hex>`): uploads are stored as `<token>-<name>` (the workflow is
+  rewritten to that name, handler.jobs.images) and outputs are saved under
+  `output/<token>/`. No other job can produce such a name, so ComfyUI's
+  duplicate detection (same name, same bytes → one file) never makes two jobs
+  share an upload, and removing a job's files cannot touch another's.
+- What its nodes wrote in output/ and temp/ without saying so (VideoHelperSuite's
+  `temp/metadata.txt`, which holds the whole prompt; any node's side files) is found by time:
+  ComfyUI runs one prompt at a time, and its history says when the job's
+  prompt started and ended, so a file without a job token last written in
+  that window is this job's. One written later (the next prompt rewrote a
+  fixed-name file) is the next job's and stays for it.
+- Files jobs share on purpose, a job's models, are not here: they live in the
+  job model cache (handler.models.job_cache), where each job holds a lease on
+  the files it uses and a file is evicted only when no job holds it.
+
+Paths are resolved and must stay inside ComfyUI's folder. The removal (and
+deleting the job's history entry) runs on the `CLEANER` thread after the job's
+result is made, off the path between one job's result and the next job.
+`CLEANER.drain()` waits until nothing is left to remove: the worker calls it
+before it exits, so no file outlives the worker.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 import shutil
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from handler import log, settings
@@ -26,6 +43,14 @@ from handler import log, settings
 _log = log.get("cleanup")
 
 FOLDERS = ("input", "output", "temp")
+TOKEN = re.compile(r"bakery-[0-9a-f]{12}")  # a job's token, in every name the job gives
+# File times come from the kernel's coarse clock (up to a tick, 4-10 ms, behind the time a
+# file was written): a file written in the prompt's first milliseconds may look older.
+CLOCK_SLACK_S = 0.02
+
+
+def new_token() -> str:
+    return f"bakery-{uuid.uuid4().hex[:12]}"
 
 
 def folder(kind: str) -> Path:
@@ -56,37 +81,85 @@ def path_of(entry: dict) -> Path | None:
     return path if path.is_relative_to(base) and path != base else None
 
 
-def existed(entry: dict) -> bool:
-    path = path_of(entry)
-    return bool(path and path.exists())
+def ran_between(history_entry: dict | None) -> tuple[float, float] | None:
+    """When a prompt started and ended in ComfyUI (seconds since the epoch), from the
+    timestamps ComfyUI puts on its status messages; None if it never started."""
+    messages = ((history_entry or {}).get("status") or {}).get("messages") or []
+    starts, others = [], []
+    for item in messages:
+        if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], dict):
+            stamp = item[1].get("timestamp")
+            if isinstance(stamp, (int, float)):
+                (starts if item[0] == "execution_start" else others).append(stamp)
+    if not starts:
+        return None
+    start = min(starts)
+    end = max([start, *others])
+    return start / 1000, end / 1000
+
+
+def written_between(start: float, end: float) -> Iterator[Path]:
+    """Files in ComfyUI's output and temp folders with no job token in their path, last
+    written between `start` and `end` (what a prompt that ran then wrote without saying so).
+
+    Not input/: nodes write to output/ and temp/, while input/ is where an image's own
+    files and a person's are kept, and where the next jobs' uploads arrive meanwhile."""
+    for kind in ("output", "temp"):
+        base = folder(kind)
+        for root, dirs, files in os.walk(base):
+            dirs[:] = [d for d in dirs if not TOKEN.search(d)]  # a job's own folder
+            for name in files:
+                if TOKEN.search(name):
+                    continue  # a job's own upload: its job removes it
+                path = os.path.join(root, name)
+                try:
+                    mtime = os.stat(path).st_mtime
+                except OSError:
+                    continue
+                if start - CLOCK_SLACK_S <= mtime <= end + 0.001:
+                    yield Path(path)
 
 
 class JobFiles:
-    """Everything one job put into ComfyUI's folders."""
+    """Everything one job put into ComfyUI's folders, under its token."""
 
-    def __init__(self, job_folder: str):
-        self.job_folder = job_folder  # the job's private subfolder of output/ (see worker)
+    def __init__(self, token: str | None = None):
+        self.token = token or new_token()
+        self.job_folder = self.token  # the job's private subfolder of output/ and temp/
         self.entries: list[dict] = []
 
+    def own_name(self, name: str) -> str:
+        """The job's own name for a file it brings (an upload): no other job can make it."""
+        return f"{self.token}-{name}"
+
     def add(self, entry: dict) -> None:
+        """A file as ComfyUI names it ({filename, subfolder, type}), in input/output/temp."""
         self.entries.append(entry)
 
-    def remove(self) -> int:
-        removed = 0
-        for entry in self.entries:
-            path = path_of(entry)
-            try:
-                if path is not None and path.is_file():
-                    path.unlink()
-                    removed += 1
-            except OSError as err:
-                log.event(_log, "could not remove a job file", file=str(path), reason=str(err))
+    def remove(self, ran: tuple[float, float] | None = None) -> int:
+        """Remove the job's files, and what its prompt wrote while it `ran` (ran_between)."""
+        doomed = [p for p in map(path_of, self.entries) if p is not None]
+        if ran is not None:
+            doomed += written_between(*ran)
+        removed = sum(_unlink(path) for path in doomed)
         for kind in ("output", "temp"):
             private = folder(kind) / self.job_folder
             if self.job_folder and private.is_dir():
                 removed += sum(len(files) for _, _, files in os.walk(private))
                 shutil.rmtree(private, ignore_errors=True)
         return removed
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        if path.is_file():
+            path.unlink()
+            return True
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        log.event(_log, "could not remove a job file", file=str(path), reason=str(err))
+    return False
 
 
 class Cleaner:

@@ -24,11 +24,12 @@ from handler.jobs.errors import (
     JobError,
     OutputError,
     OutputGone,
+    comfy_exited,
     comfy_gone,
     comfy_lost,
     format_server_error,
 )
-from handler.jobs.socket import Socket
+from handler.jobs.socket import REFUSED_S, Socket
 
 _log = log.get("comfy")
 
@@ -45,7 +46,9 @@ class ComfyClient:
         self.local = loopback and settings.OUTPUTS_FROM_DISK.get()
         self.socket = Socket(self.base, self.pid, self.process_gone)
         # Idempotent reads retry with backoff; probes and POSTs do not (the caller decides).
-        self.http = http.session()
+        # A refused connection is not retried: nothing listens, so ComfyUI has exited (or is
+        # restarting), which the socket's reconnects judge; retries would hide it for seconds.
+        self.http = http.session(connect=0)
         self.once = http.session(total=0)
         for s in (self.http, self.once):
             # ComfyUI is on loopback: no proxy from the environment applies, and looking
@@ -93,13 +96,16 @@ class ComfyClient:
         timeout = settings.COMFY_READY_TIMEOUT_S.get() if timeout is None else timeout
         deadline = time.monotonic() + timeout
         attempt = 0
+        refused_since: float | None = None
         while True:
             if self.process_gone():
                 raise comfy_gone(self.pid)
             try:
                 left = deadline - time.monotonic()
                 resp = self.once.get(f"{self.base}/system_stats", timeout=min(5, max(left, 0.2)))
+                refused_since = None
                 if resp.status_code == 200:
+                    self.socket.answered = True
                     if attempt:
                         log.event(
                             _log,
@@ -107,8 +113,12 @@ class ComfyClient:
                             waited_s=round(timeout - (deadline - time.monotonic()), 2),
                         )
                     return resp.json()
-            except (requests.RequestException, ValueError):
-                pass
+            except (requests.RequestException, ValueError) as err:
+                # Refused throughout by a ComfyUI that answered before: it has exited.
+                refused_since = (refused_since or time.monotonic()) if http.refused(err) else None
+                answered = self.socket.answered
+                if answered and refused_since and time.monotonic() - refused_since >= REFUSED_S:
+                    raise comfy_exited(self.base) from None
             attempt += 1
             if time.monotonic() >= deadline:
                 raise ComfyUnavailable(
@@ -146,12 +156,13 @@ class ComfyClient:
         except requests.RequestException:
             raise self.lost_error(path) from None
 
-    def upload_image(self, name: str, data: bytes) -> dict:
-        """Upload to the input folder; ComfyUI may rename on a clash, so use the returned name."""
+    def upload_image(self, name: str, data: bytes, overwrite: bool = False) -> dict:
+        """Upload to the input folder; without `overwrite` ComfyUI may rename on a clash (or
+        answer with another file of the same bytes), so use the returned name."""
         resp = self.post(
             "/upload/image",
             files={"image": (name, data, "application/octet-stream")},
-            data={"type": "input", "overwrite": "false"},
+            data={"type": "input", "overwrite": "true" if overwrite else "false"},
         )
         if resp.status_code != 200:
             raise JobError(

@@ -62,6 +62,16 @@ def comfy_gone(pid: int, when: str = "") -> ComfyUnavailable:
     )
 
 
+def comfy_exited(base: str, when: str = "") -> ComfyUnavailable:
+    """ComfyUI at `base` answered before and now refuses every connection: it has exited,
+    whether or not its process is known (`when`: "while running this job", say)."""
+    when = f"{when} " if when else ""
+    return ComfyUnavailable(
+        f"ComfyUI at {base} has exited {when}(it answered before; now nothing listens there); "
+        "this worker asks to be replaced"
+    )
+
+
 def comfy_lost(base: str, what: str, pid: int, gone: bool) -> ComfyUnavailable:
     """ComfyUI at `base` stopped answering (`what` failed); `gone`: its process has exited."""
     if gone:

@@ -1,14 +1,15 @@
 """Input images: decoded from base64 / data URIs, or downloaded from a URL.
 
-Downloads are guarded against server-side request forgery: http(s) only, the
-host name is resolved once and *every* address must be public (loopback,
-private, link-local — cloud metadata lives there — CGNAT, multicast, reserved
-ranges, and IPv6 forms that wrap one of them: ::ffff:, NAT64, 6to4,
-IPv4-compatible, site-local, Teredo — are refused unless BAKERY_URL_ALLOW lists
-them); the connection goes to the address that was checked (a DNS answer that
-changes between the check and the connection cannot sneak through), and each
-redirect hop is checked the same way. Size and time are bounded: the download
-ends by its deadline whatever the server sends.
+Downloads are guarded against server-side request forgery: http(s) only, and
+the address policy of handler.addresses (public addresses only, unless
+BAKERY_URL_ALLOW lists them; the connection goes to the address that was
+checked), each redirect hop checked the same way. Size and time are bounded:
+the download ends by its deadline whatever the server sends.
+
+`upload` stores them in ComfyUI's input folder under the job's own names
+(`<job token>-<name>`, handler.jobs.cleanup): two jobs that send the same
+file under the same name get a file each, so neither can lose it to the
+other's clean-up, nor see the other's.
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ from __future__ import annotations
 import base64
 import binascii
 import http.client
-import ipaddress
 import re
 import socket
 import ssl
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urljoin, urlsplit
 
-from handler import settings
+from handler import addresses, settings
 from handler.jobs.errors import JobInputError
 from handler.jobs.input import ImageInput
+
+if TYPE_CHECKING:
+    from handler.jobs.cleanup import JobFiles
+    from handler.jobs.comfyui import ComfyClient
 
 MAX_REDIRECTS = 5
 
@@ -48,11 +53,30 @@ def load(images: list[ImageInput], deadline: float | None = None) -> list[Loaded
     out = []
     for i, img in enumerate(images):
         if img.url is not None:
-            data = from_url(img.url, f"images[{i}].url", deadline)
+            data = from_url(img.url, img.where(i), deadline)
             out.append(LoadedImage(img.name, data))
         else:
-            out.append(LoadedImage(img.name, decode(img.image or "", f"images[{i}].image")))
+            out.append(LoadedImage(img.name, decode(img.image or "", img.where(i))))
     return out
+
+
+def upload(comfy: ComfyClient, loaded: list[LoadedImage], files: JobFiles) -> dict[str, str]:
+    """Store each image in ComfyUI's input folder under the job's own name; return
+    {name in the workflow: name stored} for rewriting the workflow.
+
+    Each file is the job's (`files`) before its upload starts, so a failed or timed-out
+    upload that ComfyUI stored anyway is removed with the job's other files."""
+    renames = {}
+    for img in loaded:
+        own = files.own_name(img.name)
+        files.add({"filename": own, "type": "input"})
+        stored = comfy.upload_image(own, img.data, overwrite=True)
+        entry = {**stored, "filename": stored.get("name", own), "type": "input"}
+        if entry["filename"] != own or entry.get("subfolder"):
+            files.add(entry)  # ComfyUI stored it elsewhere than asked: that one is ours too
+        sub = entry.get("subfolder") or ""
+        renames[img.name] = f"{sub}/{entry['filename']}" if sub else entry["filename"]
+    return renames
 
 
 def decode(text: str, field: str) -> bytes:
@@ -193,72 +217,12 @@ def check_url(url: str, field: str) -> tuple[str, int, str]:
         raise JobInputError(f"{field}: URLs with credentials are not accepted")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError, ValueError):
-        raise JobInputError(f"{field}: cannot resolve host {_short(host)!r}") from None
-    for info in infos:
-        _check_address(info[4][0], host, field)
-    return host, port, infos[0][4][0]
-
-
-# IPv6 ranges that carry an IPv4 address inside (checked as that address), and those
-# that reach somewhere other than the public internet although ip.is_global says yes.
-_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
-_NOT_PUBLIC_V6 = (
-    ipaddress.ip_network("::/96"),  # IPv4-compatible ::a.b.c.d (deprecated)
-    ipaddress.ip_network("fec0::/10"),  # site-local (deprecated, still routed inside sites)
-    ipaddress.ip_network("2001::/32"),  # Teredo: a tunnel whose far end is a NAT
-)
-
-
-def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """A unicast address on the public internet, seen through IPv6 wrappers of IPv4."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped:
-            return is_public(ip.ipv4_mapped)
-        if any(ip in net for net in _NAT64):
-            return is_public(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
-        if ip.sixtofour:
-            return is_public(ip.sixtofour)
-        if any(ip in net for net in _NOT_PUBLIC_V6):
-            return False
-    return ip.is_global and not ip.is_multicast
-
-
-def _check_address(address: str, host: str, field: str) -> None:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if is_public(ip):
-        return
-    if any(ip in net for net in _allowed()):
-        return
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-        if any(ip in net for net in _allowed()):
-            return
-    host = _short(host)
-    shown = host if host == str(ip) else f"{host} ({ip})"
-    raise JobInputError(
-        f"{field}: {shown} is not a public address (loopback, private, link-local and metadata "
-        "addresses are refused; BAKERY_URL_ALLOW can allow some)"
-    )
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _allowed() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    nets = []
-    for item in settings.URL_ALLOW.get().split(","):
-        if item.strip():
-            try:
-                nets.append(ipaddress.ip_network(item.strip(), strict=False))
-            except ValueError:
-                raise settings.SettingError(
-                    f"environment variable BAKERY_URL_ALLOW: {item.strip()!r} is not an address "
-                    "or network (e.g. 127.0.0.1 or 10.0.0.0/8)"
-                ) from None
-    return nets
+    except ValueError:
+        raise JobInputError(f"{field}: the URL's port is not a number") from None
+    try:
+        return host, port, addresses.resolve(host, port)
+    except addresses.AddressRefused as err:
+        raise JobInputError(f"{field}: {err}") from None
 
 
 def _reason(err: Exception) -> str:

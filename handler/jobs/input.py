@@ -3,9 +3,10 @@
 A superset of runpod-workers/worker-comfyui's input (docs/worker-comfyui-contract.md):
 `input` as an object or a JSON string holding one, `workflow`, `images` by
 base64 / data URI, `comfy_org_api_key` (or `api_key_comfy_org`, the name its
-README shows), plus our additions: images by `url`, `timeout_s` and
-`include_previews`. A field this worker does not know is ignored, as there,
-but named in a warning with the closest known name, so a typo such as
+README shows), plus our additions: images by `url`, `timeout_s`,
+`include_previews` and `models` (handler.jobs.models). A field this worker
+does not know is ignored, as there, but named in a warning with the closest
+known name, so a typo such as
 `timout_s` is still seen. Every other problem is one `JobInputError` naming
 the field. Messages never echo the offending value: it may be megabytes of
 image data or an API key.
@@ -16,13 +17,16 @@ image's recipes, handler.jobs.recipe), which becomes the workflow it runs.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import jsonschema
+
 from handler import recipes, schema_errors, settings
-from handler.jobs import recipe
+from handler.jobs import models, recipe
 from handler.jobs.errors import JobInputError
 
 MAX_IMAGES = 64
@@ -68,6 +72,7 @@ def schema(env=None) -> dict:
                 "maximum": settings.JOB_TIMEOUT_MAX_S.get(env),
             },
             "include_previews": {"type": "boolean"},
+            "models": models.SCHEMA,
         },
     }
 
@@ -112,6 +117,11 @@ class ImageInput:
     name: str
     image: str | None = None  # base64 or data URI, decoded by handler.jobs.images
     url: str | None = None
+    field: str | None = None  # where the job sent it, when not `images[i]` (a recipe's param)
+
+    def where(self, index: int) -> str:
+        """The field an error about this image names: `images[0].url`, `params.image`."""
+        return self.field or f"images[{index}].{'url' if self.url is not None else 'image'}"
 
 
 @dataclass
@@ -121,6 +131,7 @@ class JobInput:
     api_key: str = ""
     timeout_s: float = 600.0
     include_previews: bool = False
+    models: list[models.JobModel] = field(default_factory=list)  # by URL, into the cache
     warnings: list[str] = field(default_factory=list)  # unknown fields, ignored
     params: dict | None = None  # a recipe job's parameters as run (returned in its result)
 
@@ -166,7 +177,7 @@ def parse(job_input: Any) -> JobInput:
             )
         expanded = recipe.expand(job_input["recipe"], job_input.get("params"))
         workflow, params = expanded.workflow, expanded.params
-        images += [_image(name, value) for name, value in expanded.images]
+        images += [_image(name, value, f"params.{param}") for param, name, value in expanded.images]
         warnings += expanded.warnings
     elif "workflow" in job_input:
         if "params" in job_input:
@@ -182,12 +193,14 @@ def parse(job_input: Any) -> JobInput:
         if (img.image is None) == (img.url is None):
             raise JobInputError(f"images[{i}]: give exactly one of `image` (base64) or `url`")
         if img.url is not None:
-            _no_control_characters(img.url, f"images[{i}].url")
+            _no_control_characters(img.url, img.where(i))
         if img.name in seen:
             raise JobInputError(f"images[{i}].name: {img.name!r} is used twice")
         seen.add(img.name)
         if img.name in (".", "..") or img.name.endswith("."):
             raise JobInputError(f"images[{i}].name: {_NAME_RULE}")
+    for i, entry in enumerate(job_input.get("models", [])):
+        _no_control_characters(entry["url"], f"models[{i}].url")
     return JobInput(
         workflow=workflow,
         images=images,
@@ -200,16 +213,17 @@ def parse(job_input: Any) -> JobInput:
             )
         ),
         include_previews=job_input.get("include_previews", False),
+        models=models.parse(job_input.get("models", [])),
         warnings=warnings,
         params=params,
     )
 
 
-def _image(name: str, value: str) -> ImageInput:
+def _image(name: str, value: str, field: str) -> ImageInput:
     """A recipe's image parameter as an input image: a URL is fetched, the rest decoded."""
     if recipe.is_url(value):
-        return ImageInput(name=name, url=value)
-    return ImageInput(name=name, image=value)
+        return ImageInput(name=name, url=value, field=field)
+    return ImageInput(name=name, image=value, field=field)
 
 
 def _no_workflow() -> str:
@@ -217,7 +231,7 @@ def _no_workflow() -> str:
     what = "missing required field 'workflow' — add it, e.g. " + (
         '`"workflow": <the ComfyUI workflow in API format>`'
     )
-    names = sorted(recipes.load().recipes)
+    names = sorted(recipe.this_image().recipes)
     if names:
         what += f", or send a `recipe` with its `params` (this image's: {', '.join(names)})"
     return f"workflow: {what}"
@@ -289,6 +303,7 @@ _SCHEMA_WORDING = {
                 }
             },
         },
+        "models": models.WORDING,
         "recipe": {
             "x-fix": "send the name of one of this image's recipes (its api.json lists them)"
         },
@@ -309,11 +324,21 @@ _SCHEMA_WORDING = {
 }
 
 
+@functools.lru_cache(maxsize=4)
+def _validator(timeout_max: float) -> jsonschema.Validator:
+    """The schema with its wording, made once per limit (a job's input is checked against it
+    on every job: making it each time cost more than the check itself)."""
+    checked = schema_errors.with_wording(
+        schema({settings.JOB_TIMEOUT_MAX_S.name: repr(timeout_max)}), _SCHEMA_WORDING
+    )
+    return jsonschema.Draft202012Validator(checked)
+
+
 def _check_schema(job_input: dict) -> tuple[dict, list[str]]:
     """The input without its unknown fields, and a warning for each of them; the first
     other problem the schema finds is raised as a JobInputError (never the value itself)."""
-    checked = schema_errors.with_wording(schema(), _SCHEMA_WORDING)
-    found = schema_errors.problems(checked, job_input, _WORDING)
+    check = _validator(settings.JOB_TIMEOUT_MAX_S.get())
+    found = schema_errors.problems(check.schema, job_input, _WORDING, validator=check)
     unknown = [p for p in found if p.kind == "key"]
     refused = [p for p in found if p.kind != "key"]
     if refused:
@@ -322,8 +347,9 @@ def _check_schema(job_input: dict) -> tuple[dict, list[str]]:
         return job_input, []
     # Copies of the mappings that lose a key (not of the image data they hold).
     known = dict(job_input)
-    if isinstance(known.get("images"), list):
-        known["images"] = [dict(e) if isinstance(e, dict) else e for e in known["images"]]
+    for listed in ("images", "models"):
+        if isinstance(known.get(listed), list):
+            known[listed] = [dict(e) if isinstance(e, dict) else e for e in known[listed]]
     warnings = []
     for problem in unknown:
         warnings.append(

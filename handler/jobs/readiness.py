@@ -1,10 +1,10 @@
 """A job waits for the models its workflow names, and only for those.
 
-The start sequence serves jobs while the models download (handler.models.lazy)
+The start sequence serves jobs while the models download (handler.models.scheduler)
 and says how they stand on its status board (handler.models.status). A job:
   - names no model that is still on its way: goes on at once;
   - names one that failed for good: fails at once with that reason (asking for
-    a new worker where one could do better: see handler.models.lazy);
+    a new worker where one could do better: see handler.models.scheduler);
   - names some still on their way: asks for them first and waits, sending a
     progress update (file, bytes, rate, ETA) about once a second, until they
     are ready or the deadline passes; the error then says which model was not
@@ -25,7 +25,6 @@ from collections.abc import Callable
 from handler import log, settings
 from handler.jobs.errors import JobError
 from handler.models import needs, status
-from handler.models.fetch import size_text
 
 POLL_S = 0.2  # how often a waiting job reads the board
 PROGRESS_EVERY_S = 1.0  # progress updates while waiting
@@ -47,9 +46,9 @@ def how_far(entry: dict) -> str:
     state = entry.get("state", status.QUEUED)
     if state == status.QUEUED and not got:
         return "queued, not started"
-    text = size_text(got)
+    text = status.size_text(got)
     if total:
-        text += f" of {size_text(total)} ({100 * got / total:.0f}%)"
+        text += f" of {status.size_text(total)} ({100 * got / total:.0f}%)"
     if entry.get("mib_s"):
         text += f" at {entry['mib_s']:g} MiB/s"
     if entry.get("eta_s") is not None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from handler import recipes, schema_errors
-from handler.jobs.errors import JobInputError
+from handler.jobs.errors import JobError, JobInputError
 
 _WORDING = schema_errors.Wording(
     noun="parameter",
@@ -31,19 +31,24 @@ _WORDING = schema_errors.Wording(
 )
 
 
+# A drawn seed stays within what every JSON client reads exactly (JavaScript's numbers hold
+# whole numbers up to 2^53 - 1): one sent back must be the seed that made the picture.
+DRAWN_SEED_MAX = 2**53 - 1
+
+
 @dataclass
 class Expanded:
     """What a recipe job runs: the workflow, its input images and the params used."""
 
     workflow: dict
-    images: list[tuple[str, str]]  # (name, URL or base64) for the image parameters
+    images: list[tuple[str, str, str]]  # (parameter, upload name, URL or base64)
     params: dict  # every parameter's value as run (defaults and a drawn seed included)
     warnings: list[str]
 
 
 def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expanded:
     """The workflow recipe `name` runs with `params`, or JobInputError saying what to fix."""
-    known = recipes.load() if known is None else known
+    known = this_image() if known is None else known
     recipe = known.recipes.get(name)
     if recipe is None:
         raise JobInputError(_unknown(name, known))
@@ -66,17 +71,17 @@ def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expa
     for key in sorted(unknown):
         warnings.append(_ignored(key, recipe))
     used: dict = {}
-    images: list[tuple[str, str]] = []
+    images: list[tuple[str, str, str]] = []
     workflow = dict(recipe.workflow)  # a copy of each node it changes, below
     for p in recipe.params:
         value = params.get(p.name, p.default)
         if value is None and p.type == "seed":
-            value = secrets.randbelow(recipes.SEED_MAX + 1)
+            value = secrets.randbelow(DRAWN_SEED_MAX + 1)
         if value is None:
             continue  # an optional input the recipe leaves as its workflow has it
         if p.type == "image":
             upload = f"recipe-{p.name}.png"
-            images.append((upload, value))
+            images.append((p.name, upload, value))
             used[p.name] = value if is_url(value) else f"(base64, {len(value)} characters)"
             value = upload
         else:
@@ -84,6 +89,18 @@ def expand(name: Any, params: Any, known: recipes.Recipes | None = None) -> Expa
         node = workflow[p.node] = {**workflow[p.node]}
         node["inputs"] = {**node["inputs"], p.input: value}
     return Expanded(workflow, images, used, warnings)
+
+
+def this_image() -> recipes.Recipes:
+    """This image's recipes. A recipes.json that cannot be read is the image's fault, said
+    as such, never a traceback (another worker of the image has the same file: no refresh)."""
+    try:
+        return recipes.load()
+    except (recipes.RecipesError, OSError) as err:
+        raise JobError(
+            "this image's recipes cannot be read — rebuild it from a fresh `bakery render` "
+            f"(or point BAKERY_RECIPES at a good file): {err}"
+        ) from None
 
 
 def is_url(value: str) -> bool:
@@ -108,7 +125,9 @@ def _unknown(name: Any, known: recipes.Recipes) -> str:
             "`workflow` (API format) instead"
         )
     near = difflib.get_close_matches(name, list(known.recipes), n=1)
-    fix = f"did you mean '{near[0]}'?" if near else f"use one of this image's recipes: {mine}"
+    fix = f"use one of this image's recipes: {mine}"
+    if near:
+        fix = f"did you mean '{near[0]}'? ({fix})"
     return f"recipe: unknown recipe '{_short(name)}' — {fix}"
 
 

@@ -20,7 +20,12 @@ from collections.abc import Callable
 import websocket
 
 from handler import http, log, settings
-from handler.jobs.errors import ComfyUnavailable, comfy_gone, comfy_lost
+from handler.jobs.errors import ComfyUnavailable, comfy_exited, comfy_gone, comfy_lost
+
+# Connections refused this long by a ComfyUI that answered before: nothing listens at its
+# address any more, so it has exited (a hung ComfyUI still accepts; BAKERY_COMFY_LOST_S
+# bounds that).
+REFUSED_S = 2.0
 
 _log = log.get("comfy")
 
@@ -47,6 +52,7 @@ class Socket:
         self._lost: ComfyUnavailable | None = None
         self._closed = False
         self._thread: threading.Thread | None = None
+        self.answered = False  # ComfyUI answered once: refusals from now on mean it exited
 
     # --- what jobs use -----------------------------------------------------------
     def alive(self) -> bool:
@@ -153,19 +159,29 @@ class Socket:
     def _connect(self, running: bool = False):
         """Open the WebSocket, retrying with backoff while ComfyUI refuses it (bounded).
 
-        `running`: a prompt of this worker is in ComfyUI (the error then says so)."""
+        `running`: a prompt of this worker is in ComfyUI (the error then says so). A ComfyUI
+        that answered before and now refuses every connection for REFUSED_S has exited
+        (nothing listens at its address), whether or not its process id is known."""
         since = time.monotonic()
+        refused_since: float | None = None
         attempt = 0
         while True:
             attempt += 1
             if self.process_gone():
                 raise comfy_gone(self.pid, "while running this job" if running else "")
             try:
-                return websocket.create_connection(
+                ws = websocket.create_connection(
                     f"{self.url}?clientId={self.client_id}", timeout=10
                 )
+                self.answered = True
+                return ws
+            except ConnectionRefusedError:
+                refused_since = refused_since or time.monotonic()
+                if self.answered and time.monotonic() - refused_since >= REFUSED_S:
+                    when = "while running this job" if running else ""
+                    raise comfy_exited(self.base, when) from None
             except (OSError, websocket.WebSocketException):
-                pass
+                refused_since = None
             now = time.monotonic()
             if now - since >= settings.COMFY_LOST_S.get():
                 doing = "while running this job " if running else ""

@@ -40,10 +40,19 @@ import contextvars
 import logging
 import threading
 import time
-import uuid
 
 from handler import log, settings
-from handler.jobs import budget, cleanup, images, outputs, pipeline, progress, readiness, resources
+from handler.jobs import (
+    budget,
+    cleanup,
+    images,
+    models,
+    outputs,
+    pipeline,
+    progress,
+    readiness,
+    resources,
+)
 from handler.jobs import prompt as prompts
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.errors import ExecutionFailed, JobError
@@ -129,7 +138,7 @@ class Job:
         self.id = job_id
         self.comfy = comfy
         self.telemetry = JobTelemetry(comfy.pid, stats=comfy.stats_or_none)
-        self.files = cleanup.JobFiles(f"bakery-{uuid.uuid4().hex[:12]}")
+        self.files = cleanup.JobFiles()
         self.prompt_run = PromptRun()
         self.channel = progress.channel()
         if self.channel is not None:
@@ -140,11 +149,14 @@ class Job:
         self.warnings: list[str] = []  # what the input had that was ignored
         self.deadline: float | None = None  # the run's and its uploads' (set when following)
         self.budget = budget.Budget(0.0)  # the job's timeout_s (set once the input is parsed)
+        self.models = models.Fetched()  # the job's own models, held until its clean-up
 
     async def run(self, raw, pipe: pipeline.Pipeline) -> dict:
         job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
         self.warnings = job_input.warnings
         self.budget = budget.Budget(job_input.timeout_s)
+        if job_input.models:  # its own models, by URL: in the cache before anything else
+            await self._step(self.bring_models, job_input)
         # The models the workflow names, ready (they jump the download queue) or not, within
         # its timeout_s; outside the gates, so jobs whose models are there go on meanwhile.
         waited = await readiness.wait_for_models_async(
@@ -172,6 +184,23 @@ class Job:
         self._step_future = _pool.submit(ctx.run, fn, *args)
         return await asyncio.wrap_future(self._step_future)
 
+    def bring_models(self, job_input: JobInput) -> None:
+        """Fetch the job's `models` (or find them cached) by its deadline, and point its
+        workflow at the cached files."""
+        t = time.monotonic()
+        try:
+            self.models = models.fetch(
+                job_input.models,
+                self.budget.deadline(),
+                lambda update: report_progress(self.id, update, self.channel),
+            )
+        finally:
+            self.budget.spend(budget.MODELS, time.monotonic() - t)
+        job_input.workflow = models.rename(job_input.workflow, self.models.renames)
+        self.telemetry.add("model_fetch", time.monotonic() - t)
+        self.telemetry.counts["models_downloaded_bytes"] = self.models.downloaded
+        self.telemetry.counts["model_cache_hits"] = self.models.hits
+
     def prepare_inputs(self, job_input: JobInput) -> dict:
         """Load the input images (nothing reaches ComfyUI before they pass), know ComfyUI is
         there, check resources, upload the images; return the prompt to send. Spent from the
@@ -196,14 +225,7 @@ class Job:
         self.telemetry.start_sampling(probed)
 
         t = time.monotonic()
-        renames = {}
-        for img in loaded:
-            before = cleanup.existed({"filename": img.name, "type": "input"})
-            stored = self.comfy.upload_image(img.name, img.data)
-            entry = {**stored, "filename": stored.get("name", img.name)}
-            if not (before and entry["filename"] == img.name):
-                self.files.add(entry)
-            renames[img.name] = _stored_name(entry)
+        renames = images.upload(self.comfy, loaded, self.files)
         self.telemetry.add("input_upload", time.monotonic() - t)
         return _prompt(job_input.workflow, renames, self.files.job_folder)
 
@@ -302,7 +324,14 @@ class Job:
 
     def clean_up(self) -> None:
         """Remove the job's files and its history entry: nothing of it is left for the next."""
-        removed = self.files.remove()
+        ran = None
+        if self.prompt_run.queued_at:
+            try:  # when its prompt ran: what its nodes wrote then is the job's too
+                ran = cleanup.ran_between(prompts.history(self.comfy, self.prompt_run.prompt_id))
+            except JobError:
+                pass  # ComfyUI is gone: its folders go with the worker
+        removed = self.files.remove(ran)
+        self.models.release()  # its models may be evicted from now on
         if self.prompt_run.queued_at:
             prompts.forget(self.comfy, self.prompt_run.prompt_id)
         log.event(_log, "job files removed", files=removed)
@@ -325,11 +354,6 @@ class Job:
         figures = self.telemetry.finish()
         log.event(_log, "job finished" if ok else "job ended with an error", telemetry=figures)
         return figures
-
-
-def _stored_name(entry: dict) -> str:
-    sub = entry.get("subfolder") or ""
-    return f"{sub}/{entry['filename']}" if sub else entry["filename"]
 
 
 def _prompt(workflow: dict, renames: dict[str, str], job_folder: str) -> dict:

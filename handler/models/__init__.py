@@ -1,10 +1,10 @@
 """Getting models ready: in the background while the worker serves jobs, or all before it.
 
-lazy.py         the start process's background queue (a job's models first), its status board
-status.py       the status board's files, shared with the worker
+scheduler.py    the one scheduler (at start, by hand, at build time); one model in place
+status.py       the status board: its files, shared with the worker, and the writer
 needs.py        which manifest models a workflow names
 hf_cache.py     RunPod's cached Hugging Face models, linked into place
-fetch.py        `python -m handler.models.fetch`: all models of the manifest; one model (fetch_one)
+fetch.py        `python -m handler.models.fetch`: every model now, by hand or at build time
 volume.py       where models live, the warm-start records, the per-file lock
 download.py     one model: resume, verify, rename into place
 connections.py  one pass of a download: its ranged connections and their segments

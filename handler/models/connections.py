@@ -22,7 +22,7 @@ import requests
 
 from handler import log, settings
 from handler.manifest import Model
-from handler.models.errors import FetchError
+from handler.models.errors import DiskFull
 from handler.models.hashing import Hasher
 from handler.models.progress import Progress
 from handler.models.segments import CONTENT_RANGE, Segment, contiguous
@@ -41,15 +41,27 @@ class Aborted(Exception):
     """Another connection of the same download failed: stop this one too."""
 
 
-def body_reader(resp: requests.Response):
+def body_reader(resp: requests.Response, eager: bool = False):
     """`readinto(buffer) -> n` for the body of a streamed response.
 
     Straight from http.client into our buffer when the body is not encoded
     (we ask for identity): reading through urllib3 allocates a new object
     per read, which cost more CPU time than curl spends on the whole download.
+    `eager`: return whatever one read of the socket brings (http.client's readinto
+    waits for a full buffer, so a server sending a byte at a time would keep it
+    past a deadline that is only checked between reads).
     """
     fp = getattr(resp.raw, "_fp", None)
-    if hasattr(fp, "readinto") and resp.headers.get("Content-Encoding", "identity") == "identity":
+    plain = resp.headers.get("Content-Encoding", "identity") == "identity"
+    if eager and hasattr(fp, "read1") and plain:
+
+        def read_some(buf: memoryview) -> int:
+            data = fp.read1(len(buf))
+            buf[: len(data)] = data
+            return len(data)
+
+        return read_some
+    if hasattr(fp, "readinto") and plain:
         return fp.readinto
 
     def read_into(buf: memoryview) -> int:
@@ -73,6 +85,10 @@ class Download(Protocol):
     lock: threading.Lock
     ranges: bool  # false once the server showed it ignores Range
     bytes_received: int
+    deadline: float | None  # time.monotonic() by which it must end (a job's model)
+
+    def within_limits(self, size: int | None, announced: bool = False) -> None:
+        """Raise when `size` is over the download's limit or its deadline has passed."""
 
 
 class Connections:
@@ -135,7 +151,7 @@ class Connections:
             yield
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise FetchError(
+                raise DiskFull(
                     f"the disk filled up after {done} bytes — "
                     "free space or use a larger network volume"
                 ) from None
@@ -162,6 +178,11 @@ class Connections:
         if first != seg.done:  # 200: the whole file again, from byte 0
             self._from_zero(seg)
         if total_seen is not None:
+            try:
+                self.d.within_limits(total_seen, announced=True)  # before a byte is written
+            except BaseException:
+                resp.close()
+                raise
             if self.total is not None and self.total != total_seen:
                 resp.close()
                 raise RangeIgnored()  # the file changed at its source: start over
@@ -289,7 +310,7 @@ class Connections:
 
     def _pump(self, seg: Segment, resp) -> None:
         """Copy the response body into the .part from seg.done on."""
-        read_into = body_reader(resp)
+        read_into = body_reader(resp, eager=self.d.deadline is not None)
         buf = memoryview(bytearray(CHUNK))  # one buffer, reused: no allocation per read
         begin = seg.done
         try:
@@ -306,6 +327,7 @@ class Connections:
                         written += os.pwrite(self.fd, data[written:], seg.done + written)
                 seg.done += len(data)
                 self.progress.add(len(data))
+                self.d.within_limits(seg.done if seg.end is None else None)
                 if seg.start <= self.hasher.watermark:  # this one extends the hashed prefix
                     self.hasher.advance(contiguous(self.segments))
                 if self.split_at is not None and seg.start == 0:

@@ -17,8 +17,8 @@ import threading
 from handler import log, settings
 from handler.manifest import Model
 from handler.models.connections import Connections
-from handler.models.errors import DigestMismatch, FetchError
-from handler.models.source import RangeIgnored, Retrier, Retry, SourceClient
+from handler.models.errors import DigestMismatch, FetchError, TooLarge
+from handler.models.source import RangeIgnored, Retrier, Retry, SourceClient, seconds_left
 from handler.models.tokens import public
 from handler.models.volume import Place
 
@@ -46,11 +46,16 @@ class Download:
         client: SourceClient,
         env: dict | None = None,
         observer=None,
+        limit: int | None = None,
+        on_size=None,
     ):
         self.model, self.place, self.client, self.env = model, place, client, env
-        self.observer = observer  # observer(have, total) as bytes arrive (handler.models.lazy)
+        self.observer = observer  # observer(have, total) as bytes arrive (handler.models.scheduler)
         self.name = place.name
-        self.retrier = Retrier(self.name, env)
+        # A job's model: at most `limit` bytes, done by the client's deadline.
+        self.limit, self.deadline = limit, client.deadline
+        self.on_size = on_size  # on_size(total) when the server announces it, before a byte
+        self.retrier = Retrier(self.name, env, self.deadline)
         self.lock = threading.Lock()
         self.ranges = True  # until the server shows it ignores Range
         self.bytes_received = 0
@@ -121,6 +126,15 @@ class Download:
             if t.hasher.is_alive():
                 t.hasher.cancel()
             os.close(fd)
+
+    def within_limits(self, size: int | None, announced: bool = False) -> None:
+        """Called when the server announces the size and as bytes of a file of unknown size
+        arrive: TooLarge past `limit`, DeadlinePassed past the deadline."""
+        if self.limit is not None and size is not None and size > self.limit:
+            raise TooLarge(size, self.limit, announced)
+        seconds_left(self.deadline, f"the download of {public(self.model.url)}")
+        if announced and self.on_size is not None:
+            self.on_size(size)
 
     def _discard(self, part: bool = True) -> None:
         paths = [self.place.part_state] + ([self.place.part] if part else [])

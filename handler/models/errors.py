@@ -26,3 +26,20 @@ class NotEnoughSpace(FetchError):
 class GaveUp(FetchError):
     """The source kept failing (network errors, 429, 5xx) until the retry budget ran out:
     another worker, on another host, may well succeed."""
+
+
+class DiskFull(FetchError):
+    """The disk filled up while the bytes arrived (the .part is deleted)."""
+
+
+class TooLarge(FetchError):
+    """The file is larger than its caller allows (a job's model: BAKERY_JOB_MODEL_MAX_GB)."""
+
+    def __init__(self, size: int, limit: int, announced: bool = True):
+        super().__init__(f"it is larger than {limit} bytes, the most it may be")
+        self.size, self.limit = size, limit
+        self.announced = announced  # the server said its size (else it grew past the limit)
+
+
+class DeadlinePassed(FetchError):
+    """The download did not end by its caller's deadline (a job's timeout_s)."""

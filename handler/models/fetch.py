@@ -1,33 +1,26 @@
 """`python -m handler.models.fetch`: put every model of the image's manifest in place.
 
 Run by hand (to fill a network volume) and at build time (a model set with
-`delivery: image`); the container's start fetches in the background instead
-(handler.models.lazy), one model at a time through `fetch_one` here. Models
-already present and verified cost a stat each; missing ones are downloaded in
-parallel (handler.models.download), each by exactly one worker of the endpoint
-when several share a network volume. Exit status 0 when every model is in
-place, else 1 with one line saying what failed and what to do.
+`delivery: image`), through the same scheduler as the container's start
+(handler.models.scheduler), run here to its end. Models already present and
+verified cost a stat each; missing ones are downloaded in parallel, each by
+exactly one worker of the endpoint when several share a network volume.
+Exit status 0 when every model is in place, else 1 with one line saying
+what failed and what to do.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import logging
-import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from handler import log, manifest, settings
-from handler.manifest import Model
-from handler.models import download, hf_cache, volume
-from handler.models.download import Download
-from handler.models.errors import FetchError, NotEnoughSpace
-from handler.models.hashing import sha256_file
-from handler.models.source import SourceClient
+from handler.models import download, status, volume
+from handler.models.errors import FetchError
+from handler.models.scheduler import Scheduler
 
 _log = log.get("fetch")
 SETTINGS = (
@@ -51,10 +44,6 @@ class Summary:
     fetched: list[str] = field(default_factory=list)
     bytes: int = 0
     seconds: float = 0.0
-
-
-def size_text(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
 
 
 def prepare(
@@ -84,25 +73,17 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
     """Fetch every model of the manifest; raise FetchError (or ManifestError) on failure."""
     t0 = time.monotonic()
     data, root, yaml_path = prepare(manifest_path, env)
+    models = Scheduler(data, root, status.Board(None), env)
+    models.check(strict=True)
+    models.run()
     summary = Summary(root, yaml_path)
-    models = list(data.models)
-    pairs = [(m, volume.Place(root, m.dir, m.file)) for m in models]
-    missing = []
-    for m, place in pairs:
-        if place.verified(m.sha256, m.size):
-            summary.present.append(place.name)
+    for m in data.models:  # in the manifest's order
+        source, received = models.done[f"{m.dir}/{m.file}"]
+        if source == "download":
+            summary.fetched.append(f"{m.dir}/{m.file}")
+            summary.bytes += received
         else:
-            missing.append((m, place))
-    if missing:
-        check_space(root, missing)
-        client = SourceClient(env)
-        failures: list[str] = []
-        # First the files no other worker is fetching, then wait for the others: two
-        # workers starting together on one volume share the work instead of queueing.
-        busy = fetch_all(missing, client, summary, failures, wait=False, env=env)
-        fetch_all(busy, client, summary, failures, wait=True, env=env)
-        if failures:
-            raise could_not_fetch(failures, len(pairs))
+            summary.present.append(f"{m.dir}/{m.file}")
     summary.seconds = time.monotonic() - t0
     log.event(
         _log,
@@ -114,121 +95,6 @@ def fetch(manifest_path: str | Path | None = None, env: dict | None = None) -> S
         folder=str(root),
     )
     return summary
-
-
-def could_not_fetch(failures: list[str], total: int) -> FetchError:
-    """The one error for models that failed ("<dir>/<file>: <reason>" each) out of `total`."""
-    return FetchError(
-        f"{len(failures)} of {total} models could not be fetched:\n  " + "\n  ".join(failures)
-    )
-
-
-def fetch_all(pairs, client, summary: Summary, failures: list[str], wait: bool, env) -> list:
-    """Fetch `pairs` (model, place) on BAKERY_FETCH_WORKERS threads; return those found busy."""
-    if not pairs:
-        return []
-    busy = []
-    workers = max(1, min(settings.FETCH_WORKERS.get(env), len(pairs)))
-    with ThreadPoolExecutor(workers, thread_name_prefix="fetch") as pool:
-        jobs = [
-            (pool.submit(fetch_one, m, place, client, wait, env), m, place) for m, place in pairs
-        ]
-        for job, m, place in jobs:
-            try:
-                got = job.result()
-            # OSError: the volume itself (permissions, read-only, gone).
-            except (FetchError, OSError) as exc:
-                failures.append(f"{place.name}: {exc}")
-                log.event(_log, "model failed", logging.ERROR, file=place.name, error=str(exc))
-                continue
-            if got == volume.BUSY:
-                busy.append((m, place))
-            elif got is None or got == hf_cache.LINKED:
-                summary.present.append(place.name)
-            else:
-                summary.fetched.append(place.name)
-                summary.bytes += got
-    return busy
-
-
-def fetch_one(
-    model: Model, place: volume.Place, client: SourceClient, wait: bool, env, observer=None
-):
-    """Bytes downloaded for `model`; None if it is in place already; hf_cache.LINKED if it was
-    linked from RunPod's model cache; volume.BUSY if another worker holds it and `wait` is
-    false. `observer(have, total)` follows the bytes."""
-
-    def waiting() -> None:
-        log.event(_log, "another worker is fetching this file, waiting for it", file=place.name)
-
-    with volume.locked(place, on_wait=waiting, wait=wait) as lock:
-        if lock == volume.BUSY:
-            return volume.BUSY
-        if lock == volume.UNLOCKED:
-            log.event(
-                _log,
-                "this volume has no file locks: another worker may download this file too",
-                logging.WARNING,
-                file=place.name,
-            )
-            place = dataclasses.replace(place, owner=str(os.getpid()))
-        if place.verified(model.sha256, model.size):
-            return None  # another worker finished it while we waited
-        if adopt(model, place):
-            return None
-        if hf_cache.link(model, place, env):
-            return hf_cache.LINKED
-        t0 = time.monotonic()
-        download = Download(model, place, client, env, observer)
-        digest = download.run()
-        seconds = time.monotonic() - t0
-        log.event(
-            _log,
-            "downloaded",
-            file=place.name,
-            bytes=download.bytes_received,
-            seconds=round(seconds, 2),
-            mib_s=round(download.bytes_received / 2**20 / max(seconds, 1e-9), 1),
-            sha256=digest,
-        )
-        return download.bytes_received
-
-
-def adopt(model: Model, place: volume.Place) -> bool:
-    """A file in place without a record (copied in by hand, or an interrupted
-    bookkeeping write): hash it once; keep it if it matches the manifest.
-
-    Without a sha256 in the manifest a file of the right size is kept: only a
-    complete download is ever renamed to a model's name.
-    """
-    if not place.target.is_file():
-        return False
-    if model.size is not None and place.target.stat().st_size != model.size:
-        return False
-    digest = sha256_file(place.target)
-    if model.sha256 is not None and digest != model.sha256:
-        log.event(_log, "file in place does not match its sha256, replacing it", file=place.name)
-        return False
-    place.remember(digest, model.url)
-    return True
-
-
-def check_space(root: Path, missing: list[tuple[Model, volume.Place]]) -> None:
-    """Fail before downloading anything if the missing models cannot fit."""
-    sized = [(m, p) for m, p in missing if m.size is not None]
-    need = sum(m.size for m, _ in sized)
-    partial = sum(min(p.partial_bytes(), m.size) for m, p in sized)
-    free = volume.free_bytes(root)
-    unknown = len(missing) - len(sized)
-    if unknown:
-        log.event(_log, "size unknown, not counted in the disk check", models=unknown)
-    if need - partial > free:
-        raise NotEnoughSpace(
-            f"not enough disk space in {root}: {len(sized)} missing models need "
-            f"{size_text(need - partial)} more ({size_text(need)} in all, "
-            f"{size_text(partial)} already downloaded) but only {size_text(free)} is free — "
-            "free some space or use a larger network volume"
-        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,8 +19,8 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from handler import http, log, settings
-from handler.models.errors import FetchError, GaveUp
+from handler import addresses, http, log, settings
+from handler.models.errors import DeadlinePassed, FetchError, GaveUp
 from handler.models.tokens import TOKENS, auth_header, public
 
 SETTINGS = (settings.FETCH_RETRIES, settings.FETCH_RETRY_AFTER_MAX_S, settings.FETCH_TIMEOUT_S)
@@ -64,21 +64,55 @@ def retry_after(resp: requests.Response) -> float | None:
     return None
 
 
-class SourceClient:
-    """GET with manual redirects (per-hop auth) on the project's HTTP session."""
+def seconds_left(deadline: float | None, what: str) -> float | None:
+    """Seconds until `deadline` (time.monotonic()), or DeadlinePassed naming `what`."""
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlinePassed(f"{what} did not finish by the job's deadline (its timeout_s)")
+    return left
 
-    def __init__(self, env: dict | None = None):
+
+_guarded = threading.local()
+
+
+class SourceClient:
+    """GET with manual redirects (per-hop auth) on the project's HTTP session.
+
+    `public_only`: every connection (each redirect hop's too) goes only to an address
+    handler.addresses allows, as for a job's URLs. `deadline` (time.monotonic()): no
+    request starts after it and none waits for bytes past it.
+    """
+
+    def __init__(
+        self, env: dict | None = None, public_only: bool = False, deadline: float | None = None
+    ):
         self.env = env
-        self.timeout = (10.0, settings.FETCH_TIMEOUT_S.get(env))
+        self.public_only, self.deadline = public_only, deadline
+        self.read_timeout = settings.FETCH_TIMEOUT_S.get(env)
         self._local = threading.local()
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        left = seconds_left(self.deadline, "the download")
+        if left is None:
+            return (10.0, self.read_timeout)
+        return (min(10.0, left), min(self.read_timeout, left))
 
     @property
     def session(self):
         # One per thread: a requests.Session is not promised to be thread-safe. Retries
         # are done by hand (ranged resume, bounded Retry-After): none in the adapter.
-        if not hasattr(self._local, "session"):
-            self._local.session = http.session(total=0)
-        return self._local.session
+        # Guarded sessions outlive the client (one per job): a thread that fetches for the
+        # next job keeps its connections (each was checked when it was made).
+        local = _guarded if self.public_only else self._local
+        if not hasattr(local, "session"):
+            if self.public_only:
+                local.session = addresses.guarded_session()
+            else:
+                local.session = http.session(total=0)
+        return local.session
 
     def get(self, url: str, auth: str, first: int | None = None, last: int | None = None):
         """Open `url` (bytes first..last when `first` is given); return the 200/206 response."""
@@ -86,6 +120,8 @@ class SourceClient:
         if first is not None:
             headers["Range"] = f"bytes={first}-{'' if last is None else last}"
         for _hop in range(MAX_REDIRECTS + 1):
+            if self.public_only and urlsplit(url).scheme not in ("http", "https"):
+                raise FetchError(f"{public(url)}: only http and https URLs are followed")
             hop_headers = headers | auth_header(url, auth, self.env)
             try:
                 resp = self.session.get(
@@ -95,6 +131,9 @@ class SourceClient:
                     allow_redirects=False,
                     timeout=self.timeout,
                 )
+            except addresses.AddressRefused as exc:
+                hop = "redirected to " if _hop else ""
+                raise FetchError(f"{hop}{public(url)}: {exc}") from None
             except NETWORK_ERRORS as exc:
                 raise Retry(f"{type(exc).__name__} from {public(url)}") from None
             if resp.is_redirect:
@@ -139,8 +178,9 @@ class Retrier:
     so a long download over a flaky link is not failed by errors spread over hours.
     """
 
-    def __init__(self, name: str, env: dict | None = None):
+    def __init__(self, name: str, env: dict | None = None, deadline: float | None = None):
         self.name = name
+        self.deadline = deadline
         self.limit = max(1, settings.FETCH_RETRIES.get(env))
         self.cap = settings.FETCH_RETRY_AFTER_MAX_S.get(env)
         self.failures = 0
@@ -156,6 +196,11 @@ class Retrier:
         if failures >= self.limit:
             raise GaveUp(f"gave up after {failures} attempts: {exc}")
         delay = http.backoff(failures) if exc.after is None else min(exc.after, self.cap)
+        left = seconds_left(self.deadline, f"{self.name} ({exc})")
+        if left is not None and delay >= left:
+            raise DeadlinePassed(
+                f"{self.name} did not finish by the job's deadline (its timeout_s): {exc}"
+            )
         log.event(
             _log,
             "retrying",

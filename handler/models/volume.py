@@ -139,6 +139,11 @@ class Place:
     def record(self) -> Path:
         return self._side(".verified")
 
+    @property
+    def use_file(self) -> Path:
+        """Held (shared fcntl lock) by whoever uses the file: see handler.models.job_cache."""
+        return self._side(".use")
+
     def make_dirs(self) -> None:
         self.target.parent.mkdir(parents=True, exist_ok=True)
         self.part.parent.mkdir(parents=True, exist_ok=True)

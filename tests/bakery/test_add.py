@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.bakery.byow_helpers import fake_sha, fake_size, make_project, stored, teach, template
 from tests.comfy_double.workflows import txt2img
+from tests.kit.git_repos import Mirror
 from tests.kit.lookup_server import LookupServer
 
 WAN_5B = "video_wan2_2_5B_ti2v"  # the shipped wan22-ti2v-5b set's three models
@@ -243,3 +246,37 @@ def test_an_api_workflow_with_model_urls_is_added(bakery, project, tmp_path, loo
     assert bakery("render", "--out", project).code == 0
     checked = bakery("check-workflow", wf, "--variant", "my_api-cu128", "--out", project)
     assert checked.code == 0, checked.err
+
+
+@pytest.mark.skipif(not os.environ.get("BAKERY_SOURCES"), reason="BAKERY_SOURCES is not set")
+def test_acceptance_a_template_variant_locks_from_fetched_sources(bakery, tmp_path, monkeypatch):
+    """Acceptance, whole: a template becomes a variant that renders, locks from sources
+    bakery fetched itself (real git, ComfyUI's real tree at its tag from a local mirror;
+    no BAKERY_SOURCES) and passes check-workflow and `bakery check`. The node sets are
+    left out: a mirror can hold ComfyUI at its tag, not a pack at its real commit."""
+    project = make_project(tmp_path / "project")
+    data = yaml.safe_load((project / "variants.yaml").read_text())
+    data.pop("node_sets")
+    for entry in data["variants"]:
+        entry.pop("node_sets", None)
+    (project / "variants.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    mirror = Mirror(tmp_path / "mirror")
+    real = Path(os.environ["BAKERY_SOURCES"]) / "ComfyUI"
+    mirror.commit_tree(data["comfyui"]["source"], real, tag=data["comfyui"]["version"])
+    monkeypatch.setenv("BAKERY_GIT_MIRROR", str(mirror.folder))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("BAKERY_SOURCES")
+    with LookupServer() as server:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        teach(server, template(QWEN))
+        assert bakery("add", template(QWEN), "--out", project).code == 0
+    locked = bakery("lock", "--out", project)
+    assert locked.code == 0, locked.err
+    assert f"fetched ComfyUI at {data['comfyui']['version']}" in locked.out
+    assert (tmp_path / "cache/comfy-bakery/sources/ComfyUI/.git").exists()
+    assert bakery("render", "--out", project).code == 0
+    stored = project / f"workflows/{QWEN}/workflow.json"
+    checked = bakery("check-workflow", stored, "--variant", f"{QWEN}-cu128", "--out", project)
+    assert checked.code == 0, checked.err
+    assert bakery("check", "--out", project).code == 0

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from handler import recipes as contract
-from tests.bakery.bakery_helpers import SMALL, edit, problems
+from tests.bakery.bakery_helpers import REPO, SMALL, edit, problems
 
 WORKFLOW = {
     "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd.safetensors"}},
@@ -194,3 +194,66 @@ def test_a_recipe_of_one_set_is_named_to_the_others(bakery, with_recipe):
     assert (bare.recipes, bare.elsewhere) == ({}, {"txt2img": ("sdxl",)})
     api = json.loads((out / "build" / "bare-cu128" / "api.json").read_text())
     assert "recipe" not in api["properties"] and api["required"] == ["workflow"]
+
+
+def test_render_refuses_a_recipe_whose_workflow_does_not_fit_its_variants(bakery, project):
+    """`bakery check-workflow` against ComfyUI's node definitions (node_defs/) and each
+    variant's models, for every variant of the recipe's model set, before anything is
+    written."""
+    assert bakery("render", "--out", project).code == 0
+    path = project / "workflows" / "sdxl" / "txt2img.json"
+    workflow = json.loads(path.read_text())
+    workflow["4"]["inputs"]["ckpt_name"] = "sd_xl_turbo.safetensors"
+    path.write_text(json.dumps(workflow))
+    before = (project / "build" / "sdxl-cu128" / "recipes.json").read_text()
+    result = bakery("render", "--out", project)
+    assert result.code == 6, result
+    lines = result.err.splitlines()
+    assert [line.split(": ", 1)[0] for line in lines] == [
+        "workflows/sdxl/txt2img.json (sdxl-cu126)",
+        "workflows/sdxl/txt2img.json (sdxl-cu128)",
+    ]
+    assert "sd_xl_turbo.safetensors" in lines[0], lines
+    assert (project / "build" / "sdxl-cu128" / "recipes.json").read_text() == before
+
+
+# Each shipped recipe's workflow and the ComfyUI template it follows (comfyui-workflow-
+# templates 0.1.95, the version ComfyUI 0.3.64 asks for; editor format, so its widgets are
+# read by position): the sampler's steps, cfg, sampler and scheduler, and the size.
+FOLLOWS = {
+    "sdxl/txt2img.json": ("sdxl_simple_example", "KSamplerAdvanced", "EmptyLatentImage"),
+    "flux-schnell/txt2img.json": (
+        "flux_schnell_full_text_to_image",
+        "KSampler",
+        "EmptySD3LatentImage",
+    ),
+    "flux-dev/txt2img.json": ("flux_dev_full_text_to_image", "KSampler", "EmptySD3LatentImage"),
+    "wan22-ti2v-5b/t2v.json": ("video_wan2_2_5B_ti2v", "KSampler", "Wan22ImageToVideoLatent"),
+    "wan22-ti2v-5b/i2v.json": ("video_wan2_2_5B_ti2v", "KSampler", "Wan22ImageToVideoLatent"),
+}
+# Widget positions: KSampler [seed, control, steps, cfg, sampler, scheduler, denoise];
+# KSamplerAdvanced [add_noise, seed, control, steps, cfg, sampler, scheduler, ...].
+SAMPLER_WIDGETS = {"KSampler": (2, 3, 4, 5), "KSamplerAdvanced": (3, 4, 5, 6)}
+
+
+@pytest.mark.parametrize("rel", sorted(FOLLOWS))
+def test_a_shipped_recipe_samples_as_its_comfyui_template_does(rel):
+    from tests.bakery.byow_helpers import template
+
+    name, sampler_class, latent_class = FOLLOWS[rel]
+    nodes = json.loads(template(name).read_text())["nodes"]
+    sampler = next(n for n in nodes if n["type"] == sampler_class)["widgets_values"]
+    latent = next(n for n in nodes if n["type"] == latent_class)["widgets_values"]
+    ours = json.loads((REPO / "workflows" / rel).read_text())
+    mine = next(n for n in ours.values() if n["class_type"] == "KSampler")["inputs"]
+    size = next(n for n in ours.values() if n["class_type"] == latent_class)["inputs"]
+    steps, cfg, sampler_name, scheduler = (sampler[i] for i in SAMPLER_WIDGETS[sampler_class])
+    assert (mine["steps"], mine["cfg"], mine["sampler_name"], mine["scheduler"]) == (
+        steps,
+        cfg,
+        sampler_name,
+        scheduler,
+    )
+    assert [size["width"], size["height"]] == latent[:2]
+    if latent_class == "Wan22ImageToVideoLatent":
+        assert size["length"] == latent[2]

@@ -331,8 +331,18 @@ class VHS_VideoCombine:
         prompt=None,
         extra_pnginfo=None,
         unique_id=None,
+        **format_widgets,  # as VHS: each format's own inputs (pix_fmt, crf, save_metadata, ...)
     ):
         folder_type = "output" if save_output else "temp"
+        if format_widgets.get("save_metadata", True) and format != "image/gif":
+            # As VHS's ffmpeg formats do: the prompt and workflow go to ffmpeg through a
+            # fixed-name file in the temp folder, which VHS leaves there.
+            temp = folder_paths.get_temp_directory()
+            os.makedirs(temp, exist_ok=True)
+            with open(os.path.join(temp, "metadata.txt"), "w") as f:
+                f.write(";FFMETADATA1\n")
+                for key, value in _metadata(prompt, extra_pnginfo).items():
+                    f.write(f"{key}={value}\n")
         root = folder_paths.get_directory_by_type(folder_type)
         folder, filename, counter, subfolder, _ = _save_path(filename_prefix, root, images[0])
         frames = list(images) + (list(reversed(images[1:-1])) if pingpong else [])

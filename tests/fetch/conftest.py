@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.models import fetch, lazy
+from handler.models import fetch, scheduler, status
 from tests.kit.double import copy_comfyui
 from tests.kit.model_server import ModelServer
 from tests.kit.servers import free_port
@@ -143,13 +143,13 @@ def container(box):
             proc.wait()
 
 
-def lazy_start(box) -> lazy.Board:
+def lazy_start(box) -> status.Board:
     """The start sequence's background fetch of box's manifest, in-process, run to its end;
     returns its status board (written)."""
     data, root, _yaml = fetch.prepare()
-    board = lazy.Board(box.tmp / "board")
+    board = status.Board(box.tmp / "board")
     board.folder.mkdir()
-    models = lazy.Lazy(data, root, board)
+    models = scheduler.Scheduler(data, root, board)
     models.check()
     models.start().join(timeout=30)
     board.write()

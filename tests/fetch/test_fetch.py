@@ -11,7 +11,7 @@ import pytest
 
 from handler.manifest import MODEL_FOLDERS
 from handler.models import fetch
-from handler.models.errors import FetchError
+from handler.models.errors import FetchError, NotEnoughSpace
 from tests.kit.model_server import MiB, blob, manifest_entry
 
 
@@ -420,7 +420,7 @@ def test_not_enough_disk_fails_before_downloading_with_the_figures(server, box, 
         manifest_entry(server.add("a.safetensors", data), data, file="a.safetensors"),
         manifest_entry(server.add("b.safetensors", data), data, file="b.safetensors"),
     )
-    with pytest.raises(fetch.NotEnoughSpace) as err:
+    with pytest.raises(NotEnoughSpace) as err:
         fetch.fetch()
     free = re.search(r"only ([\d.]+ MiB) is free", str(err.value)).group(1)
     assert str(err.value) == (

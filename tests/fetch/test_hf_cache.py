@@ -9,7 +9,7 @@ import os
 import pytest
 
 from handler.manifest import Model
-from handler.models import fetch, hf_cache
+from handler.models import fetch, hf_cache, scheduler
 from tests.fetch.conftest import lazy_start
 from tests.kit.model_server import blob, manifest_entry
 
@@ -55,7 +55,7 @@ def test_a_cached_file_is_linked_not_downloaded_and_its_sha256_checked_once(
         raise AssertionError(f"hashed {path} again")
 
     monkeypatch.setattr(hf_cache, "sha256_file", no_hashing)
-    monkeypatch.setattr(fetch, "sha256_file", no_hashing)
+    monkeypatch.setattr(scheduler, "sha256_file", no_hashing)
     assert fetch.fetch().present == ["diffusion_models/f.sft"]
     assert server.hits == {}
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import decoded, empty_image, first_pixel, leftovers, slow
+from tests.kit.jobs import decoded, empty_image, first_pixel, leftovers, slow
 
 
 def run(workflow, **fields):
@@ -89,17 +89,40 @@ def test_comfyui_killed_mid_run_fails_clearly_and_asks_for_a_new_worker(start_do
 
 
 def test_comfyui_lost_mid_run_without_a_known_pid_gives_up_after_a_bound(start_double, handler_env):
+    # It still listens but no longer lets the WebSocket in (HTTP 503): hung, not exited.
     handler_env.setenv("BAKERY_COMFY_LOST_S", "1")
     double = start_double()
     handler_env.delenv("BAKERY_COMFY_PID")
-    double.set_faults(kill_at_node="2")
-    result = run(slow(steps=50, seconds_per_step=0.05))
+    assert "images" in run(empty_image())  # the worker's WebSocket is open from now on
+    double.set_faults(ws_drop_after_node="1", ws_refuse_count=1000)  # the 5 s sampler runs on
+    result = run(slow(steps=100, seconds_per_step=0.05))
     assert result == {
         "error": f"ComfyUI at http://{double.host_port} stopped answering while running this job "
         "(no connection for 1 s); this worker asks to be replaced",
         "refresh_worker": True,
     }
     assert_serves_next_job(start_double())
+
+
+def test_comfyui_killed_without_a_known_pid_is_noticed_within_seconds(start_double, handler_env):
+    # Outside an image nobody tells the worker ComfyUI's pid: a ComfyUI that answered before
+    # and now refuses every connection has exited (not the 20 s BAKERY_COMFY_LOST_S bound).
+    handler_env.setenv("BAKERY_COMFY_LOST_S", "60")  # not what ends it
+    double = start_double()
+    handler_env.delenv("BAKERY_COMFY_PID")
+    double.set_faults(kill_at_node="2")
+    t0 = time.monotonic()
+    result = run(slow(steps=50, seconds_per_step=0.05))
+    assert time.monotonic() - t0 < 5
+    gone = f"ComfyUI at http://{double.host_port} has exited"
+    assert result == {
+        "error": f"{gone} while running this job (it answered before; now nothing listens "
+        "there); this worker asks to be replaced",
+        "refresh_worker": True,
+    }
+    t0 = time.monotonic()  # the next job: no socket now, and the wait for ComfyUI is short too
+    result = run(empty_image())
+    assert time.monotonic() - t0 < 5 and result["error"].startswith(gone), result
 
 
 def test_outputs_are_read_from_disk_when_comfyui_runs_beside_the_worker(comfy):

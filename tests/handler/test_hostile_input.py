@@ -13,6 +13,7 @@ import tracemalloc
 
 import pytest
 
+from handler import addresses
 from handler.jobs import images
 from handler.jobs.errors import MAX_ERROR_BODY
 from handler.jobs.worker import run_job
@@ -46,7 +47,7 @@ REFUSED = (
     ],
 )
 def test_an_address_is_public_only_when_what_it_wraps_is(address, public):
-    assert images.is_public(ipaddress.ip_address(address)) is public
+    assert addresses.is_public(ipaddress.ip_address(address)) is public
 
 
 @pytest.fixture
@@ -154,7 +155,7 @@ def test_a_huge_host_name_is_not_echoed_whole(handler_env, comfy_seen):
 def test_credentials_in_the_bucket_url_never_reach_an_error_or_a_log(
     comfy, s3_server, handler_env, capsys
 ):
-    from tests.handler.helpers import empty_image
+    from tests.kit.jobs import empty_image
 
     endpoint = s3_server.meta.endpoint_url
     with_password = endpoint.replace("http://", "http://bakery:hunter2-s3cret@")
@@ -248,7 +249,7 @@ def test_a_huge_node_id_in_the_input_is_not_echoed_whole(comfy_seen):
 
 
 def test_an_s3_endpoint_that_never_answers_ends_with_the_jobs_timeout(comfy, handler_env):
-    from tests.handler.helpers import empty_image
+    from tests.kit.jobs import empty_image
 
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
     port = silent.getsockname()[1]

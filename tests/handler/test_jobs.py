@@ -7,7 +7,7 @@ import re
 import time
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import (
+from tests.kit.jobs import (
     comfy_name,
     decoded,
     empty_image,
@@ -69,9 +69,9 @@ def test_input_image_by_url(comfy, file_server):
     assert file_server.requests == ["/cat.png"]
 
 
-def test_name_clash_uses_the_name_comfyui_gives_back(comfy):
-    # Another file of that name is already in ComfyUI's input folder (not this job's):
-    # ComfyUI stores ours as "photo (1).png"; the workflow must load ours, and theirs stays.
+def test_a_file_of_the_same_name_in_comfyuis_input_folder_is_neither_used_nor_removed(comfy):
+    # Another file of that name is already in ComfyUI's input folder (not this job's): the
+    # job's upload is stored under the job's own name, the workflow loads it, theirs stays.
     (comfy.base / "input").mkdir(exist_ok=True)
     (comfy.base / "input" / "photo.png").write_bytes(png(9, 9, 0x111111))
     result = run(

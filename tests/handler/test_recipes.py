@@ -14,8 +14,9 @@ import pytest
 
 from handler import recipes
 from handler.jobs import prompt as prompts
+from handler.jobs.comfyui import ComfyClient
 from handler.jobs.worker import run_job
-from tests.handler.helpers import (
+from tests.kit.jobs import (
     BUILD,
     comfy_name,
     decoded,
@@ -92,9 +93,8 @@ def test_each_shipped_recipe_sets_every_parameter_where_it_points(
     [prompt] = sent
     for p in recipe.params:
         got = prompt[p.node]["inputs"][p.input]
-        if p.type == "image":  # uploaded by the worker; the node loads it by its stored name
+        if p.type == "image":  # uploaded by the worker; ComfyUI checked that the file is there
             assert comfy_name(got).startswith("recipe-image"), got
-            assert (comfy.base / "input" / got).is_file()
         else:
             assert got == params[p.name], p.name
     # Everything else is the recipe's workflow as shipped.
@@ -136,6 +136,7 @@ def test_a_missing_seed_is_drawn_at_random_and_returned(handler_env, comfy, sent
     second = run_job(recipe_job("txt2img", small))
     seeds = [first["params"]["seed"], second["params"]["seed"]]
     assert seeds[0] != seeds[1]
+    assert all(0 <= s < 2**53 for s in seeds)  # read back exactly by any JSON client
     assert [prompt["3"]["inputs"]["seed"] for prompt in sent] == seeds
     # Sent back as the seed, the picture is the same one (the double paints the seed's colour).
     again = run_job(recipe_job("txt2img", {**small, "seed": seeds[0]}))
@@ -144,17 +145,26 @@ def test_a_missing_seed_is_drawn_at_random_and_returned(handler_env, comfy, sent
 
 
 def test_an_image_parameter_by_url_is_downloaded_and_uploaded(
-    handler_env, comfy, sent, file_server
+    handler_env, comfy, sent, file_server, monkeypatch
 ):
     use(handler_env, comfy, "wan22-ti2v-5b")
+    uploads = []
+    original = ComfyClient.upload_image
+
+    def spy(self, name, data, **kwargs):
+        stored = original(self, name, data, **kwargs)
+        uploads.append((stored["name"], data))
+        return stored
+
+    monkeypatch.setattr(ComfyClient, "upload_image", spy)
     file_server.files["/frame.png"] = (200, png(8, 8, 0x102030), {})
     url = file_server.url("/frame.png")
     params = {"prompt": "waves", "image": url, "width": 32, "height": 32, "length": 5}
     result = run_job(recipe_job("i2v", params))
     assert "error" not in result, result
     assert result["params"]["image"] == url
-    stored = sent[0]["56"]["inputs"]["image"]
-    assert (comfy.base / "input" / stored).read_bytes() == png(8, 8, 0x102030)
+    # The downloaded bytes reached ComfyUI, and the recipe's LoadImage loads that file.
+    assert uploads == [(sent[0]["56"]["inputs"]["image"], png(8, 8, 0x102030))]
 
 
 def test_an_unknown_parameter_is_ignored_with_a_warning(handler_env, comfy, sent):
@@ -239,7 +249,8 @@ BAD = {
     ),
     "an unknown recipe": (
         {"recipe": "txt2im"},
-        "recipe: unknown recipe 'txt2im' — did you mean 'txt2img'?",
+        "recipe: unknown recipe 'txt2im' — did you mean 'txt2img'? (use one of this image's "
+        "recipes: txt2img)",
     ),
     "an unknown recipe, nothing near": (
         {"recipe": "upscale"},
@@ -274,7 +285,7 @@ def test_a_required_image_left_out_is_named(handler_env, comfy_seen):
 def test_a_bad_image_parameter_is_refused_before_comfyui(handler_env, comfy_seen):
     handler_env.setenv("BAKERY_RECIPES", str(rendered_variant("wan22-ti2v-5b") / "recipes.json"))
     result = run_job(recipe_job("i2v", {"image": "not base64 !"}))
-    assert result == {"error": "images[0].image: is not valid base64"}
+    assert result == {"error": "params.image: is not valid base64"}
     assert comfy_seen() == 0
 
 
@@ -311,3 +322,15 @@ def test_api_json_accepts_every_example_and_refuses_what_the_worker_refuses():
     )
     for case in ("out of bounds", "not an allowed value", "both recipe and workflow", "wrong type"):
         assert list(sdxl.iter_errors(BAD[case][0])), case
+
+
+def test_a_broken_recipes_file_is_said_as_the_images_fault(handler_env, comfy_seen, tmp_path):
+    broken = tmp_path / "recipes.json"
+    broken.write_text('{"schema_version": 1, "model_set": "sdxl", "recipes": {}}')
+    handler_env.setenv("BAKERY_RECIPES", str(broken))
+    assert run_job(recipe_job("txt2img", {})) == {
+        "error": "this image's recipes cannot be read — rebuild it from a fresh `bakery "
+        f"render` (or point BAKERY_RECIPES at a good file): {broken}: elsewhere: missing "
+        "required key 'elsewhere' — re-render it with `bakery render`; do not edit it by hand"
+    }
+    assert comfy_seen() == 0

@@ -6,6 +6,7 @@ BAKERY_GIT_MIRROR points git at; `commit` writes files into one and returns the 
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -49,8 +50,19 @@ class Mirror:
         for rel, text in files.items():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             (repo / rel).write_text(text)
+        return self._commit(repo, f"change {sorted(files)}", tag)
+
+    def commit_tree(self, url: str, tree: Path, tag: str | None = None) -> str:
+        """A repository holding a copy of the folder `tree` (a real upstream tree)."""
+        repo = self.path(url)
+        shutil.copytree(tree, repo)
+        git(repo, "init", "-q", "-b", "main")
+        return self._commit(repo, f"{tree.name} as it is", tag)
+
+    @staticmethod
+    def _commit(repo: Path, message: str, tag: str | None) -> str:
         git(repo, "add", "-A")
-        git(repo, "commit", "-q", "--allow-empty", "-m", f"change {sorted(files)}")
+        git(repo, "commit", "-q", "--allow-empty", "-m", message)
         if tag:
             git(repo, "tag", "-a", tag, "-m", tag)
         return git(repo, "rev-parse", "HEAD")

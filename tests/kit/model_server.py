@@ -10,8 +10,11 @@ Faults are queued per path and used up one request at a time:
   ("cut", n)                   send the first n bytes of the answer, then drop the connection
   ("corrupt",)                 send the file with its first byte changed
   ("redirect", url)            302 to url
+  ("drip", seconds)            send the body one byte every `seconds`
 `redirects[path] = url` redirects every request (the way Hugging Face sends
 downloads to its CDN); `rate` (bytes/s) slows every answer down, `rates[path]` one file's.
+Each file is sent with an ETag that changes when its content is replaced (`validators =
+False` sends none, as some servers do).
 """
 
 from __future__ import annotations
@@ -20,11 +23,14 @@ import hashlib
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from tests.kit.http_server import LoopbackServer
 
 MiB = 1 << 20
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -36,24 +42,26 @@ class ModelServer:
         self.faults: dict[str, list[tuple]] = defaultdict(list)
         self.redirects: dict[str, str] = {}
         self.ranges = True
+        self.validators = True
         self.rate: float | None = None
         self.rates: dict[str, float] = {}  # per path, over `rate`
         self.hits: Counter[str] = Counter()
         self.bytes_sent: Counter[str] = Counter()
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, 0), _handler(self))
-        self.httpd.daemon_threads = True
-        self.host, self.port = self.httpd.server_address[:2]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._handler = _handler(self)
+        self.host = host
+        self.port = 0
+        self._server: LoopbackServer | None = None
 
     def __enter__(self) -> ModelServer:
-        self.thread.start()
+        self._server = LoopbackServer(self._handler, self.host)
+        self.port = self._server.port
         return self
 
     def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self._server is not None:
+            self._server.close()
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
@@ -82,6 +90,12 @@ class Request:
 def _handler(server: ModelServer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in two writes: without this, a kept-alive connection
+            # waits for the client's delayed ACK (tens of ms) between them, as no CDN does.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def log_message(self, *args) -> None:
             pass
@@ -118,6 +132,8 @@ def _handler(server: ModelServer):
                 self.send_header("Accept-Ranges", "bytes")
             if status == 206:
                 self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            if server.validators:
+                self.send_header("ETag", f'"{id(content):x}-{size}"')
             self.end_headers()
             limit = last - first + 1
             if fault and fault[0] == "cut":
@@ -127,6 +143,8 @@ def _handler(server: ModelServer):
                     body = content
                     if fault and fault[0] == "corrupt":
                         body = bytes([body[0] ^ 0xFF]) + body[1:]
+                    if fault and fault[0] == "drip":
+                        return self._drip(path, body[first : first + limit], fault[1])
                     self._send_bytes(path, body[first : first + limit])
                 else:
                     self._send_file(path, content, first, limit)
@@ -146,6 +164,13 @@ def _handler(server: ModelServer):
                 self._count(path, len(piece))
                 if rate:
                     time.sleep(len(piece) / rate)
+
+        def _drip(self, path: str, body: bytes, seconds: float) -> None:
+            for i in range(len(body)):
+                self.wfile.write(body[i : i + 1])
+                self.wfile.flush()
+                self._count(path, 1)
+                time.sleep(seconds)
 
         def _send_file(self, path: str, file: Path, first: int, count: int) -> None:
             self.wfile.flush()
@@ -210,7 +235,6 @@ def main() -> None:
     """`python -m tests.kit.model_server FILE...`: serve files by name in a process of their
     own (the benchmark's fetcher and curl then share nothing with the server); prints the
     base URL."""
-    import sys
 
     with ModelServer() as server:
         for name in sys.argv[1:]:

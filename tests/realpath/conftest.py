@@ -40,6 +40,14 @@ class Worker:
         code, out = self.container.exec_run(list(cmd))
         return code, out.decode(errors="replace")
 
+    def comfy_files(self) -> list[str]:
+        """Every file in the image's ComfyUI input/, output/ and temp/ (COMFYUI_DIR)."""
+        folders = " ".join(f"/opt/comfyui/{kind}" for kind in ("input", "output", "temp"))
+        # ComfyUI makes output/ at its first save: a folder not there yet holds nothing.
+        code, out = self.exec("sh", "-c", f"find {folders} -type f 2>/dev/null; true")
+        assert code == 0, out
+        return sorted(line for line in out.splitlines() if line)
+
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
 
@@ -84,4 +92,12 @@ def running_worker(tag: str, environment: dict | None = None):
 @pytest.fixture(scope="session")
 def real_worker(real_image):  # noqa: F811
     with running_worker(real_image.tag) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def loopback_worker(real_image):  # noqa: F811
+    """A worker that may fetch job URLs (models, images) from this machine's loopback
+    servers: BAKERY_URL_ALLOW lets 127.0.0.1 through the public-address rule."""
+    with running_worker(real_image.tag, {"BAKERY_URL_ALLOW": "127.0.0.1"}) as running:
         yield running

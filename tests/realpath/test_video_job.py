@@ -15,6 +15,7 @@ import docker
 import pytest
 import requests
 
+from tests.kit import job_files
 from tests.kit.servers import S3Server
 from tests.kit.standin import bake as stand_in
 from tests.kit.standin import base, worker
@@ -275,3 +276,14 @@ def test_a_pack_that_cannot_import_stops_the_real_worker_naming_it(video_image, 
         "Fix: install what the pack needs (its requirements, `pip` or `without` in "
         "variants.yaml's node set) or pin a commit that imports, then rebuild the image.",
     ]
+
+
+def test_bursts_of_video_jobs_with_metadata_leave_nothing(video_worker):
+    """VideoHelperSuite writes the prompt to temp/metadata.txt (save_metadata on): each job's
+    video comes back, and nothing stays in ComfyUI's folders after any round (#25)."""
+    job_files.rounds(
+        (job_files.videos_with_metadata,),
+        3,
+        job_files.posted_at_once(video_worker.job),
+        job_files.settling(video_worker.comfy_files),
+    )

@@ -1,7 +1,7 @@
 """ci.yml's test job, the parts that decide whether it can pass on GitHub: its sources
 step run here as written against local git repositories (every tree variants.yaml pins,
-node packs included, or `bakery lock` and the real-path tests cannot run), and disk
-freed before anything large is made."""
+node packs included, or `bakery lock` and the real-path tests cannot run), disk freed
+before anything large is made, and a registry for the release flow's tests."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def pinned_upstream(project, mirror: Mirror) -> dict[str, str]:
 
 def test_the_sources_step_fetches_every_pinned_tree_and_hands_it_to_the_tests(tmp_path):
     mirror = Mirror(tmp_path / "mirror")
-    project = workspace(tmp_path / "checkout")
+    project = workspace(tmp_path / "checkout", own=("variants.yaml",))
     trees = pinned_upstream(project, mirror)
     assert len(trees) >= 2  # ComfyUI and at least the video set's pack
 
@@ -56,7 +56,7 @@ def test_disk_is_freed_before_anything_large_is_made():
     names = [step.get("name", step.get("uses", "")) for step in steps]
     free = names.index("Free disk space")
     assert steps[free]["run"] == "bash tools/ci/free-disk.sh"
-    for later in ("Stand-in base image", SOURCES, "make test"):
+    for later in ("Stand-in base image", SOURCES, "Local registry", "make test"):
         assert free < names.index(later), later
 
 
@@ -68,3 +68,10 @@ def test_the_real_path_runs_in_ci_with_the_sources_it_needs():
     make = next(i for i, run in enumerate(runs) if run.startswith("make test"))
     # the whole suite (tests/realpath included: it skips only without BAKERY_SOURCES)
     assert sources < make and runs[make].strip() == "make test PY=python"
+
+
+def test_the_release_flows_tests_get_a_registry_in_ci():
+    steps = load_yaml(REPO_ROOT / ".github" / "workflows" / "ci.yml")["jobs"]["test"]["steps"]
+    runs = [step.get("run", "") for step in steps]
+    registry = runs.index("sudo bash tools/ci/registry.sh")
+    assert registry < runs.index("make test PY=python")

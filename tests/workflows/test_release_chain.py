@@ -4,8 +4,9 @@ job plans its lines from that record, bakes a variant FROM exactly that digest (
 named context) and pushes it as a candidate, and the gate step records the digest it
 tested and whether it passed. Tiny images (FROM scratch) stand for the real ones.
 
-The engine here uses buildx's docker driver, which cannot attest or use GitHub's cache:
-those --set lines of the plan are left out; everything else is the plan's own."""
+The plan's lines that need GitHub (its cache, attestations) are left out as the
+registry's tests leave them out (tests/kit/registry.py: local_lines); the rest are
+the plan's own."""
 
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ import uuid
 
 import pytest
 
+from tests.kit import registry as registry_kit
 from tests.kit.engine import engine_problem
 from tests.workflows.workflow_files import ci_script
 from tests.workflows.workflow_steps import run_step, workflow_step, workspace
-
-registry_kit = pytest.importorskip("tests.kit.registry", reason="tests/kit/registry.py (#22)")
 
 RECORD = workflow_step("release.yml", "bases", "Record the base's digest")
 GATE = workflow_step("release.yml", "variants", "Gate each candidate and record the tested digests")
@@ -64,16 +64,11 @@ def project(tmp_path):
 
 
 def bake(root, lines: list[str], target: str, metadata) -> dict:
-    usable = [line for line in lines if ".attest=" not in line and ".cache-" not in line]
+    usable = registry_kit.local_lines("\n".join(lines))
     command = ["docker", "buildx", "bake", "--metadata-file", str(metadata)]
     command += [arg for line in usable for arg in ("--set", line)] + [target]
-    done = subprocess.run(
-        command,
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env={"VERSION": "1.2.0", "PATH": "/usr/bin:/bin:/usr/local/bin"},
-    )
+    env = {"VERSION": "1.2.0", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(metadata.read_text())
 

@@ -215,6 +215,7 @@ def test_a_base_only_run_without_an_image_name_pushes_to_variants_yamls_registry
     variants_file = project / "variants.yaml"
     text = (REPO_ROOT / "variants.yaml").read_text()
     variants_file.write_text(text.replace("ghcr.io/your-org/comfy-bakery", "ghcr.io/alice/bakery"))
+    shutil.copytree(REPO_ROOT / "workflows", project / "workflows")  # the recipes' workflows
     render = [sys.executable, "-m", "bakery", "render", "--file", str(variants_file)]
     done = subprocess.run([*render, "--out", str(project)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -11,16 +11,9 @@ import uuid
 import pytest
 
 from tests.kit.engine import engine_problem
+from tests.kit.registry import REGISTRY, delete_image, registry_problem
 from tests.workflows.workflow_files import ci_script
 from tests.workflows.workflow_steps import run_step, workflow_step, workspace
-
-# The registry's helper (tools/ci/registry.sh, tests/kit/registry.py) lands with #22.
-registry_kit = pytest.importorskip("tests.kit.registry", reason="tests/kit/registry.py (#22)")
-REGISTRY, delete_image, registry_problem = (
-    registry_kit.REGISTRY,
-    registry_kit.delete_image,
-    registry_kit.registry_problem,
-)
 
 PROMOTE = workflow_step("release.yml", "promote", "Move the tags to the tested digests")
 NOTES = workflow_step("release.yml", "promote", "Write the variant table")

@@ -2,8 +2,8 @@
 under bash as GitHub runs it (`bash --noprofile --norc -eo pipefail`), with the step's
 `env:` (each value given by the test, since `${{ }}` is GitHub's to expand) and the
 files GitHub hands a step ($GITHUB_ENV, $GITHUB_OUTPUT, $GITHUB_STEP_SUMMARY,
-$RUNNER_TEMP). The step runs in a workspace folder of its own whose `tools/` is the
-repository's, so relative paths in the script resolve as in a checkout.
+$RUNNER_TEMP). The step runs in a workspace folder of its own whose files are the
+repository's (linked), so relative paths in the script resolve as in a checkout.
 """
 
 from __future__ import annotations
@@ -35,12 +35,15 @@ class StepRun:
     summary: str
 
 
-def workspace(folder: Path) -> Path:
-    """A checkout-like folder: the repository's tools/ and README.md, nothing else."""
+def workspace(folder: Path, own: tuple[str, ...] = ()) -> Path:
+    """A checkout-like folder: each of the repository's top-level files and folders
+    linked in, but those named in `own` (the test writes its own) and git's and the
+    venv's, so the step's relative paths resolve and what it writes stays here."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name in ("tools", "README.md"):
-        if not (folder / name).exists():
-            (folder / name).symlink_to(REPO_ROOT / name)
+    skip = {".git", ".venv", *own}
+    for entry in REPO_ROOT.iterdir():
+        if entry.name not in skip and not (folder / entry.name).exists():
+            (folder / entry.name).symlink_to(entry)
     return folder
 
 

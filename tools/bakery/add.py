@@ -21,22 +21,20 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bakery import lookups, node_defs, yaml_edit
-from bakery.config import Config
+from bakery.config import WORKFLOWS_DIR, Config
 from bakery.errors import BakeryError, VariantsError
 from bakery.secret_scan import SECRETS
 from bakery.variants import load as load_variants
 from bakery.variants import parse as parse_variants
 from bakery.workflow import CORE_PACK, FRONTEND_ONLY, Link, Workflow
 from bakery.workflow import load as load_workflow
-from handler.jobs.images import is_public
+from handler.addresses import is_public
 from handler.manifest import MODEL_FOLDERS
-
-WORKFLOWS = "workflows"
 
 
 def stored_as(name: str) -> str:
     """Where `bakery add` keeps a set's workflow: beside its recipes' (workflows/<set>/)."""
-    return f"{WORKFLOWS}/{name}/workflow.json"
+    return f"{WORKFLOWS_DIR}/{name}/workflow.json"
 
 
 PARALLEL = 16  # lookups at once: each waits on a service, none uses the CPU
@@ -138,7 +136,7 @@ def needed_models(wf: Workflow, defs: dict[str, dict], given: dict[str, str]) ->
     for node in wf.nodes:
         values = dict(node.inputs)
         if node.widgets is not None and node.cls in defs:
-            values.update(widget_values(defs[node.cls], node.widgets) or {})
+            values.update(node_defs.widget_values(defs[node.cls], node.widgets) or {})
         for name, value in values.items():
             if isinstance(value, Link) or not isinstance(value, str):
                 continue
@@ -162,29 +160,6 @@ def needed_models(wf: Workflow, defs: dict[str, dict], given: dict[str, str]) ->
 
 def _is_none(value: str) -> bool:
     return value.lower() in ("none", "")
-
-
-def widget_values(definition: dict, widgets: list) -> dict | None:
-    """The editor's positional widget values by input name, or None where they do not line
-    up with the definition (then nothing is read from them)."""
-    names = [n for n, s in definition["inputs"].items() if s["type"] in node_defs.WIDGETS]
-    out, i = {}, 0
-    for name in names:
-        if i >= len(widgets):
-            return None
-        out[name] = widgets[i]
-        i += 1
-        spec = definition["inputs"][name]
-        # A seed-like INT is followed by its "control after generate" widget's value.
-        control = spec.get("control") or spec["type"] == "INT"
-        if control and i < len(widgets) and widgets[i] in CONTROL_WORDS:
-            i += 1
-        if spec.get("upload") and i < len(widgets) and len(widgets) - i > len(names) - len(out):
-            i += 1
-    return out if i == len(widgets) else None
-
-
-CONTROL_WORDS = ("fixed", "increment", "decrement", "randomize")
 
 
 def needed_packs(wf: Workflow, core: dict[str, dict]) -> tuple[dict[str, PackUse], list[str]]:
@@ -391,7 +366,7 @@ def edited(config: Config, text: str, name: str, cuda: list[str], models, nodes)
     if not any(v.model_set.name == name and v.cuda.name in cuda for v in config.variants):
         indent = yaml_edit.child_indent(root, "variants")
         blocks["variants"] = _variant_block(indent, name, cuda, node_set)
-    return yaml_edit.append(text, blocks) if blocks else text
+    return yaml_edit.append(text, blocks, root) if blocks else text
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -163,11 +163,17 @@ def _parser() -> argparse.ArgumentParser:
     nd = command(
         "node-defs",
         "keep ComfyUI's node definitions (from /object_info) in node_defs/",
-        "Read a dump of ComfyUI's /object_info (a file, or the http URL of a running image) "
-        "and write node_defs/comfyui-<version>.json and one file per node pack of the node "
-        "sets, trimmed to what check-workflow reads.",
+        "Read ComfyUI's /object_info (--image: start ComfyUI in a built image; or a dump: a "
+        "file, or the http URL of a running ComfyUI) and write node_defs/comfyui-<version>.json "
+        "and one file per node pack of the node sets, trimmed to what check-workflow reads.",
     )
-    nd.add_argument("object_info", metavar="FILE|URL")
+    nd.add_argument("object_info", metavar="FILE|URL", nargs="?", default=None)
+    nd.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="a built image of a variant with every node set: ComfyUI is started in it (CPU, "
+        "host network, removed after) with a marker file in each model folder",
+    )
     src = command(
         "sources",
         "fetch ComfyUI and every custom node at its pin (what `bakery lock` reads)",
@@ -284,8 +290,14 @@ def run(argv: list[str]) -> int:
     if args.command == "check-workflow":
         return _check_workflow(args, config)
     if args.command == "node-defs":
-        info = workflow_check.read_object_info(args.object_info)
-        for path in node_defs.write(config, info, args.object_info):
+        if (args.image is None) == (args.object_info is None):
+            raise BakeryError("bakery node-defs: give FILE|URL or --image IMAGE (one of them)")
+        if args.image:
+            info, made_from = node_defs.dump_image(args.image), args.image
+        else:
+            info = workflow_check.read_object_info(args.object_info)
+            made_from = args.object_info
+        for path in node_defs.write(config, info, made_from):
             print(f"wrote {display_name(path)}")
         return EXIT_OK
     if args.command == "sources":
@@ -319,6 +331,11 @@ def run(argv: list[str]) -> int:
             print(f"generated files match {display_name(file)}")
             return EXIT_OK
     else:
+        # A recipe whose workflow does not fit its variants' ComfyUI and models is refused
+        # before anything is written (the whole check, add's workflows too: `bakery check`).
+        problems = workflow_check.recipe_problems(config)
+        if problems:
+            raise workflow_check.WorkflowProblems(None, problems)
         changed = output.write(files, out)
         print(
             f"rendered {_count(len(config.variants), 'variant')} from {display_name(file)}: "

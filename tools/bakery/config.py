@@ -20,6 +20,7 @@ BUILD_DIR = "build"
 BAKE_FILE = "docker-bake.hcl"
 HUB_DIR = ".runpod"
 TABLE_FILE = f"{BUILD_DIR}/variants.md"  # the variant table, also spliced into README.md
+WORKFLOWS_DIR = "workflows"  # the workflows of recipes and of `bakery add`, by model set
 GB = 1e9  # sizes are shown in GB (10^9 bytes), as the README's download column
 
 

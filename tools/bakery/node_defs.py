@@ -7,19 +7,26 @@ They are ComfyUI's own `/object_info`, read from the real ComfyUI at the pinned 
 - `node_defs/comfyui-<version>.json`: every core class of ComfyUI at that version;
 - `node_defs/<repository>-<commit[:12]>.json`: the classes one custom node pack adds.
 
-`bakery node-defs OBJECT_INFO` writes them from a dump of `/object_info` (a file or an
-http URL of a running image). A dump made with one marker file in each model folder
-(`bakery-folder-<folder>.safetensors`) also tells which model folder each loader input
-lists: docs/workflows.md shows how. The release gate reads a built image's own
-`/object_info` instead (`from_object_info`).
+`bakery node-defs --image IMAGE` makes them from a built image of the variant: ComfyUI
+started in it on the CPU with one empty marker file in each model folder
+(`bakery-folder-<folder>.safetensors`), so that each loader's option list names the folder
+it reads, and its `/object_info` read (`dump_image`). `bakery node-defs FILE|URL` takes a
+dump made otherwise. The release gate reads a built image's own `/object_info` instead
+(`from_object_info`).
 """
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import subprocess
+import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import requests
 
 from bakery.config import Config, Node, Variant
 from bakery.errors import BakeryError
@@ -215,3 +222,82 @@ def folder_of(definition: dict | None, input_name: str, value: object = None) ->
 
 def same_folder(a: str, b: str) -> bool:
     return SAME_FOLDER.get(a, a) == SAME_FOLDER.get(b, b)
+
+
+# Run inside the image (its own Python, ComfyUI's folder_paths): one empty marker file in
+# each model folder, then ComfyUI on the CPU. Nothing of it outlives the container.
+_MARKERS = """
+import os, folder_paths
+for name, (paths, exts) in folder_paths.folder_names_and_paths.items():
+    if name == "custom_nodes" or not paths:
+        continue
+    os.makedirs(paths[0], exist_ok=True)
+    ext = ".safetensors" if ".safetensors" in exts else (sorted(exts)[0] if exts else "")
+    open(os.path.join(paths[0], "bakery-folder-" + name + ext), "w").close()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dump_image(image: str, timeout: float = 300) -> dict:
+    """/object_info of ComfyUI in a built image, with the model-folder markers in place."""
+    port = _free_port()
+    name = f"bakery-node-defs-{uuid.uuid4().hex[:10]}"
+    script = (
+        'cd "${COMFYUI_DIR:-/opt/comfyui}" && python -c "$MARKERS" && '
+        f"exec python main.py --cpu --listen 127.0.0.1 --port {port}"
+    )
+    run = [
+        "docker", "run", "-d", "--rm", "--network", "host", "--name", name,
+        "-e", f"MARKERS={_MARKERS}", "--entrypoint", "sh", image, "-c", script,
+    ]  # fmt: skip
+    try:
+        started = subprocess.run(run, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise NodeDefsError("docker is not installed: --image needs a Docker engine") from None
+    if started.returncode != 0:
+        raise NodeDefsError(f"docker run {image} failed: {started.stderr.strip()[-500:]}")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                resp = requests.get(f"http://127.0.0.1:{port}/object_info", timeout=30)
+                if resp.status_code == 200:
+                    return resp.json()
+            except requests.RequestException:
+                pass
+            alive = subprocess.run(["docker", "inspect", name], capture_output=True)
+            if alive.returncode != 0:
+                raise NodeDefsError(f"ComfyUI in {image} stopped before it answered")
+            time.sleep(1)
+        raise NodeDefsError(f"ComfyUI in {image} did not answer within {timeout:g} s")
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def widget_values(definition: dict, widgets: list) -> dict | None:
+    """The editor's positional widget values by input name, or None where they do not line
+    up with the definition (then nothing is read from them)."""
+    names = [n for n, s in definition["inputs"].items() if s["type"] in WIDGETS]
+    out, i = {}, 0
+    for name in names:
+        if i >= len(widgets):
+            return None
+        out[name] = widgets[i]
+        i += 1
+        spec = definition["inputs"][name]
+        # A seed-like INT is followed by its "control after generate" widget's value.
+        control = spec.get("control") or spec["type"] == "INT"
+        if control and i < len(widgets) and widgets[i] in CONTROL_WORDS:
+            i += 1
+        if spec.get("upload") and i < len(widgets) and len(widgets) - i > len(names) - len(out):
+            i += 1
+    return out if i == len(widgets) else None
+
+
+# The values a seed-like widget's "control after generate" companion takes.
+CONTROL_WORDS = ("fixed", "increment", "decrement", "randomize")

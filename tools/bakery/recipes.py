@@ -24,7 +24,6 @@ from bakery.marked_yaml import Marked, items_of
 from handler import recipes as contract
 from handler.schema_errors import dotted, with_wording
 
-WORKFLOWS_DIR = "workflows"
 # workflows/<model set>/<recipe>.json by custom (workflows/<set>.json is `bakery add`'s
 # whole-set workflow); one folder level at most, no name starting with a dot.
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"

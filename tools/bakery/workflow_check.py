@@ -16,8 +16,7 @@ import requests
 import yaml
 
 from bakery import node_defs
-from bakery.add import WORKFLOWS, widget_values
-from bakery.config import Config, ModelSet, Variant
+from bakery.config import WORKFLOWS_DIR, Config, ModelSet, Variant
 from bakery.errors import EXIT_WORKFLOW, BakeryError
 from bakery.workflow import FRONTEND_ONLY, Link, Workflow
 from bakery.workflow import load as load_workflow
@@ -95,7 +94,8 @@ def check(
         if wf.format == "api":
             values, sure = dict(node.inputs), True
         else:
-            read = widget_values(d, node.widgets or []) if node.widgets is not None else {}
+            widgets = node.widgets
+            read = node_defs.widget_values(d, widgets) if widgets is not None else {}
             values, sure = dict(read or {}), read is not None
             values.update(node.links)
         for name, spec in d["inputs"].items():
@@ -204,19 +204,27 @@ def check_file(
     return problems, notes + defs.missing
 
 
+def _recipes_of(config: Config) -> dict[str, dict]:
+    """{model set: its recipes as written in variants.yaml}."""
+    data = yaml.safe_load(config.path.read_text(encoding="utf-8")) or {}
+    return {
+        name: (model_set or {}).get("recipes") or {}
+        for name, model_set in (data.get("model_sets") or {}).items()
+    }
+
+
 def workflow_sets(config: Config) -> dict[str, set[str]]:
     """{workflows/…json: the model sets it is for}, for every stored workflow: those in
     workflows/<set>/ are for <set> (`bakery add` keeps one there, the recipes theirs), and
     a workflow is for every set whose recipes name it (bakery.recipes)."""
     root = config.path.resolve().parent
-    folder = root / WORKFLOWS
+    folder = root / WORKFLOWS_DIR
     out: dict[str, set[str]] = {}
     for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
         rel = path.relative_to(root).as_posix()
         out[rel] = {path.parent.name} & set(config.model_sets)
-    data = yaml.safe_load(config.path.read_text(encoding="utf-8")) or {}
-    for name, model_set in (data.get("model_sets") or {}).items():
-        for recipe in ((model_set or {}).get("recipes") or {}).values():
+    for name, recipes in _recipes_of(config).items():
+        for recipe in recipes.values():
             if isinstance(recipe, dict) and recipe.get("workflow") in out:
                 out[recipe["workflow"]].add(name)
     return out
@@ -240,7 +248,6 @@ def project_problems(config: Config, say=print) -> list[str]:
             "`bakery node-defs` (docs/workflows.md: Node definitions)"
         )
         return out
-    root = config.path.resolve().parent
     for rel, sets in workflow_sets(config).items():
         variants = [v for v in config.variants if v.model_set.name in sets]
         if not variants:
@@ -249,10 +256,38 @@ def project_problems(config: Config, say=print) -> list[str]:
                 "it) — keep it as workflows/<model set>/NAME.json, or remove it"
             )
             continue
-        for variant in variants:
-            try:
-                problems, _ = check_file(config, variant, root / rel, None, False)
-            except BakeryError as exc:
-                problems = str(exc).splitlines()
-            out += [f"{rel} ({variant.name}): {p}" for p in problems]
+        out += _against(config, rel, variants)
+    return out
+
+
+def recipe_problems(config: Config) -> list[str]:
+    """check-workflow for each recipe's workflow against every variant of its model set:
+    what `bakery render` runs, so a recipe that cannot run on its images is not rendered.
+    Nothing without node definitions for the pinned ComfyUI (`bakery check` says so)."""
+    if not node_defs.core_file(config).exists():
+        return []
+    sets = workflow_sets(config)
+    named = {
+        recipe["workflow"]
+        for recipes in _recipes_of(config).values()
+        for recipe in recipes.values()
+        if isinstance(recipe, dict) and recipe.get("workflow") in sets
+    }
+    out = []
+    for rel in sorted(named):
+        out += _against(config, rel, [v for v in config.variants if v.model_set.name in sets[rel]])
+    return out
+
+
+def _against(config: Config, rel: str, variants: list[Variant]) -> list[str]:
+    """check-workflow of one stored workflow against each of `variants`, a line a problem."""
+    out = []
+    for variant in variants:
+        try:
+            problems, _ = check_file(
+                config, variant, config.path.resolve().parent / rel, None, False
+            )
+        except BakeryError as exc:
+            problems = str(exc).splitlines()
+        out += [f"{rel} ({variant.name}): {p}" for p in problems]
     return out

@@ -1,4 +1,5 @@
-"""Workflows and small readers shared by the handler's tests."""
+"""What a test sends a worker and reads back: workflows, PNGs, leftovers (tests/handler,
+tests/contract, tests/realpath)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import struct
 from pathlib import Path
 
 from tests.comfy_double import media  # the double's own PNG writer/reader
+from tests.kit.job_files import listing
 
 
 def png(width: int, height: int, rgb: int) -> bytes:
@@ -65,12 +67,7 @@ def leftovers(double) -> list[str]:
     from handler.jobs import worker
 
     assert worker.drain(timeout=30), "the jobs' clean-up did not end"
-    return sorted(
-        str(p.relative_to(double.base))
-        for kind in ("input", "output", "temp")
-        for p in (double.base / kind).rglob("*")
-        if p.is_file()
-    )
+    return listing(double.base)
 
 
 def get_json(double, path: str):
@@ -89,9 +86,10 @@ def node(class_type: str, **inputs) -> dict:
 
 
 def comfy_name(filename: str) -> str:
-    """The name ComfyUI gave an output, without the job token the handler adds
-    (`test_00001_-3f9a2c1b0d4e.png` → `test_00001_.png`)."""
-    return re.sub(r"-[0-9a-f]{12}(?=\.\w+$)", "", filename)
+    """A file's name without the job token the handler adds: after an output's stem
+    (`test_00001_-3f9a2c1b0d4e.png` → `test_00001_.png`), before an upload's name
+    (`bakery-3f9a2c1b0d4e-in.png` → `in.png`)."""
+    return re.sub(r"-[0-9a-f]{12}(?=\.\w+$)|^bakery-[0-9a-f]{12}-", "", filename)
 
 
 BUILD = Path(__file__).resolve().parents[2] / "build"
