@@ -1,3 +1,3 @@
 """The test suite, a package so that its parts import each other by full name
-(`tests.kit...`, `tests.handler.helpers`) rather than by a bare name pytest put on
+(`tests.kit...`, `tests.kit.jobs`) rather than by a bare name pytest put on
 the path. See tests/kit for what tests and benchmarks share."""

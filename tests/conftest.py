@@ -12,6 +12,9 @@ import pytest
 from tests.kit import leaks
 from tests.kit.double import start
 
+# The kit's fixtures for the worker in-process (tests/handler, tests/contract).
+pytest_plugins = ["tests.kit.handler_fixtures"]
+
 WATCH = leaks.Watch()
 _FINISHED: set[str] = set()  # tags of wide fixtures whose finalizer ran, not yet checked
 

@@ -1,22 +1,15 @@
-"""Fixtures of the contract suite: the handler's test fixtures (tests/handler/conftest.py),
-one ComfyUI double and one worker behind the runpod SDK's local API per module, and the
-worker in the SDK's production loop (tests/kit/runpod_api)."""
+"""Fixtures of the contract suite (the handler's come from the kit,
+tests/kit/handler_fixtures.py): one ComfyUI double and one worker behind the runpod
+SDK's local API per module, and the worker in the SDK's production loop
+(tests/kit/runpod_api)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.handler.conftest import (  # noqa: F401 — fixtures, used by name
-    comfy,
-    comfy_seen,
-    file_server,
-    handler_env,
-    s3_server,
-    start_double,
-)
-from tests.kit.local_api import LocalWorker, worker_env
-from tests.kit.runpod_api import JobApi
+from tests.kit.local_api import LocalWorker
 from tests.kit.servers import FileServer
+from tests.kit.worker_env import worker_env
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +33,3 @@ def local_api(comfy_double_module, files, tmp_path_factory):
     worker.double = comfy_double_module
     yield worker
     worker.stop()
-
-
-@pytest.fixture
-def job_api():
-    api = JobApi()
-    yield api
-    api.close()

@@ -23,9 +23,10 @@ import requests
 
 from handler import settings
 from handler.jobs.worker import run_job
-from tests.handler.helpers import empty_image, load_invert_save, node, png, png_b64, slow
-from tests.kit.local_api import LocalWorker, worker_env
+from tests.kit.jobs import empty_image, load_invert_save, node, png, png_b64, slow
+from tests.kit.local_api import LocalWorker
 from tests.kit.runpod_api import start_worker
+from tests.kit.worker_env import worker_env
 
 REPO = Path(__file__).resolve().parents[2]
 # The job API reference: its "Coming from worker-comfyui" table and its examples.

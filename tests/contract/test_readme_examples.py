@@ -17,8 +17,8 @@ import pytest
 from handler.jobs.worker import run_job
 from tests.comfy_double import workflows
 from tests.contract.test_contract import FAIL_AFTER_SAVE, PREVIEW_ONLY, README, REJECTED, REPO
-from tests.handler.helpers import use_recipes
-from tests.kit.local_api import worker_env
+from tests.kit.jobs import use_recipes
+from tests.kit.worker_env import worker_env
 
 SECTION = README.split("## Sending jobs\n", 1)[1].split("\n## ", 1)[0]
 EXAMPLES = dict(re.findall(r"<!-- example: (\w+) -->\n```json\n(.*?)```", SECTION, re.S))

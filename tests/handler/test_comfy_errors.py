@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import comfy_name, empty_image, get_json, leftovers, node, slow
+from tests.kit.jobs import comfy_name, empty_image, get_json, leftovers, node, slow
 
 
 def run(workflow, **fields):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import decoded, empty_image, first_pixel, leftovers, slow
+from tests.kit.jobs import decoded, empty_image, first_pixel, leftovers, slow
 
 
 def run(workflow, **fields):

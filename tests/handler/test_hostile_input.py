@@ -155,7 +155,7 @@ def test_a_huge_host_name_is_not_echoed_whole(handler_env, comfy_seen):
 def test_credentials_in_the_bucket_url_never_reach_an_error_or_a_log(
     comfy, s3_server, handler_env, capsys
 ):
-    from tests.handler.helpers import empty_image
+    from tests.kit.jobs import empty_image
 
     endpoint = s3_server.meta.endpoint_url
     with_password = endpoint.replace("http://", "http://bakery:hunter2-s3cret@")
@@ -249,7 +249,7 @@ def test_a_huge_node_id_in_the_input_is_not_echoed_whole(comfy_seen):
 
 
 def test_an_s3_endpoint_that_never_answers_ends_with_the_jobs_timeout(comfy, handler_env):
-    from tests.handler.helpers import empty_image
+    from tests.kit.jobs import empty_image
 
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
     port = silent.getsockname()[1]

@@ -10,8 +10,8 @@ import time
 import pytest
 
 from handler.jobs import cleanup, prompt, worker
-from tests.handler.helpers import leftovers
 from tests.kit import job_files
+from tests.kit.jobs import leftovers
 
 
 def at_once(inputs: list[dict]) -> list[dict]:

@@ -9,7 +9,7 @@ import time
 
 from handler import log
 from handler.jobs.worker import drain, run_job
-from tests.handler.helpers import load_invert_save, png_b64
+from tests.kit.jobs import load_invert_save, png_b64
 
 API_KEY = "comfyui-job-api-key-0123456789"
 

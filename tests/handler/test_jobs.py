@@ -7,7 +7,7 @@ import re
 import time
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import (
+from tests.kit.jobs import (
     comfy_name,
     decoded,
     empty_image,

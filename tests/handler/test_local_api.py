@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.handler.helpers import decoded, empty_image, first_pixel, load_invert_save, png_b64, slow
+from tests.kit.jobs import decoded, empty_image, first_pixel, load_invert_save, png_b64, slow
 from tests.kit.local_api import LocalWorker
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from handler.jobs import cleanup
-from tests.kit.local_api import worker_env
+from tests.kit.worker_env import worker_env
 
 REPO = Path(__file__).resolve().parents[2]
 PLAIN = (REPO / "examples" / "plain.json").read_text()

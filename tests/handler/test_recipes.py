@@ -16,7 +16,7 @@ from handler import recipes
 from handler.jobs import prompt as prompts
 from handler.jobs.comfyui import ComfyClient
 from handler.jobs.worker import run_job
-from tests.handler.helpers import (
+from tests.kit.jobs import (
     BUILD,
     comfy_name,
     decoded,

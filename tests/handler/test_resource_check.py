@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import empty_image, get_json, leftovers
+from tests.kit.jobs import empty_image, get_json, leftovers
 
 
 def run(workflow, **fields):

@@ -7,7 +7,7 @@ import re
 import requests
 
 from handler.jobs.worker import run_job
-from tests.handler.helpers import comfy_name, empty_image, leftovers, node, png_size
+from tests.kit.jobs import comfy_name, empty_image, leftovers, node, png_size
 
 
 def test_outputs_are_uploaded_with_their_content_types_and_returned_as_urls(comfy, s3_server):

@@ -8,7 +8,7 @@ import time
 
 from handler.jobs.worker import run_job
 from handler.models import status
-from tests.handler.helpers import leftovers, slow
+from tests.kit.jobs import leftovers, slow
 
 MODEL = "checkpoints/late.safetensors"
 

@@ -8,7 +8,6 @@ worker.stop()
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -19,24 +18,6 @@ import requests
 from tests.kit.servers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def worker_env(double, **extra: str) -> dict[str, str]:
-    """The environment of a local worker in front of a ComfyUI double (no bucket, no key)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
-    for name in ("BAKERY_LOG_URL", "COMFY_ORG_API_KEY", "REFRESH_WORKER", "WEBSOCKET_TRACE"):
-        env.pop(name, None)
-    env.update(
-        PYTHONPATH=str(REPO),
-        COMFY_HOST=double.host_port,
-        COMFYUI_DIR=str(double.base),
-        BAKERY_COMFY_PID=str(double.proc.pid),
-        # The test machine's free RAM is not what a test is about (resources are tested
-        # in tests/handler/test_resource_check.py).
-        BAKERY_MIN_FREE_RAM_MB="0",
-    )
-    env.update(extra)
-    return env
 
 
 class LocalWorker:

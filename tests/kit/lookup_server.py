@@ -15,6 +15,7 @@ import threading
 import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.kit.http_server import LoopbackServer
 from tests.kit.servers import free_port
 
 
@@ -38,17 +39,15 @@ class LookupServer:
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._server: LoopbackServer | None = None
 
     def __enter__(self) -> LookupServer:
-        self._thread.start()
+        self._server = LoopbackServer(_handler(self), port=self.port)
         return self
 
     def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        if self._server is not None:
+            self._server.close()
 
     def env(self) -> dict[str, str]:
         return {

@@ -27,8 +27,10 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+
+from tests.kit.http_server import LoopbackServer
 
 MiB = 1 << 20
 RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -47,25 +49,19 @@ class ModelServer:
         self.bytes_sent: Counter[str] = Counter()
         self.requests: list[Request] = []
         self.lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, 0), _handler(self))
-        self.httpd.daemon_threads = True
-        self.httpd.handle_error = self._handle_error
-        self.host, self.port = self.httpd.server_address[:2]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._handler = _handler(self)
+        self.host = host
+        self.port = 0
+        self._server: LoopbackServer | None = None
 
     def __enter__(self) -> ModelServer:
-        self.thread.start()
+        self._server = LoopbackServer(self._handler, self.host)
+        self.port = self._server.port
         return self
 
     def __exit__(self, *exc) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def _handle_error(self, request, client_address) -> None:
-        """A client that hangs up (a probe for one byte, a download cut short) is no error."""
-        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
-            return
-        ThreadingHTTPServer.handle_error(self.httpd, request, client_address)
+        if self._server is not None:
+            self._server.close()
 
     def url(self, path: str) -> str:
         return f"http://{self.host}:{self.port}/{path.lstrip('/')}"
@@ -239,7 +235,6 @@ def main() -> None:
     """`python -m tests.kit.model_server FILE...`: serve files by name in a process of their
     own (the benchmark's fetcher and curl then share nothing with the server); prints the
     base URL."""
-    import sys
 
     with ModelServer() as server:
         for name in sys.argv[1:]:

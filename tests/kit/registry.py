@@ -215,8 +215,16 @@ def manifest(reference: str) -> dict:
 
 
 def tags(repository: str) -> list[str]:
-    with urllib.request.urlopen(f"http://{REGISTRY}/v2/{repository}/tags/list", timeout=10) as r:
-        return json.loads(r.read()).get("tags") or []
+    """The tags of `repository` in the local registry ([] when it has none)."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{REGISTRY}/v2/{repository}/tags/list", timeout=10
+        ) as r:
+            return json.loads(r.read()).get("tags") or []
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return []
+        raise
 
 
 def new_layer_bytes(reference: str, already: list[str]) -> tuple[int, int]:

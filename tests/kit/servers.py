@@ -19,6 +19,8 @@ import threading
 import time
 from contextlib import closing
 
+from tests.kit.http_server import LoopbackServer
+
 # Below the kernel's ephemeral range (32768-60999): other tests on this machine
 # bind port 0 all the time, and one of them could take a port between our
 # check and a subprocess's (or a container's) bind.
@@ -88,17 +90,14 @@ class FileServer:
             def log_message(self, *args):
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
+        self.server = LoopbackServer(Handler)
+        self.port = self.server.port
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def close(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 class StubComfy:

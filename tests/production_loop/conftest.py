@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kit.runpod_api import JobApi, start_worker
+from tests.kit.runpod_api import start_worker
 from tests.kit.runpod_api.loopback_only.sitecustomize import MARK
-
-
-@pytest.fixture
-def job_api():
-    api = JobApi()
-    yield api
-    api.close()
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import sys
 
 import requests
 
-from tests.kit.runpod_api import worker_env
+from tests.kit.runpod_api import loop_env
+from tests.kit.worker_env import worker_env
 
 # Run in a process of its own: the SDK reads its URLs from the environment at import.
 SDK_CALLS = """
@@ -32,7 +33,7 @@ def test_batch_take_stop_channel_and_result_through_the_sdk(job_api, comfy_doubl
     first = job_api.enqueue({"prompt": 1})
     second = job_api.enqueue({"prompt": 2})
     job_api.stop("job-cancelled-elsewhere")
-    env = worker_env(job_api, comfy_double, tmp_path / "home")
+    env = worker_env(comfy_double, loop_env(job_api, tmp_path / "home"))
     run = subprocess.run(
         [sys.executable, "-c", SDK_CALLS], env=env, capture_output=True, text=True, timeout=60
     )

@@ -11,8 +11,9 @@ import time
 import requests
 
 from tests.comfy_double import media, workflows
-from tests.kit.runpod_api import start_worker, worker_env
+from tests.kit.runpod_api import loop_env, start_worker
 from tests.kit.runpod_api.loopback_only.sitecustomize import MARK
+from tests.kit.worker_env import worker_env
 
 SLOW_STEP_S = 0.1
 
@@ -160,7 +161,7 @@ def test_progress_never_arrives_after_the_result(job_api, production_worker):
 
 
 def test_nothing_in_the_worker_reaches_beyond_loopback(job_api, comfy_double, tmp_path):
-    env = worker_env(job_api, comfy_double, tmp_path / "home")
+    env = worker_env(comfy_double, loop_env(job_api, tmp_path / "home"))
     probe = "import socket; socket.create_connection(('8.8.8.8', 53), timeout=1)"
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
     assert out.returncode == 1

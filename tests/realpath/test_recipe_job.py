@@ -18,8 +18,8 @@ from safetensors.numpy import load_file, save_file
 from handler import recipes
 from handler.jobs import worker
 from tests.comfy_double import media
-from tests.handler.helpers import rendered_variant
 from tests.kit import real_models
+from tests.kit.jobs import rendered_variant
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 

@@ -3,7 +3,7 @@
 Used by the tests beside it (fixtures in conftest.py) and by `python -m bench loop`.
 """
 
-from .production import ProductionWorker, loop_env, start_worker, worker_env
+from .production import ProductionWorker, loop_env, start_worker
 from .server import JobApi, Post
 
-__all__ = ["JobApi", "Post", "ProductionWorker", "loop_env", "start_worker", "worker_env"]
+__all__ = ["JobApi", "Post", "ProductionWorker", "loop_env", "start_worker"]

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.kit.worker_env import worker_env
+
 from .server import JobApi
 
 REPO = Path(__file__).resolve().parents[3]
@@ -66,27 +68,11 @@ def loop_env(api: JobApi, home: Path) -> dict[str, str]:
     }
 
 
-def worker_env(api: JobApi, double, home: Path, extra: dict | None = None) -> dict[str, str]:
-    """The environment of a worker on an endpoint, every URL on loopback."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "BUCKET_"))}
-    for name in ("BAKERY_LOG_URL", "COMFY_ORG_API_KEY"):
-        env.pop(name, None)
-    env.update(
-        loop_env(api, home),
-        COMFY_HOST=double.host_port,
-        COMFYUI_DIR=str(double.base),
-        BAKERY_COMFY_PID=str(double.proc.pid),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra or {})
-    return env
-
-
 def start_worker(
     api: JobApi, double, log_path: Path, extra_env: dict | None = None, ready_s: float = 60.0
 ) -> ProductionWorker:
     """Start the worker and return once it polls for jobs (its start-up not counted)."""
-    env = worker_env(api, double, log_path.parent / "worker-home", extra_env)
+    env = worker_env(double, loop_env(api, log_path.parent / "worker-home"), **(extra_env or {}))
     before = len(api.calls_of("job-take")) + len(api.calls_of("job-take-batch"))
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(

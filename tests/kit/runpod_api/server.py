@@ -39,6 +39,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 
+from tests.kit.http_server import LoopbackServer
+
 ENDPOINT = "loopback-endpoint"
 
 
@@ -107,14 +109,9 @@ class JobApi:
             def log_message(self, *args):
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
+        self._server = LoopbackServer(Handler)
+        self.port = self._server.port
         self.base = f"http://127.0.0.1:{self.port}/v2/{ENDPOINT}"
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
 
     # ---- what a test uses ------------------------------------------------------------------
     def env(self) -> dict[str, str]:
@@ -183,8 +180,7 @@ class JobApi:
         with self._lock:
             self._closing = True
             self._lock.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
 
     # ---- the API's side ---------------------------------------------------------------------
     _closing = False

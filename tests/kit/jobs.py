@@ -1,4 +1,5 @@
-"""Workflows and small readers shared by the handler's tests."""
+"""What a test sends a worker and reads back: workflows, PNGs, leftovers (tests/handler,
+tests/contract, tests/realpath)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,17 @@
-"""Fixtures for the handler's tests: a clean handler environment, and the test kit's
-loopback servers (tests/kit/servers.py): a file server for images by URL and log
-shipping, a real S3 server (moto), a stub ComfyUI and a connection-counting relay."""
+"""Fixtures for any test of the worker in-process (tests/handler, tests/contract): a clean
+handler environment, a ComfyUI double the handler talks to, and the test kit's loopback
+servers (tests/kit/servers.py): a file server for images by URL and log shipping, a real S3
+server (moto), a stub ComfyUI, a connection-counting relay, and RunPod's job API.
+
+A pytest plugin of the kit (tests/conftest.py names it in `pytest_plugins`), so no test
+folder imports another's conftest."""
 
 from __future__ import annotations
 
 import pytest
 
 from handler.jobs import worker
+from tests.kit.runpod_api import JobApi
 from tests.kit.servers import FileServer, Relay, S3Server, StubComfy, free_port
 
 
@@ -88,3 +93,12 @@ def stub_comfy():
     yield stub
     worker.close()  # the worker keeps its WebSocket open: the stub waits for it when closing
     stub.close()
+
+
+@pytest.fixture
+def job_api():
+    """RunPod's job API on loopback (tests/kit/runpod_api), for a worker in the SDK's
+    production loop."""
+    api = JobApi()
+    yield api
+    api.close()
