@@ -92,8 +92,9 @@ def delete_image(repository: str, tag: str) -> None:
 class EmptyEngine:
     """A running second dockerd: `env` for `docker` commands aimed at it, `docker()` to run one."""
 
-    def __init__(self, work: Path, bridge: str, process: subprocess.Popen):
+    def __init__(self, work: Path, exec_root: Path, bridge: str, process: subprocess.Popen):
         self.work = work
+        self.exec_root = exec_root
         self.bridge = bridge
         self.process = process
         self.host = f"unix://{work / 'docker.sock'}"
@@ -127,13 +128,15 @@ def _stop(engine: EmptyEngine) -> None:
         except subprocess.TimeoutExpired:
             engine.process.kill()
             engine.process.wait()
-    # Anything dockerd left mounted under its folders would keep rm from freeing them.
-    mounts = Path("/proc/self/mounts").read_text().splitlines()
-    inside = [line.split()[1] for line in mounts if line.split()[1].startswith(str(engine.work))]
-    for mount in sorted(inside, key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True)
+    # Anything dockerd left mounted under its folders (its network namespace under the
+    # exec root, overlays under the data root) would keep rm from freeing them.
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for folder in (engine.exec_root, engine.work):
+        inside = [m for m in mounts if m == str(folder) or m.startswith(f"{folder}/")]
+        for mount in sorted(inside, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
     subprocess.run(["ip", "link", "delete", engine.bridge], capture_output=True)
-    shutil.rmtree(engine.work, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -165,14 +168,13 @@ def empty_engine(wait_s: float = 60):
     ]  # fmt: skip
     log = (work / "dockerd.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    engine = EmptyEngine(work, bridge, process)
+    engine = EmptyEngine(work, exec_root, bridge, process)
     try:
         _wait_answer(engine, wait_s)
         yield engine
     finally:
-        _stop(engine)
-        shutil.rmtree(exec_root, ignore_errors=True)
         log.close()
+        _stop(engine)
 
 
 # --- The release flow against the local registry -------------------------------------
