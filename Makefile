@@ -6,7 +6,7 @@ BAKERY = $(PY) -m bakery
 # with its own Python (CI on GitHub: `make test PY=python`) skips it.
 NEEDS_PY := $(if $(filter $(VENV_PY),$(PY)),$(VENV_PY))
 
-.PHONY: build render check validate matrix sources add check-workflow try test lint smoke bench bench-install venv lock lock-handler
+.PHONY: build render check validate matrix sources add check-workflow try test lint smoke bench bench-install bench-pull venv lock lock-handler
 
 ## build: validate variants.yaml, render, and `docker buildx bake` every variant, or one:
 ## `make build VARIANT=sdxl-cu128` (a target or group of docker-bake.hcl)
@@ -62,6 +62,11 @@ bench: $(NEEDS_PY)
 ## bench-install: uv vs pip on the real path (real ComfyUI, torch: ~3 GB twice; BAKERY_SOURCES)
 bench-install: $(NEEDS_PY)
 	$(PY) -m bench.realpath_install
+
+## bench-pull: pull time, today's layout vs the torch layers, through the local registry
+## (real path: two ~4.5 GB pushes and pulls; BAKERY_SOURCES, tools/ci/registry.sh, root)
+bench-pull: $(NEEDS_PY)
+	$(PY) -m bench.realpath_pull
 
 ## venv: (re)make the local virtual environment with the pinned dev dependencies
 venv:

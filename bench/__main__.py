@@ -61,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def report(figures: list[dict], filename: str) -> None:
+    """Print a stand-alone benchmark's figures and keep them in bench/results/FILENAME."""
+    for fig in figures:
+        print(format_row(fig), flush=True)
+    results = Path(__file__).parent / "results" / filename
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(json.dumps(figures, indent=2) + "\n")
+
+
 def markdown(figures: list[dict]) -> str:
     rows = [
         "| bench | figure | value | baseline (same run) | ratio | aim | note |",

@@ -19,7 +19,6 @@ Builds go to BuildKit's cache only (`--output type=cacheonly`): no image is expo
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -30,8 +29,9 @@ import uuid
 from pathlib import Path
 
 import jinja2
+from bakery.lock import UV_VERSION
 
-from bench.__main__ import format_row
+from bench.__main__ import report
 from bench.bench_build import fresh_base
 from tests.kit.standin import bake as stand_in
 from tests.kit.standin import base
@@ -42,10 +42,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BEFORE = "e38f047"  # the last commit before uv and the lock (issue #14)
 
 
-def pip_dockerfile(rendered_uv: Path) -> str:
-    """The pre-#14 base template, rendered for the same CUDA line."""
+def base_dockerfile_at(commit: str, note: str) -> str:
+    """The base template as of `commit`, rendered for the real-path CUDA line (cu126)."""
     template = subprocess.run(
-        ["git", "show", f"{BEFORE}:templates/base.Dockerfile.j2"],
+        ["git", "show", f"{commit}:templates/base.Dockerfile.j2"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -59,12 +59,19 @@ def pip_dockerfile(rendered_uv: Path) -> str:
         "torch_index": "https://download.pytorch.org/whl/cu126",
     }
     return env.from_string(template).render(
-        header=lambda c: f"{c} bench: the base before issue #14",
+        header=lambda c: f"{c} bench: {note}",
         cuda=line,
+        cuda_version="12.6",
         base_target="base-cu126",
         comfyui_version="v0.3.64",
         comfyui_context="(bench)",
+        uv_version=UV_VERSION,
     )
+
+
+def pip_dockerfile(rendered_uv: Path) -> str:
+    """The pre-#14 base template, rendered for the same CUDA line."""
+    return base_dockerfile_at(BEFORE, "the base before issue #14")
 
 
 def build(context: Path, dockerfile: str, base_image: str, comfyui: Path, handler: Path) -> float:
@@ -154,11 +161,7 @@ def main() -> int:
             stand_in.remove_images(run_id)
             subprocess.run(["docker", "image", "rm", "-f", f"bakery-bench-base:{run_id}"],
                            capture_output=True)  # fmt: skip
-    for fig in figures:
-        print(format_row(fig), flush=True)
-    results = Path(__file__).parent / "results" / "realpath_install.json"
-    results.parent.mkdir(exist_ok=True)
-    results.write_text(json.dumps(figures, indent=2) + "\n")
+    report(figures, "realpath_install.json")
     return 0
 
 

@@ -37,6 +37,118 @@ ARG UV_VERSION=0.13.9
 RUN --mount=type=cache,id=bakery-pip,target=/root/.cache/pip \
     python3 -m venv /opt/uv && /opt/uv/bin/pip install "uv==${UV_VERSION}"
 
+# torch's packages resolved once, to exact versions (torch, its companions and every CUDA
+# wheel it pins), and split into the groups that become the image's torch layers
+# (torch_layers.py says which and why). An empty TORCH_PACKAGES skips torch (tests).
+FROM python AS torch-pins
+ARG TORCH_PACKAGES="torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0"
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+COPY build/base-cu128/torch.lock build/base-cu128/torch_layers.py /opt/bakery/lock/
+RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
+    set -e; \
+    mkdir -p /pins; \
+    printf '%s\n' $TORCH_PACKAGES > /pins/torch.txt; \
+    : > /pins/resolved.txt; \
+    if [ -n "$TORCH_PACKAGES" ]; then \
+        uv pip compile --quiet --no-header --no-annotate --python "$(command -v python3)" \
+            --index-url "$PYPI_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" \
+            --index-strategy unsafe-first-match \
+            --constraint /opt/bakery/lock/torch.lock -o /pins/resolved.txt /pins/torch.txt; \
+    fi; \
+    python3 /opt/bakery/lock/torch_layers.py /pins/resolved.txt /pins/layers
+
+# Layer group cuda-dnn: installed alone, from its own pin file, so it is rebuilt (and
+# pulled again) only when one of its pins changes.
+FROM python AS torch-cuda-dnn
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
+COPY --from=torch-pins /pins/layers/cuda-dnn.txt /tmp/pins.txt
+RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
+    set -e; \
+    uv venv --quiet --python "$(command -v python3)" /opt/venv; \
+    if [ -s /tmp/pins.txt ]; then \
+        uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
+            --link-mode copy --index-url "$PYPI_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" \
+            --index-strategy unsafe-first-match --constraint /opt/bakery/lock/torch.lock \
+            -r /tmp/pins.txt; \
+    fi
+
+# Layer group cuda-blas: installed alone, from its own pin file, so it is rebuilt (and
+# pulled again) only when one of its pins changes.
+FROM python AS torch-cuda-blas
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
+COPY --from=torch-pins /pins/layers/cuda-blas.txt /tmp/pins.txt
+RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
+    set -e; \
+    uv venv --quiet --python "$(command -v python3)" /opt/venv; \
+    if [ -s /tmp/pins.txt ]; then \
+        uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
+            --link-mode copy --index-url "$PYPI_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" \
+            --index-strategy unsafe-first-match --constraint /opt/bakery/lock/torch.lock \
+            -r /tmp/pins.txt; \
+    fi
+
+# Layer group cuda-math: installed alone, from its own pin file, so it is rebuilt (and
+# pulled again) only when one of its pins changes.
+FROM python AS torch-cuda-math
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
+COPY --from=torch-pins /pins/layers/cuda-math.txt /tmp/pins.txt
+RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
+    set -e; \
+    uv venv --quiet --python "$(command -v python3)" /opt/venv; \
+    if [ -s /tmp/pins.txt ]; then \
+        uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
+            --link-mode copy --index-url "$PYPI_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" \
+            --index-strategy unsafe-first-match --constraint /opt/bakery/lock/torch.lock \
+            -r /tmp/pins.txt; \
+    fi
+
+# Layer group cuda-rest: installed alone, from its own pin file, so it is rebuilt (and
+# pulled again) only when one of its pins changes.
+FROM python AS torch-cuda-rest
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
+COPY --from=torch-pins /pins/layers/cuda-rest.txt /tmp/pins.txt
+RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
+    set -e; \
+    uv venv --quiet --python "$(command -v python3)" /opt/venv; \
+    if [ -s /tmp/pins.txt ]; then \
+        uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
+            --link-mode copy --index-url "$PYPI_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" \
+            --index-strategy unsafe-first-match --constraint /opt/bakery/lock/torch.lock \
+            -r /tmp/pins.txt; \
+    fi
+
+# Layer group torch: installed alone, from its own pin file, so it is rebuilt (and
+# pulled again) only when one of its pins changes.
+FROM python AS torch-torch
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+ARG PYPI_INDEX_URL=https://pypi.org/simple
+COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
+COPY --from=torch-pins /pins/layers/torch.txt /tmp/pins.txt
+RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
+    --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
+    set -e; \
+    uv venv --quiet --python "$(command -v python3)" /opt/venv; \
+    if [ -s /tmp/pins.txt ]; then \
+        uv pip install --python /opt/venv/bin/python --no-deps --compile-bytecode \
+            --link-mode copy --index-url "$PYPI_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" \
+            --index-strategy unsafe-first-match --constraint /opt/bakery/lock/torch.lock \
+            -r /tmp/pins.txt; \
+    fi
+
 FROM python AS base
 # What the NVIDIA container toolkit reads: every GPU, the compute libraries, and a driver
 # new enough for CUDA 12.8 (an older host refuses the container).
@@ -47,23 +159,30 @@ ENV NVIDIA_VISIBLE_DEVICES=all \
     VIRTUAL_ENV=/opt/venv \
     PYTHONUNBUFFERED=1
 
-# Pinned torch from the line's wheel index, its own dependencies pinned by the lock's torch
-# part; an empty TORCH_PACKAGES skips it (tests). uv's cache is a BuildKit cache mount:
-# a rebuild (another ComfyUI, a re-lock) never downloads torch again.
-ARG TORCH_PACKAGES="torch==2.8.0 torchvision==0.23.0 torchaudio==2.8.0"
+# The torch layers, one per group. --link makes each a layer of its own files alone,
+# independent of the layers under it: the same pins give the same layer (the same
+# digest, which a host that has it does not pull again) whatever changed below.
+COPY --link --from=torch-cuda-dnn /opt/venv/ /opt/venv/
+COPY --link --from=torch-cuda-blas /opt/venv/ /opt/venv/
+COPY --link --from=torch-cuda-math /opt/venv/ /opt/venv/
+COPY --link --from=torch-cuda-rest /opt/venv/ /opt/venv/
+COPY --link --from=torch-torch /opt/venv/ /opt/venv/
+
+# The rest of torch's set (torchvision, torchaudio and what they all need), pinned by the
+# resolved list and the lock's torch part; uv finds the layers' packages installed.
+# uv's cache is a BuildKit cache mount: a rebuild never downloads a wheel again.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG PYPI_INDEX_URL=https://pypi.org/simple
 COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
+COPY --from=torch-pins build/base-cu128//pins/torch.txt build/base-cu128//pins/resolved.txt /opt/bakery/lock/
 RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     set -e; \
-    uv venv --python "$(command -v python3)" /opt/venv; \
-    printf '%s\n' $TORCH_PACKAGES > /opt/bakery/lock/torch.txt; \
-    if [ -n "$TORCH_PACKAGES" ]; then \
+    if [ -s /opt/bakery/lock/resolved.txt ]; then \
         uv pip install --compile-bytecode --link-mode copy \
             --index-url "$PYPI_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" \
             --index-strategy unsafe-first-match \
-            --constraint /opt/bakery/lock/torch.lock $TORCH_PACKAGES; \
+            --constraint /opt/bakery/lock/torch.lock -r /opt/bakery/lock/resolved.txt; \
     fi
 
 # ComfyUI v0.3.64, from the named context `comfyui` (https://github.com/comfyanonymous/ComfyUI.git#v0.3.64),

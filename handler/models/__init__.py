@@ -10,6 +10,7 @@ download.py     one model: resume, verify, rename into place
 connections.py  one pass of a download: its ranged connections and their segments
 source.py       GET from a model's source: redirects hop by hop, the retry budget
 tokens.py       which host receives which token
+job_cache.py    the cache of the models jobs bring by URL: LRU under a cap, held files kept
 hashing.py      sha256 while the bytes arrive; write-back
 segments.py, progress.py, errors.py
 """

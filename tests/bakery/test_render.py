@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from bakery import dockerfiles
 
 from handler import manifest
 
@@ -200,9 +201,11 @@ def test_the_base_defaults_to_the_lines_real_cuda_image_and_torch(bakery, projec
         apt = next(s for s in steps if "apt-get install" in s)
         assert "--no-install-recommends" in apt and "rm -rf /var/lib/apt/lists/*" in apt
         assert "COPY --from=comfyui . /opt/comfyui" in steps
-        # uv installs, its cache a BuildKit cache mount; every install is locked and checked.
+        # uv installs (one per torch layer, the rest of torch, ComfyUI's requirements), its
+        # cache a BuildKit cache mount; every install is locked and checked.
         installs = [s for s in steps if "uv pip install" in s]
-        assert len(installs) == 2 and all("type=cache" in s for s in installs)
+        assert len(installs) == len(dockerfiles.torch_layer_groups()) + 2
+        assert all("type=cache" in s for s in installs)
         assert all("--constraint /opt/bakery/lock/" in s for s in installs)
         assert "verify_lock.py /opt/bakery/lock/requirements.lock" in installs[-1]
 

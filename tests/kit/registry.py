@@ -32,7 +32,11 @@ from tests.kit.standin.bake import FAKE_TOKENS, REPO, repo_python
 
 # Where tools/ci/registry.sh serves (BAKERY_REGISTRY_PORT there; the same default).
 REGISTRY = os.environ.get("BAKERY_REGISTRY", "127.0.0.1:5787")
-DOCKERD = os.environ.get("BAKERY_DOCKERD", "/usr/local/sbin/dockerd")
+# tools/ci/docker-engine.sh installs dockerd there; a GitHub runner has its own on PATH.
+DOCKERD = os.environ.get("BAKERY_DOCKERD") or next(
+    (p for p in ("/usr/local/sbin/dockerd", shutil.which("dockerd")) if p and Path(p).exists()),
+    "/usr/local/sbin/dockerd",
+)
 # On the disk that holds Docker's own data: an image unpacked here is several GB.
 WORK_ROOT = Path(os.environ.get("BAKERY_EMPTY_ENGINE_ROOT", "/var/tmp"))
 
@@ -92,8 +96,9 @@ def delete_image(repository: str, tag: str) -> None:
 class EmptyEngine:
     """A running second dockerd: `env` for `docker` commands aimed at it, `docker()` to run one."""
 
-    def __init__(self, work: Path, bridge: str, process: subprocess.Popen):
+    def __init__(self, work: Path, exec_root: Path, bridge: str, process: subprocess.Popen):
         self.work = work
+        self.exec_root = exec_root
         self.bridge = bridge
         self.process = process
         self.host = f"unix://{work / 'docker.sock'}"
@@ -127,13 +132,15 @@ def _stop(engine: EmptyEngine) -> None:
         except subprocess.TimeoutExpired:
             engine.process.kill()
             engine.process.wait()
-    # Anything dockerd left mounted under its folders would keep rm from freeing them.
-    mounts = Path("/proc/self/mounts").read_text().splitlines()
-    inside = [line.split()[1] for line in mounts if line.split()[1].startswith(str(engine.work))]
-    for mount in sorted(inside, key=len, reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True)
+    # Anything dockerd left mounted under its folders (its network namespace under the
+    # exec root, overlays under the data root) would keep rm from freeing them.
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    for folder in (engine.exec_root, engine.work):
+        inside = [m for m in mounts if m == str(folder) or m.startswith(f"{folder}/")]
+        for mount in sorted(inside, key=len, reverse=True):
+            subprocess.run(["umount", "-l", mount], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
     subprocess.run(["ip", "link", "delete", engine.bridge], capture_output=True)
-    shutil.rmtree(engine.work, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -165,14 +172,13 @@ def empty_engine(wait_s: float = 60):
     ]  # fmt: skip
     log = (work / "dockerd.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    engine = EmptyEngine(work, bridge, process)
+    engine = EmptyEngine(work, exec_root, bridge, process)
     try:
         _wait_answer(engine, wait_s)
         yield engine
     finally:
-        _stop(engine)
-        shutil.rmtree(exec_root, ignore_errors=True)
         log.close()
+        _stop(engine)
 
 
 # --- The release flow against the local registry -------------------------------------
@@ -215,8 +221,16 @@ def manifest(reference: str) -> dict:
 
 
 def tags(repository: str) -> list[str]:
-    with urllib.request.urlopen(f"http://{REGISTRY}/v2/{repository}/tags/list", timeout=10) as r:
-        return json.loads(r.read()).get("tags") or []
+    """The tags of `repository` in the local registry ([] when it has none)."""
+    try:
+        with urllib.request.urlopen(
+            f"http://{REGISTRY}/v2/{repository}/tags/list", timeout=10
+        ) as r:
+            return json.loads(r.read()).get("tags") or []
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return []
+        raise
 
 
 def new_layer_bytes(reference: str, already: list[str]) -> tuple[int, int]:

@@ -60,3 +60,12 @@ def test_the_real_image_is_pushed_pulled_into_an_empty_engine_and_answers_a_job(
     published = set(registry.tags(shipped["repository"]))
     assert {f"{version}-{real.TARGET}", real.TARGET} <= published
     assert registry.points_at(f"{shipped['image']}:{real.TARGET}", candidate.partition("@")[2])
+
+
+def test_torch_and_its_cuda_wheels_come_in_several_layers_of_bounded_size(shipped):
+    """Today's one torch + CUDA layer was 4.0 GB (gzip); the torch layers are five of
+    0.6-0.9 GB (docs/registry.md), so no layer holds a pull up alone."""
+    sizes = [layer["size"] for layer in registry.manifest(shipped["candidate"])["layers"]]
+    assert max(sizes) < 1.0e9, sizes
+    assert sum(1 for size in sizes if size > 0.5e9) >= 5, sizes
+    assert sum(sizes) < 5e9, sizes
