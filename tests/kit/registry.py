@@ -32,7 +32,11 @@ from tests.kit.standin.bake import FAKE_TOKENS, REPO, repo_python
 
 # Where tools/ci/registry.sh serves (BAKERY_REGISTRY_PORT there; the same default).
 REGISTRY = os.environ.get("BAKERY_REGISTRY", "127.0.0.1:5787")
-DOCKERD = os.environ.get("BAKERY_DOCKERD", "/usr/local/sbin/dockerd")
+# tools/ci/docker-engine.sh installs dockerd there; a GitHub runner has its own on PATH.
+DOCKERD = os.environ.get("BAKERY_DOCKERD") or next(
+    (p for p in ("/usr/local/sbin/dockerd", shutil.which("dockerd")) if p and Path(p).exists()),
+    "/usr/local/sbin/dockerd",
+)
 # On the disk that holds Docker's own data: an image unpacked here is several GB.
 WORK_ROOT = Path(os.environ.get("BAKERY_EMPTY_ENGINE_ROOT", "/var/tmp"))
 
