@@ -66,7 +66,8 @@ def test_a_job_needing_only_the_small_model_runs_while_the_large_one_downloads(t
         ("checkpoints/small.safetensors", 200_000, "download")
     ]
     assert all(s["t_s"] >= 0 for s in steps)
-    assert steps[-1]["t_s"] < LARGE_MIB  # the first job was done before the large model
+    # That the job did not wait for the large model is shown above (the file absent, no
+    # "model ready" for it); a bound in seconds here failed on a loaded machine.
 
     # A model that is neither in the manifest nor on disk: ComfyUI says so at once, with
     # what this worker has.
