@@ -1,11 +1,14 @@
-"""Handler overhead: 200 small jobs through the handler vs the same jobs by a minimal client.
+"""Per-job cost: 200 small jobs through the handler, worker-comfyui's steps and a minimal client.
 
-Both talk to the same ComfyUI test double (tests/comfy_double) on loopback.
+All three talk to the same ComfyUI test double (tests/comfy_double) on loopback,
+and, where BAKERY_SOURCES gives the real ComfyUI (and Docker runs), to the real
+ComfyUI 0.3.64 too (--cpu, in the real-path image, its folders mounted here).
+worker-comfyui's steps are `PeerWorker`: what its handler does per job, in our words.
 The handler is called in-process (`handler.jobs.worker.run_job(job)`), exactly as
 the runpod SDK calls it; the minimal client does only what any client must:
 open the WebSocket, POST /prompt, wait for this prompt's last frame, read
-/history and fetch each image with /view. Jobs alternate between the two so
-drift on the machine hits both alike; each job has its own colour, so no run
+/history and fetch each image with /view. Each job is run by all three in a
+rotating order so drift on the machine hits them alike; each job has its own colour, so no run
 is answered from ComfyUI's cache. The figure is the median time the handler
 adds per job (aim: <= 1 ms); a short cProfile run says what dominates. The
 handler keeps one WebSocket for the worker and reads outputs from disk, so
@@ -162,16 +165,57 @@ def run(quick: bool) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="bench-handler-") as tmp:
         double = start(Path(tmp) / "comfyui")
         try:
-            return measure(double, jobs)
+            figures = measure(double.host_port, double.base, double.proc.pid, jobs)
         finally:
             double.stop()
+    # The real ComfyUI where BAKERY_SOURCES gives one (and Docker runs): the same jobs
+    # side by side on it, as the real-path tests run it (--cpu, its folders mounted here).
+    if real_problem() is None:
+        figures += on_real_comfyui(20 if quick else 60)
+    return figures
 
 
-def measure(double, jobs: int, comfy_kind: str = "ComfyUI test double") -> list[dict]:
+def real_problem() -> str | None:
+    from tests.kit.engine import engine_problem
+    from tests.realpath import image as real
+
+    return engine_problem() or real.missing_sources()
+
+
+def on_real_comfyui(jobs: int) -> list[dict]:
+    import subprocess
+
+    from tests.kit.standin import bake as stand_in
+    from tests.kit.standin import base
+    from tests.realpath import fixtures
+    from tests.realpath import image as real
+
+    run_id = f"bench-{uuid.uuid4().hex[:10]}"
+    with tempfile.TemporaryDirectory(prefix="bench-handler-real-") as tmp:
+        built = real.build(Path(tmp) / "build", base.ensure(), run_id)
+        comfy = fixtures.start_real_comfyui(built.tag, Path(tmp) / "comfyui")
+        try:
+            comfy.container.reload()
+            pid = comfy.container.attrs["State"]["Pid"]  # its process, as this machine sees it
+            figures = measure(comfy.host_port, comfy.base, pid, jobs, "real ComfyUI 0.3.64 (--cpu)")
+            return [{**f, "name": f"real ComfyUI: {f['name']}"} for f in figures]
+        finally:
+            comfy.container.remove(force=True)
+            stand_in.remove_images(run_id)
+            subprocess.run(["docker", "image", "rm", "-f", built.tag], capture_output=True)
+
+
+def measure(
+    host_port: str,
+    comfy_dir: Path,
+    comfy_pid: int,
+    jobs: int,
+    comfy_kind: str = "ComfyUI test double",
+) -> list[dict]:
     os.environ.update(
-        COMFY_HOST=double.host_port,
-        COMFYUI_DIR=str(double.base),
-        BAKERY_COMFY_PID=str(double.proc.pid),
+        COMFY_HOST=host_port,
+        COMFYUI_DIR=str(comfy_dir),
+        BAKERY_COMFY_PID=str(comfy_pid),
     )
     from handler import log
     from handler.jobs import worker
@@ -181,7 +225,7 @@ def measure(double, jobs: int, comfy_kind: str = "ComfyUI test double") -> list[
         if isinstance(h, logging.StreamHandler):
             h.setStream(io.StringIO())
     worker._client = None
-    direct = DirectClient(double.host_port)
+    direct = DirectClient(host_port)
 
     def via_handler(i: int) -> float:
         t = time.perf_counter()
@@ -196,7 +240,7 @@ def measure(double, jobs: int, comfy_kind: str = "ComfyUI test double") -> list[
         return time.perf_counter() - t
 
     peer_out = io.StringIO()
-    peer = PeerWorker(double.host_port, peer_out)
+    peer = PeerWorker(host_port, peer_out)
 
     def via_peer(i: int) -> float:
         t = time.perf_counter()

@@ -104,3 +104,26 @@ def test_ctrl_c_stops_comfyui_and_the_worker(tried):
     proc.wait(timeout=30)
     gone, alive = psutil.wait_procs(family, timeout=15)
     assert alive == [], [p.cmdline() for p in alive]
+
+
+def test_bakery_try_killed_outright_leaves_nothing_running(tmp_path):
+    """SIGKILL of `bakery try` (no handler runs): its start sequence, ComfyUI and the worker
+    end with it (the parent-death signal, handler.comfy_process.die_with_parent)."""
+    port, comfy_port = free_port(), free_port()
+    with open(tmp_path / "try.log", "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bakery", "try", "--comfyui", str(DOUBLE),
+             "--port", str(port), "--comfy-port", str(comfy_port)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while len(psutil.Process(proc.pid).children(recursive=True)) < 3:  # start, ComfyUI, worker
+        assert proc.poll() is None and time.monotonic() < deadline, (
+            tmp_path / "try.log"
+        ).read_text()
+        time.sleep(0.2)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(family, timeout=10)
+    assert alive == [], [p.cmdline() for p in alive]

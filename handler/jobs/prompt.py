@@ -261,6 +261,10 @@ class _Follower:
         prompt_id, result = self.prompt_id, self.record
         tracker = NodeProgress(on_progress, self.prompt)
         idle_since = time.monotonic()
+        # Every frame of the run seen, nothing answered from the cache, and success said:
+        # the `executed` frames hold what history would (its outputs are the same ui dicts),
+        # so the run ends without a request (docs/comfyui-protocol.md).
+        whole = {"start": False, "cached": False, "success": False}
         while True:
             now = time.monotonic()
             deadline = self._deadline()
@@ -290,6 +294,17 @@ class _Follower:
                 node = data.get("node")
                 if node is None:
                     # The run's last frame; without prompt_id (after a reconnect) ask history.
+                    if data.get("prompt_id") == prompt_id and all(
+                        (
+                            whole["start"],
+                            whole["success"],
+                            not whole["cached"],
+                            not result.reconnects,
+                        )
+                    ):
+                        result.outputs = dict(result.executed)
+                        result.finished_at = time.monotonic()
+                        return
                     if data.get("prompt_id") == prompt_id or self._settled():
                         self._settle()
                         return
@@ -299,8 +314,12 @@ class _Follower:
                 continue
             elif kind == "execution_start":
                 result.started_at = time.monotonic()
+                whole["start"] = True
             elif kind == "execution_cached":
                 tracker.cached(data.get("nodes") or [])
+                whole["cached"] = bool(data.get("nodes"))
+            elif kind == "execution_success":
+                whole["success"] = True
             elif kind == "progress":
                 tracker.steps(str(data.get("node")), data.get("value"), data.get("max"))
             elif kind == "executed":

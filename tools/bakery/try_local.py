@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bakery.errors import BakeryError
+from handler.comfy_process import die_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,7 +85,11 @@ def run(
             Path(comfyui), port, comfy_port, Path(work), python or sys.executable
         )
         print(say, file=sys.stderr, flush=True)
-        return _wait(subprocess.Popen(command, env=env, start_new_session=True))
+        # Its own session (Ctrl-C reaches only us); and it ends with us, however we end.
+        start = subprocess.Popen(
+            command, env=env, start_new_session=True, preexec_fn=die_with_parent()
+        )
+        return _wait(start)
 
 
 def _wait(proc: subprocess.Popen) -> int:
