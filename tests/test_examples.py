@@ -20,6 +20,7 @@ from tests.kit.servers import FileServer, free_port
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 DOUBLE = REPO / "tests" / "comfy_double"
+RECIPES = REPO / "build" / "bare-cu128"  # `solid` needs no model
 
 # What each file must give back: (key, how many files) per output kind, plus the extras.
 EXPECTED = {
@@ -50,6 +51,8 @@ def tried(tmp_path_factory):
         **{k: v for k, v in __import__("os").environ.items() if not k.startswith("RUNPOD_")},
         "BAKERY_URL_ALLOW": "127.0.0.1",
         "BAKERY_MIN_FREE_RAM_MB": "0",
+        # a checkout is no variant: docs/recipes.md names a variant's recipes like this
+        "BAKERY_RECIPES": str(RECIPES / "recipes.json"),
     }
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -94,6 +97,16 @@ def test_each_example_file_runs(tried, name):
     for key, want in EXPECTED[name].items():
         got = len(out.get(key, [])) if isinstance(want, int) else out.get(key)
         assert got == want, (key, out)
+
+
+def test_a_variants_recipe_request_runs(tried):
+    """build/<variant>/requests/ as docs/recipes.md sends them to `bakery try`."""
+    proc, url, files, log = tried
+    job = json.loads((RECIPES / "requests" / "solid.json").read_text())
+    reply = requests.post(f"{url}/runsync", json=job, timeout=60).json()
+    assert reply["status"] == "COMPLETED", (reply, log.read_text()[-3000:])
+    assert len(reply["output"]["images"]) == 1, reply["output"]
+    assert reply["output"]["params"].keys() >= job["input"]["params"].keys()
 
 
 def test_ctrl_c_stops_comfyui_and_the_worker(tried):

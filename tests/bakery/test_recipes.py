@@ -215,6 +215,9 @@ def test_render_refuses_a_recipe_whose_workflow_does_not_fit_its_variants(bakery
     ]
     assert "sd_xl_turbo.safetensors" in lines[0], lines
     assert (project / "build" / "sdxl-cu128" / "recipes.json").read_text() == before
+    # `bakery validate` refuses it too, in the same words (#24: validate and render agree)
+    validated = bakery("validate", "--out", project)
+    assert (validated.code, validated.err) == (result.code, result.err), validated
 
 
 # Each shipped recipe's workflow and the ComfyUI template it follows (comfyui-workflow-

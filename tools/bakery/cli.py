@@ -71,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         "validate",
         "check variants.yaml and print every problem",
         "Check variants.yaml; print every problem as FILE:LINE:COL: key.path: "
-        "what is wrong — how to fix it. Exit 3 when there are any.",
+        "what is wrong — how to fix it. Exit 3 when there are any; exit 6 when a recipe's "
+        "workflow does not fit its variants (as `bakery render` would).",
     )
     command(
         "render",
@@ -277,6 +278,10 @@ def run(argv: list[str]) -> int:
             args.comfyui, args.image, config.image, args.port, args.comfy_port, args.python
         )
     if args.command == "validate":
+        # render refuses a recipe whose workflow does not fit its variants: so does validate
+        problems = workflow_check.recipe_problems(config)
+        if problems:
+            raise workflow_check.WorkflowProblems(None, problems)
         print(
             f"{display_name(file)}: ok — {_count(len(config.variants), 'variant')} on "
             f"{_count(len(config.cuda), 'CUDA line')}"
