@@ -262,7 +262,9 @@ def test_base_target_is_built_once_per_cuda_line(bakes):
                     "equivalent records per base step and may pick either: "
                     "`docker builder prune -af` clears them)"
                 )
-            # BuildKit reports each base step once per line: one definition, one run.
+            # BuildKit reports each base step once per line: one definition, one run. (The
+            # same instruction in two stages is two steps: the torch layers' stages share
+            # their install line and differ in the pins they copy in.)
             base_steps = [s for s in baked.steps if s.target == base["target"] and s.completed]
             assert base_steps, f"{name}: BuildKit reported no step of {base['target']}"
             for step in base_steps:
@@ -270,7 +272,7 @@ def test_base_target_is_built_once_per_cuda_line(bakes):
                     s.digest
                     for s in baked.steps
                     if s.completed
-                    and s.command == step.command
+                    and (s.stage, s.command) == (step.stage, step.command)
                     and s.target in on_line + [base["target"]]
                 }
                 assert same == {step.digest}, f"{name}: {step.command!r} built as {sorted(same)}"
