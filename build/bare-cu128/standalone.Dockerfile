@@ -174,7 +174,7 @@ COPY --link --from=torch-torch /opt/venv/ /opt/venv/
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
 ARG PYPI_INDEX_URL=https://pypi.org/simple
 COPY build/base-cu128/torch.lock /opt/bakery/lock/torch.lock
-COPY --from=torch-pins build/base-cu128//pins/torch.txt build/base-cu128//pins/resolved.txt /opt/bakery/lock/
+COPY --from=torch-pins /pins/torch.txt /pins/resolved.txt /opt/bakery/lock/
 RUN --mount=type=cache,id=bakery-uv,target=/root/.cache/uv \
     --mount=type=bind,from=uv,source=/opt/uv/bin/uv,target=/usr/local/bin/uv \
     set -e; \

@@ -243,3 +243,19 @@ def test_rendered_dockerfiles_pass_hadolint(bakery, small):
     files = sorted(str(p) for p in (small.parent / "build").rglob("*Dockerfile"))
     done = subprocess.run([hadolint(), "--no-color", *files], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_copy_of_several_files_from_a_stage_stays_as_it_is_in_the_standalone_dockerfile():
+    """`COPY --from=<stage> a b dest` takes its files from a stage of the same file: a plain
+    `docker build` of the standalone Dockerfile must read it as written, not as files of
+    the repository (the Hub's build failed on `build/base-cu128//pins/torch.txt`)."""
+    from bakery.flatten import _flatten_line
+
+    line = "COPY --from=torch-pins /pins/torch.txt /pins/resolved.txt /opt/bakery/lock/"
+    assert _flatten_line(line, {}, "build/base-cu128", frozenset({"torch-pins"})) == [line]
+    link = "COPY --link --from=torch-pins /pins/a.txt /tmp/"
+    assert _flatten_line(link, {}, "build/base-cu128", frozenset({"torch-pins"})) == [link]
+    # A file of the rendered folder still gets the folder's path.
+    assert _flatten_line("COPY torch.lock /opt/", {}, "build/base-cu128") == [
+        "COPY build/base-cu128/torch.lock /opt/"
+    ]

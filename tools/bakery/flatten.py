@@ -54,6 +54,9 @@ def _flatten_line(
     """One rendered line as it reads in a plain build from the repository root: named
     contexts become repository folders or `ADD` of a git source, files of the rendered
     folder (`own`) get its path; the file's own stages (`FROM ... AS uv`) stay as they are."""
+    stage_copy = re.match(r"^(?:COPY|ADD)\s+(?:--\S+\s+)*?--from=(?P<ctx>\S+)\s", line)
+    if stage_copy and stage_copy["ctx"] in stages:
+        return [line]  # from a stage of this file (any number of sources): as it is
     copy = COPY_FROM.match(line)
     if copy:
         ctx = copy["ctx"]
