@@ -218,6 +218,9 @@ def test_render_refuses_a_recipe_whose_workflow_does_not_fit_its_variants(bakery
     # `bakery validate` refuses it too, in the same words (#24: validate and render agree)
     validated = bakery("validate", "--out", project)
     assert (validated.code, validated.err) == (result.code, result.err), validated
+    # and `bakery check` says what render would, not "stale — run bakery render"
+    checked = bakery("check", "--out", project)
+    assert checked.code == 6 and "sd_xl_turbo.safetensors" in checked.err, checked
 
 
 # Each shipped recipe's workflow and the ComfyUI template it follows (comfyui-workflow-

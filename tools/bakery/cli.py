@@ -83,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     command(
         "check",
         "fail when the generated files are stale",
-        "Render in memory and compare with the files on disk; exit 4 naming each stale file "
-        "and the command that fixes it.",
+        "Check every workflow under workflows/ against its variants (exit 6, one line per "
+        "problem), then render in memory and compare with the files on disk; exit 4 naming "
+        "each stale file and the command that fixes it.",
     )
     m = command(
         "matrix",
@@ -324,15 +325,21 @@ def run(argv: list[str]) -> int:
         return EXIT_OK
     files = render(config)
     if args.command == "check" or (args.command == "build" and args.check):
+        if args.command == "check":
+            # First: a workflow that does not fit is what render would refuse, so "stale —
+            # run bakery render" would send the user the wrong way.
+            notes: list[str] = []
+            problems = workflow_check.project_problems(config, say=notes.append)
+            if problems:
+                for note in notes:
+                    print(note, file=sys.stderr)
+                raise workflow_check.WorkflowProblems(None, problems)
         problems = output.stale(files, out) + locks.stale(config, _handler_home(out))
         if problems:
             raise StaleError(_stale_message(problems, file))
         if args.command == "check":
-            problems = workflow_check.project_problems(
-                config, say=lambda note: print(note, file=sys.stderr)
-            )
-            if problems:
-                raise workflow_check.WorkflowProblems(None, problems)
+            for note in notes:
+                print(note, file=sys.stderr)
             print(f"generated files match {display_name(file)}")
             return EXIT_OK
     else:
