@@ -12,9 +12,7 @@ item on one line with how to finish; a run that would change nothing writes noth
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from urllib.parse import urlsplit
 from bakery import lookups, node_defs, yaml_edit
 from bakery.config import WORKFLOWS_DIR, Config
 from bakery.errors import BakeryError, VariantsError
+from bakery.output import replace_file
 from bakery.secret_scan import SECRETS
 from bakery.variants import load as load_variants
 from bakery.variants import parse as parse_variants
@@ -369,17 +368,6 @@ def edited(config: Config, text: str, name: str, cuda: list[str], models, nodes)
     return yaml_edit.append(text, blocks, root) if blocks else text
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def add(
     file: Path,
     workflow: Path,
@@ -428,11 +416,11 @@ def add(
                 f"{stored_as(name)} already holds another workflow — pass --name with another name"
             )
         stored.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(stored, wf.raw)
+        replace_file(stored, wf.raw)
         changed = True
     if new_text != text:
         try:
-            _atomic_write(file, new_text.encode("utf-8"))
+            replace_file(file, new_text.encode("utf-8"))
         except BaseException:
             if changed:
                 stored.unlink(missing_ok=True)
