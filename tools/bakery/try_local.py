@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bakery.errors import BakeryError
 from handler.comfy_process import die_with_parent
+from handler.manifest import Manifest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,8 +32,8 @@ def local_command(comfyui: Path, port: int, comfy_port: int, work: Path, python:
             "(git clone https://github.com/comfyanonymous/ComfyUI)"
         )
     manifest = work / "models.json"  # no models: ComfyUI's own folders hold what you have
-    empty = {"schema_version": 1, "variant": "local", "model_set": "local", "cuda": "local"}
-    manifest.write_text(json.dumps({**empty, "models": []}) + "\n")
+    empty = Manifest(variant="local", model_set="local", cuda="local", models=())
+    manifest.write_text(json.dumps(empty.to_json()) + "\n")
     env = dict(os.environ)
     env.update(
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
