@@ -63,7 +63,7 @@ bench: $(NEEDS_PY)
 bench-install: $(NEEDS_PY)
 	$(PY) -m bench.realpath_install
 
-## bench-pull: pull time, today's layout vs the torch layers, through the local registry
+## bench-pull: pull time, today's layout vs the torch layers (gzip, and zstd), through the local registry
 ## (real path: two ~4.5 GB pushes and pulls; BAKERY_SOURCES, tools/ci/registry.sh, root)
 bench-pull: $(NEEDS_PY)
 	$(PY) -m bench.realpath_pull
