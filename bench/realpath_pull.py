@@ -8,12 +8,15 @@ registry (tools/ci/registry.sh), root for the second engine, and git history (th
 baseline template is read with `git show`). In one run:
 
 - old: the base template as of BASELINE, torch and every CUDA wheel in one layer;
-- new: today's rendered base (templates/torch_layers.py: a few layers of bounded size).
+- new: today's rendered base (templates/torch_layers.py: a few layers of bounded size);
+- new, zstd: the new layout's candidates through release.yml's layers step with zstd
+  (what BAKERY_LAYER_COMPRESSION=zstd publishes; docs/registry.md).
 
 Both images hold the same packages; each is pushed by the release flow's own commands
 (release_plan.py's bake lines) and pulled into a fresh empty engine. Figures:
-- pull and unpack seconds, new / old (aim <= 0.6);
-- compressed bytes of the image (report; the seed's aim < 5 GB), with its largest layer;
+- pull and unpack seconds, new / old and new zstd / old (aim <= 0.6);
+- compressed bytes of the image (report; the seed's aim < 5 GB), with its largest layer,
+  gzip and zstd;
 - bytes pulled for a second variant of the same base (another model set, as
   sdxl-cu126 is to bare-cu126) by a host holding the first (aim <= 1%);
 - seconds the release flow takes to push the 10 shipped variants (stand-in base, built
@@ -121,6 +124,11 @@ def measure(work: Path, run_id: str) -> list[dict]:
         pushed = registry.release_push(out, args, sets, logs, build_first=True)
         found[name] = {"push_s": pushed["push_s"], **pull(registry.candidates(pushed))}
         print(f"   {name}: {json.dumps(found[name])}", file=sys.stderr, flush=True)
+        if name == "new":
+            print("   new layout, zstd: layers step, pull", file=sys.stderr, flush=True)
+            zstd = registry.relayer(pushed, "zstd", logs)
+            found["zstd"] = {"push_s": zstd["layers_s"], **pull(registry.candidates(zstd))}
+            print(f"   zstd: {json.dumps(found['zstd'])}", file=sys.stderr, flush=True)
 
     print(
         "   the 10 shipped variants (stand-in base): build, then push", file=sys.stderr, flush=True
@@ -138,49 +146,38 @@ def measure(work: Path, run_id: str) -> list[dict]:
     return figures(found, shipped["push_s"], len(targets))
 
 
+def figure(name: str, value: float, baseline: float, unit: str, aim: str, note: str) -> dict:
+    return {"name": name, "value": value, "baseline": baseline, "unit": unit,
+            "ratio": value / baseline, "aim": aim, "note": note}  # fmt: skip
+
+
 def figures(found: dict, shipped_push_s: float, count: int) -> list[dict]:
-    old, new = found["old"], found["new"]
+    old, new, zstd = found["old"], found["new"], found["zstd"]
     note = "real ComfyUI 0.3.64 + torch 2.8.0 (PyPI) + handler, stand-in base; 127.0.0.1; 2 cores"
+    pull = "pull + unpack into an empty engine: torch layers"
+    size = "compressed bytes of the real-path image"
     return [
-        {
-            "name": "pull + unpack into an empty engine: torch layers vs one torch layer",
-            "value": new["pull_s"],
-            "baseline": old["pull_s"],
-            "unit": "s",
-            "ratio": new["pull_s"] / old["pull_s"],
-            "aim": "<= 0.6",
-            "note": f"{note}; gzip; {new['layers']} layers vs {old['layers']}",
-        },
-        {
-            "name": "compressed bytes of the real-path image (gzip)",
-            "value": new["bytes"] / GB,
-            "baseline": old["bytes"] / GB,
-            "unit": "GB",
-            "ratio": new["bytes"] / old["bytes"],
-            "aim": "< 5 GB (value)",
-            "note": f"largest layer {new['largest'] / GB:.2f} GB "
-            f"(was {old['largest'] / GB:.2f} GB)",
-        },
-        {
-            "name": f"bytes pulled for {SECOND} by a host holding {FIRST}",
-            "value": new["second_bytes"] / 1e6,
-            "baseline": new["second_whole"] / 1e6,
-            "unit": "MB",
-            "ratio": new["second_bytes"] / new["second_whole"],
-            "aim": "<= 0.01",
-            "note": f"{new['second_layers_pulled']} layers pulled; baseline: the whole image",
-        },
-        {
-            "name": f"release flow push of the {count} shipped variants (stand-in base)",
-            "value": shipped_push_s,
-            "baseline": new["push_s"],
-            "unit": "s",
-            "ratio": shipped_push_s / new["push_s"],
-            "aim": "report",
-            "note": "built beforehand; baseline: the release flow's push of the real-path "
-            f"image, new layout (old layout: {old['push_s']:.0f} s)",
-        },
-    ]
+        figure(f"{pull} vs one torch layer", new["pull_s"], old["pull_s"], "s", "<= 0.6",
+               f"{note}; gzip; {new['layers']} layers vs {old['layers']}"),
+        figure(f"{pull}, zstd vs one torch layer", zstd["pull_s"], old["pull_s"], "s", "<= 0.6",
+               f"{note}; zstd (opt-in) vs gzip; zstd / torch layers gzip: "
+               f"{zstd['pull_s'] / new['pull_s']:.2f}"),
+        figure(f"{size} (gzip)", new["bytes"] / GB, old["bytes"] / GB, "GB", "< 5 GB (value)",
+               f"largest layer {new['largest'] / GB:.2f} GB (was {old['largest'] / GB:.2f} GB)"),
+        figure(f"{size} (zstd)", zstd["bytes"] / GB, old["bytes"] / GB, "GB", "< 5 GB (value)",
+               f"torch layers, zstd; largest layer {zstd['largest'] / GB:.2f} GB; "
+               f"second variant pulls {zstd['second_bytes'] / 1e6:.2f} MB"),
+        figure(f"bytes pulled for {SECOND} by a host holding {FIRST}", new["second_bytes"] / 1e6,
+               new["second_whole"] / 1e6, "MB", "<= 0.01",
+               f"{new['second_layers_pulled']} layers pulled; baseline: the whole image"),
+        figure(f"release flow push of the {count} shipped variants (stand-in base)",
+               shipped_push_s, new["push_s"], "s", "report",
+               "built beforehand; baseline: the release flow's push of the real-path "
+               f"image, new layout (old layout: {old['push_s']:.0f} s)"),
+        figure("release.yml's layers step, zstd: the real-path image's two variants",
+               zstd["push_s"], new["push_s"], "s", "report (the opt-in's cost)",
+               "pull back, recompress, push again (skopeo); baseline: their gzip push"),
+    ]  # fmt: skip
 
 
 def main() -> int:

@@ -28,7 +28,10 @@ import uuid
 from pathlib import Path
 
 from tests.kit.engine import engine_problem
+from tests.kit.standin import bake as stand_in
+from tests.kit.standin import base as stand_in_base
 from tests.kit.standin.bake import FAKE_TOKENS, REPO, repo_python
+from tests.workflows.workflow_steps import run_step, workflow_step, workspace
 
 # Where tools/ci/registry.sh serves (BAKERY_REGISTRY_PORT there; the same default).
 REGISTRY = os.environ.get("BAKERY_REGISTRY", "127.0.0.1:5787")
@@ -65,6 +68,13 @@ def empty_engine_problem() -> str | None:
         return f"no dockerd at {DOCKERD} (tools/ci/docker-engine.sh installs it)"
     if not shutil.which("ip"):
         return "no `ip` command to give the second engine a bridge of its own"
+    return None
+
+
+def skopeo_problem() -> str | None:
+    """Why release.yml's layers step cannot give zstd layers here, or None when it can."""
+    if not shutil.which("skopeo"):
+        return "no skopeo (tools/ci/registry.sh installs it; GitHub's runners have it)"
     return None
 
 
@@ -267,19 +277,40 @@ def _job_bake(bake_dir, targets, sets, lines, logs: Path, build_first: bool):
     return bake_push(bake_dir, targets, [*sets, *lines], logs / f"push-{name}.log")
 
 
+def step_outputs(written: str) -> dict:
+    """A step's $GITHUB_OUTPUT (one `name=value` a line; JSON values decoded)."""
+    outputs = dict(line.split("=", 1) for line in written.splitlines() if "=" in line)
+    return {key: json.loads(v) if v[:1] in ("[", "{") else v for key, v in outputs.items()}
+
+
+def give_layers(job: dict, metadata: dict, work: Path) -> tuple[float, dict]:
+    """release.yml's layers step, as written (release_layers.py): the job's candidates
+    get the plan's layer compression. (seconds taken, the metadata the gate reads)."""
+    step = workflow_step("release.yml", "variants", "Give the candidates their layer compression")
+    values = {"COMPRESSION": job["compression"], "TARGETS": job["targets"],
+              "METADATA": json.dumps(metadata)}  # fmt: skip
+    t0 = time.monotonic()
+    ran = run_step(step, workspace(work / f"layers-{job['targets'].split(',')[0]}"), values)
+    if ran.code != 0:
+        raise RuntimeError(f"release_layers.py failed:\n{ran.out}")
+    return time.monotonic() - t0, step_outputs(ran.github_output)["metadata"]
+
+
 def release_push(
     bake_dir: Path, plan_args: list, sets: list[str], work: Path, build_first: bool = False
 ) -> dict:
     """release.yml's plan, base and build jobs, here: the plan; each base baked with its
     lines (pushed to the candidate repository) and its digest recorded
     (release_records.py base); each build job's lines planned from those records
-    (`--group ID --bases DIR`) and baked, which pushes its variants as candidates.
+    (`--group ID --bases DIR`) and baked, which pushes its variants as candidates, then
+    given the plan's layer compression (release.yml's layers step).
 
     `sets` replace what CI cannot reach (stand-ins). With `build_first` every image is
-    built before the timed bakes, so `push_s` is the pushes alone. Returns the plan,
-    each build job's outputs with its bake metadata, and `records` (the folder)."""
+    built before the timed bakes, so `push_s` is the pushes alone (`layers_s`: the
+    layers step). Returns the plan, each build job's outputs with the metadata its gate
+    reads, and `records` (the folder)."""
     plan = release_plan(*plan_args)
-    records, seconds = work / "records", 0.0
+    records, seconds, layers_s = work / "records", 0.0, 0.0
     records.mkdir(parents=True, exist_ok=True)
     for base in plan["bases"]:
         target = base["target"]
@@ -297,8 +328,23 @@ def release_push(
         targets = job["targets"].split(",")
         took, metadata = _job_bake(bake_dir, targets, sets, lines, work, build_first)
         seconds += took
+        took, metadata = give_layers(job, metadata, work)
+        layers_s += took
         jobs.append({**job, "id": group["id"], "metadata": metadata})
-    return {"plan": plan, "jobs": jobs, "records": records, "push_s": seconds}
+    return {"plan": plan, "jobs": jobs, "records": records, "push_s": seconds,
+            "layers_s": layers_s}  # fmt: skip
+
+
+def relayer(pushed: dict, compression: str, work: Path) -> dict:
+    """`pushed` (a release_push) through release.yml's layers step again with
+    `compression`: the candidates a release with BAKERY_LAYER_COMPRESSION set would gate,
+    from the same bake. Returns `pushed` with those jobs and `layers_s`."""
+    jobs, seconds = [], 0.0
+    for job in pushed["jobs"]:
+        took, metadata = give_layers({**job, "compression": compression}, job["metadata"], work)
+        seconds += took
+        jobs.append({**job, "compression": compression, "metadata": metadata})
+    return {**pushed, "jobs": jobs, "layers_s": seconds}
 
 
 def gate(engine: EmptyEngine, job: dict, records: Path, timeout: float = 300) -> str:
@@ -354,3 +400,53 @@ def points_at(reference: str, digest: str) -> bool:
         return [entry["digest"] for entry in served["manifests"]] == [digest]
     repository = reference.removeprefix(f"{REGISTRY}/").rpartition(":")[0]
     return served == manifest(f"{REGISTRY}/{repository}@{digest}")
+
+
+@contextlib.contextmanager
+def stand_in_release(targets: list[str], work: Path, *plan_args: str):
+    """The whole release flow for stand-in `targets` of the repository's variants.yaml
+    (`plan_args` added to the plan's): pushed as candidates, gated in an empty engine,
+    promoted; every image and tag removed after. Yields what the tests read."""
+    run_id = f"rel-{uuid.uuid4().hex[:10]}"
+    repository = f"bakery-test-{run_id}/comfy-bakery"
+    image = f"{REGISTRY}/{repository}"
+    plan_args = ("--image", image, "--ref-type", "tag", "--ref-name", "v1.0.0",
+                 "--sha", "0" * 40, "--targets", " ".join(targets), *plan_args)  # fmt: skip
+    given = stand_in.inputs(stand_in_base.ensure(), run_id, work / "inputs")
+    sets = given.sets()
+    sets += stand_in.node_folders(stand_in.definition(REPO, targets, sets), work / "nodes")
+    try:
+        pushed = release_push(REPO, list(plan_args), sets, work)
+        with empty_engine() as engine:
+            started_with = engine.docker("images", "-q").stdout.split()
+            gated = [gate(engine, job, pushed["records"]) for job in pushed["jobs"]]
+            pulled = engine.docker("images", "--digests", "--format", "{{.Digest}}").stdout
+        yield {
+            "version": pushed["plan"]["version"],
+            "image": image,
+            "repository": repository,
+            "candidates": candidates(pushed),
+            "gate": "\n".join(gated),
+            "promoted": promote(pushed),
+            "started_with": started_with,
+            "pulled": pulled.split(),
+        }
+    finally:
+        for repo in (repository, f"{repository}-candidates"):
+            for tag in tags(repo) if not registry_problem() else []:
+                delete_image(repo, tag)
+        stand_in.remove_images(run_id)
+
+
+def unanswered(released: dict, targets: list[str]) -> list[str]:
+    """The `targets` of a stand_in_release the empty engine did not pull, or whose pulled
+    image did not answer its gate job: [] when each was pulled and its job COMPLETED
+    (the engine must have started with no image)."""
+    if released["started_with"]:
+        return [f"the engine was not empty: {released['started_with']}"]
+    return [
+        target
+        for target in targets
+        if released["candidates"][target].partition("@")[2] not in released["pulled"]
+        or f"{released['candidates'][target]}: passed — job COMPLETED" not in released["gate"]
+    ]

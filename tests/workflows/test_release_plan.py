@@ -279,3 +279,25 @@ def test_publishing_to_the_example_image_is_refused_with_the_two_fixes(release_p
         "the image is still the example ghcr.io/your-org/comfy-bakery: set `image:` in "
         "variants.yaml (then bakery render) or the repository variable BAKERY_IMAGE"
     )
+
+
+def test_layers_are_gzip_unless_zstd_is_asked_for(release_plan, matrix):
+    printed, digest = printed_for(matrix, "1.2.0"), "sha256:" + "ab" * 32
+    bases = {"base-cu128": f"{IMAGE}-candidates@{digest}"}
+    plain = release_plan.plan(matrix, printed, [], "1.2.0", True, "")
+    assert release_plan.for_group(plain, "base-cu128-1", bases)["compression"] == "gzip"
+    zstd = release_plan.plan(matrix, printed, [], "1.2.0", True, "", compression="zstd")
+    job = release_plan.for_group(zstd, "base-cu128-1", bases)
+    assert job["compression"] == "zstd"
+    # bake's own lines stay as they are: the layers step recompresses what bake pushed.
+    assert job["bake_set"] == release_plan.for_group(plain, "base-cu128-1", bases)["bake_set"]
+
+
+def test_an_unknown_layer_compression_is_refused_naming_both_choices(release_plan, capsys):
+    argv = ["--ref-type", "tag", "--ref-name", "v1.2.0", "--layer-compression", "zst"]
+    assert release_plan.main(argv) == 1
+    assert capsys.readouterr().err == (
+        "release plan: layer compression 'zst' (BAKERY_LAYER_COMPRESSION) is not known: "
+        "leave it empty for gzip, which every engine pulls, or set zstd, which unpacks "
+        "faster on Docker 23 or later (docs/registry.md)\n"
+    )

@@ -16,16 +16,21 @@ URL="http://127.0.0.1:$PORT/v2/"
 
 answers() { curl -fs -o /dev/null --max-time 2 "$URL"; }
 
+# The package's own service (port 5000, htpasswd) is not used: no init system starts
+# it here, and this script runs its own copy with its own config. skopeo is what
+# release.yml's layers step copies candidates with (zstd layers; GitHub's runners
+# have it).
+missing=()
+command -v docker-registry >/dev/null || missing+=(docker-registry)
+command -v skopeo >/dev/null || missing+=(skopeo)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get -q update
+  DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends "${missing[@]}"
+fi
+
 if answers; then
   echo "registry: 127.0.0.1:$PORT answers"
   exit 0
-fi
-
-if ! command -v docker-registry >/dev/null; then
-  apt-get -q update
-  # The package's own service (port 5000, htpasswd) is not used: no init system
-  # starts it here, and this script runs its own copy with its own config.
-  DEBIAN_FRONTEND=noninteractive apt-get -q install -y --no-install-recommends docker-registry
 fi
 
 mkdir -p "$WORK/data" "$(dirname "$LOG")"
