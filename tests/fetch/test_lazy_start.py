@@ -40,9 +40,7 @@ def wait_listening(proc, port: int, timeout: float = 60) -> None:
         time.sleep(0.05)
 
 
-def test_a_job_needing_only_the_small_model_runs_while_the_large_one_downloads(
-    server, two_models
-):
+def test_a_job_needing_only_the_small_model_runs_while_the_large_one_downloads(server, two_models):
     box = two_models
     # Slow enough that the large one is still on its way after the worker's start and two
     # jobs on a loaded machine (about 48 s), so its absence below says what it should.
