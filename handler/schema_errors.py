@@ -116,6 +116,13 @@ def shown(value: object) -> str:
     return f"'{text}'" if isinstance(value, str) else text
 
 
+def did_you_mean(name: object, choices: list[str], otherwise: str) -> str:
+    """The fix for a name that is not one of `choices`: the closest one, if one is close,
+    else `otherwise` (every error that names a wrong name says it so)."""
+    near = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)
+    return f"did you mean '{near[0]}'?" if near else otherwise
+
+
 def dotted(path: Path) -> str:
     """`models.0.url`: a key path as variants.yaml and manifest messages name it."""
     return ".".join(str(p) for p in path) or "(top level)"
@@ -172,11 +179,8 @@ def _explain(err: jsonschema.ValidationError, wording: Wording) -> list[Problem]
         allowed = sorted(schema.get("properties", {}))
         out = []
         for key in sorted(k for k in err.instance if k not in allowed):
-            near = difflib.get_close_matches(str(key), allowed, n=1)
-            fix = (
-                f"did you mean '{near[0]}'?"
-                if near
-                else f"remove it; {noun}s allowed here: " + ", ".join(allowed)
+            fix = did_you_mean(
+                key, allowed, f"remove it; {noun}s allowed here: " + ", ".join(allowed)
             )
             out.append(Problem((*path, key), f"unknown {noun} '{key}'", fix, "key"))
         return out
@@ -212,9 +216,7 @@ def _explain(err: jsonschema.ValidationError, wording: Wording) -> list[Problem]
     what = _fill(what or f"does not match the schema ({kind})", fields)
     fix = _fill(_pick(schema, "x-fix", kind) or wording.default_fix, fields)
     if kind == "enum":
-        near = difflib.get_close_matches(str(err.instance), [str(v) for v in rule], n=1)
-        if near:
-            fix = f"did you mean '{near[0]}'?"
+        fix = did_you_mean(err.instance, rule, fix)
     return [Problem(path, what, fix)]
 
 

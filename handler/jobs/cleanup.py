@@ -14,16 +14,19 @@ and no job loses a file to another. Three rules make that exact:
   ComfyUI runs one prompt at a time, and its history says when the job's
   prompt started and ended, so a file without a job token last written in
   that window is this job's. One written later (the next prompt rewrote a
-  fixed-name file) is the next job's and stays for it.
+  fixed-name file) is the next job's and stays for it. The worker's socket saw
+  the same timestamps on the run's frames; history is asked only when some
+  were lost (a reconnect).
 - Files jobs share on purpose, a job's models, are not here: they live in the
   job model cache (handler.models.job_cache), where each job holds a lease on
   the files it uses and a file is evicted only when no job holds it.
 
-Paths are resolved and must stay inside ComfyUI's folder. The removal (and
-deleting the job's history entry) runs on the `CLEANER` thread after the job's
-result is made, off the path between one job's result and the next job.
-`CLEANER.drain()` waits until nothing is left to remove: the worker calls it
-before it exits, so no file outlives the worker.
+Paths are resolved and must stay inside ComfyUI's folder. The removal runs on
+the `CLEANER` thread after the job's result is made, off the path between one
+job's result and the next job; deleting history entries waits for the thread's
+idle moments (`Cleaner.when_idle`, handler.jobs.prompt.forget). `CLEANER.drain()`
+waits until nothing is left to remove: the worker calls it before it exits, so
+no file outlives the worker.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ TOKEN = re.compile(r"bakery-[0-9a-f]{12}")  # a job's token, in every name the j
 # File times come from the kernel's coarse clock (up to a tick, 4-10 ms, behind the time a
 # file was written): a file written in the prompt's first milliseconds may look older.
 CLOCK_SLACK_S = 0.02
+IDLE_S = 0.5  # the clean-up thread's quiet time before it runs its idle tasks
+DEFER_S = 2.0  # how long a clean-up task waits at most for a quiet moment (defer_while_busy)
 
 
 def new_token() -> str:
@@ -81,12 +86,13 @@ def path_of(entry: dict) -> Path | None:
     return path if path.is_relative_to(base) and path != base else None
 
 
-def ran_between(history_entry: dict | None) -> tuple[float, float] | None:
+def ran_between(messages: list | None) -> tuple[float, float] | None:
     """When a prompt started and ended in ComfyUI (seconds since the epoch), from the
-    timestamps ComfyUI puts on its status messages; None if it never started."""
-    messages = ((history_entry or {}).get("status") or {}).get("messages") or []
+    timestamps ComfyUI puts on its status messages ((event, data) pairs: the history
+    entry's `status.messages`, or the same frames as the worker's socket saw them);
+    None if it never started."""
     starts, others = [], []
-    for item in messages:
+    for item in messages or []:
         if isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], dict):
             stamp = item[1].get("timestamp")
             if isinstance(stamp, (int, float)):
@@ -138,16 +144,49 @@ class JobFiles:
 
     def remove(self, ran: tuple[float, float] | None = None) -> int:
         """Remove the job's files, and what its prompt wrote while it `ran` (ran_between)."""
-        doomed = [p for p in map(path_of, self.entries) if p is not None]
+        # Its own folders go whole; only the files outside them are looked up one by one
+        # (resolving a path costs a stat per part of it, on the thread beside the next job).
+        doomed = [p for e in self.entries if not self._own(e) and (p := path_of(e)) is not None]
         if ran is not None:
             doomed += written_between(*ran)
         removed = sum(_unlink(path) for path in doomed)
-        for kind in ("output", "temp"):
-            private = folder(kind) / self.job_folder
-            if self.job_folder and private.is_dir():
-                removed += sum(len(files) for _, _, files in os.walk(private))
-                shutil.rmtree(private, ignore_errors=True)
+        if self.job_folder:
+            for kind in ("output", "temp"):
+                removed += _remove_tree(folder(kind) / self.job_folder)
         return removed
+
+    def _own(self, entry: dict) -> bool:
+        """Is the file in one of the job's own folders (removed whole)? Said by its name:
+        its subfolder starts with the job's folder and no part of it climbs out."""
+        parts = (entry.get("subfolder") or "").replace("\\", "/").split("/")
+        name = str(entry.get("filename") or "")
+        return (
+            bool(self.job_folder)
+            and entry.get("type") in ("output", "temp")
+            and parts[0] == self.job_folder
+            and ".." not in parts
+            and "/" not in name
+            and "\\" not in name
+            and name != ".."
+        )
+
+
+def _remove_tree(root: Path) -> int:
+    """Remove a folder and everything in it; the number of files it held (0 if none)."""
+    files = 0
+    for where, dirs, names in os.walk(root, topdown=False):  # a folder after its contents
+        for name in names:
+            files += _unlink(Path(where, name))
+        for name in dirs:
+            if os.path.islink(os.path.join(where, name)):  # a link to a folder: the link only
+                os.unlink(os.path.join(where, name))
+        try:
+            os.rmdir(where)
+        except OSError:
+            pass  # something stayed in it: rmtree below
+    if root.exists():
+        shutil.rmtree(root, ignore_errors=True)
+    return files
 
 
 def _unlink(path: Path) -> bool:
@@ -163,12 +202,23 @@ def _unlink(path: Path) -> bool:
 
 
 class Cleaner:
-    """One thread that runs clean-up tasks in order; `drain()` waits for all of them."""
+    """One thread that runs clean-up tasks in order; `drain()` waits for all of them.
+
+    Tasks given to `when_idle` run when no task came for IDLE_S, and at `drain()`: work
+    that can wait for a quiet moment (one request to ComfyUI for many jobs) instead of
+    competing with the next job's requests in ComfyUI's one event loop."""
 
     def __init__(self):
         self._tasks: queue.Queue[Callable[[], None]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._idle: list[Callable[[], None]] = []
+        self._wait_quiet: Callable[[float], object] = lambda _timeout: True
+
+    def defer_while_busy(self, wait_quiet: Callable[[float], object]) -> None:
+        """Before each task, `wait_quiet(DEFER_S)`: wait while more urgent work runs (a job
+        on its way to ComfyUI), at most DEFER_S, so a task is late but never starved."""
+        self._wait_quiet = wait_quiet
 
     def submit(self, task: Callable[[], None]) -> None:
         self._tasks.put(task)
@@ -177,8 +227,16 @@ class Cleaner:
                 self._thread = threading.Thread(target=self._run, name="job-cleanup", daemon=True)
                 self._thread.start()
 
+    def when_idle(self, task: Callable[[], None]) -> None:
+        """Run `task` whenever the thread is idle (and at every drain); registered once."""
+        with self._lock:
+            if task not in self._idle:
+                self._idle.append(task)
+
     def drain(self, timeout: float = 60.0) -> bool:
-        """Wait until every submitted task has run; False if some still run at the timeout."""
+        """Wait until every submitted task, and the idle tasks after them, has run; False if
+        some still run at the timeout."""
+        self.submit(self._run_idle)
         deadline = time.monotonic() + timeout
         done = self._tasks.all_tasks_done
         with done:
@@ -191,13 +249,27 @@ class Cleaner:
 
     def _run(self) -> None:
         while True:
-            task = self._tasks.get()
             try:
+                task = self._tasks.get(timeout=IDLE_S)
+            except queue.Empty:
+                self._run_idle()
+                continue
+            try:
+                self._wait_quiet(DEFER_S)
                 task()
             except Exception:  # noqa: BLE001 — one job's clean-up must not stop the next one's
                 _log.exception("a job's clean-up failed")
             finally:
                 self._tasks.task_done()
+
+    def _run_idle(self) -> None:
+        with self._lock:
+            idle = list(self._idle)
+        for task in idle:
+            try:
+                task()
+            except Exception:  # noqa: BLE001 — as above
+                _log.exception("a clean-up task failed")
 
 
 CLEANER = Cleaner()

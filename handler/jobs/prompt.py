@@ -47,8 +47,16 @@ if TYPE_CHECKING:
 
 HISTORY_POLL_S = 2.0  # idle seconds on the socket before asking /history (a lost last frame)
 STOP_WAIT_S = 10.0  # after an interrupt, how long ComfyUI gets to stop the prompt
+FORGET_BATCH = 32  # history entries removed in one request (forget)
+# Status messages: ComfyUI stamps each with its time, in history and on the socket alike.
+STATUS_KINDS = frozenset(
+    ("execution_start", "execution_cached", "execution_success", "execution_error",
+     "execution_interrupted")
+)  # fmt: skip
 
 _log = log.get("comfy")
+_forgotten: dict[ComfyClient, list[str]] = {}  # prompt ids whose history entry goes next
+_forgetting = threading.Lock()
 
 # What a cancelled job tells its followed prompt (besides the socket's frames).
 _STOPPED = "stopped"  # the job was cancelled: stop following
@@ -76,6 +84,10 @@ class PromptRun:
     finished_at: float = 0.0
     reconnects: int = 0
     ahead: PromptRun | None = None
+    # The run's status messages as its frames brought them ((event, data), as in history);
+    # `seen_whole` when every frame of the run arrived (none lost in a reconnect).
+    status: list[tuple[str, dict]] = field(default_factory=list)
+    seen_whole: bool = False
     left_at: float = 0.0  # when the prompt had left ComfyUI (ran, failed or was stopped)
     frames: SimpleQueue = field(default_factory=SimpleQueue, repr=False)
     _left: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -172,8 +184,26 @@ def interrupt(client: ComfyClient, prompt_id: str) -> None:
 
 
 def forget(client: ComfyClient, prompt_id: str) -> None:
-    """Remove the prompt's history entry (nothing of a job is left for the next)."""
-    client.post_quietly("/history", {"delete": [prompt_id]})
+    """Remove the prompt's history entry (nothing of a job is left in ComfyUI), batched:
+    one request for FORGET_BATCH prompts, or sooner when the clean-up thread is idle
+    (`forget_now`). A request per job landed in ComfyUI's one event loop while the next
+    job's POST /prompt waited there; it cost the next job more than the rest of the
+    clean-up together."""
+    with _forgetting:
+        ids = _forgotten.setdefault(client, [])
+        ids.append(prompt_id)
+        full = len(ids) >= FORGET_BATCH
+    if full:
+        forget_now()
+
+
+def forget_now() -> None:
+    """Remove every history entry `forget` holds back, one request per ComfyUI."""
+    with _forgetting:
+        batches = list(_forgotten.items())
+        _forgotten.clear()
+    for client, ids in batches:
+        client.post_quietly("/history", {"delete": ids})
 
 
 def follow(
@@ -290,6 +320,8 @@ class _Follower:
                 continue
             idle_since = time.monotonic()
             kind, data = frame.get("type"), frame.get("data") or {}
+            if kind in STATUS_KINDS and data.get("prompt_id") == prompt_id:
+                result.status.append((kind, data))
             if kind == "executing":
                 node = data.get("node")
                 if node is None:
@@ -304,6 +336,7 @@ class _Follower:
                     ):
                         result.outputs = dict(result.executed)
                         result.finished_at = time.monotonic()
+                        result.seen_whole = True
                         return
                     if data.get("prompt_id") == prompt_id or self._settled():
                         self._settle()
@@ -350,6 +383,7 @@ class _Follower:
             return False
         result.outputs = entry.get("outputs") or {}
         result.finished_at = result.finished_at or time.monotonic()
+        result.status, result.seen_whole = list(status.get("messages") or []), True
         for event, payload in reversed(status.get("messages") or []):
             if event == "execution_error":
                 raise ExecutionFailed(format_execution_error(payload))

@@ -14,7 +14,6 @@ talks to ComfyUI: a refused job never reaches it.
 
 from __future__ import annotations
 
-import difflib
 import json
 import secrets
 from dataclasses import dataclass
@@ -124,17 +123,15 @@ def _unknown(name: Any, known: recipes.Recipes) -> str:
             f"recipe: this image has no recipes, so '{_short(name)}' is unknown — send a "
             "`workflow` (API format) instead"
         )
-    near = difflib.get_close_matches(name, list(known.recipes), n=1)
     fix = f"use one of this image's recipes: {mine}"
-    if near:
-        fix = f"did you mean '{near[0]}'? ({fix})"
+    near = schema_errors.did_you_mean(name, list(known.recipes), "")
+    fix = f"{near} ({fix})" if near else fix
     return f"recipe: unknown recipe '{_short(name)}' — {fix}"
 
 
 def _ignored(key: str, recipe: recipes.Recipe) -> str:
     names = [p.name for p in recipe.params]
-    near = difflib.get_close_matches(str(key), names, n=1)
-    fix = f"did you mean '{near[0]}'?" if near else "its parameters: " + ", ".join(names)
+    fix = schema_errors.did_you_mean(key, names, "its parameters: " + ", ".join(names))
     return (
         f"params.{_short(str(key))}: recipe '{recipe.name}' has no parameter "
         f"'{_short(str(key))}', so it was ignored — {fix}"

@@ -7,7 +7,8 @@ stop signal cancels the job at once, and the worker holds more than one job
 inputs (load input images, know ComfyUI is there, check resources, upload,
 rewrite the prompt) → queue the prompt, in the jobs' order, and follow it to
 its end (handler.jobs.prompt) → deliver the outputs → clean up. The blocking
-steps run on the worker's threads. The job's timeout_s is one budget for its
+steps run on the worker's threads, as few hops between threads as the gates
+allow (parse; prepare; queue, follow and deliver). The job's timeout_s is one budget for its
 own work (handler.jobs.budget): the wait for its models, its input images,
 the run and the delivery of its outputs.
 
@@ -40,6 +41,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from handler import log, settings
 from handler.jobs import (
@@ -66,6 +68,8 @@ THREADS = 16  # blocking steps of held jobs (a waiting prompt holds one)
 _log = log.get("worker")
 _client: ComfyClient | None = None
 _pool = concurrent.futures.ThreadPoolExecutor(THREADS, thread_name_prefix="job")
+cleanup.CLEANER.when_idle(prompts.forget_now)  # the history entries held back, in one request
+cleanup.CLEANER.defer_while_busy(pipeline.ON_THE_WAY.wait_clear)  # clean up while prompts run
 
 
 def client() -> ComfyClient:
@@ -88,6 +92,7 @@ async def handle(job: dict) -> dict:
     with log.job_context(job_id), log.hidden(*api_keys(raw)):
         pipeline.Load.active += 1
         work = Job(job_id, client())
+        work.arrived = pipeline.ON_THE_WAY.enter()
         try:
             try:
                 result = await work.run(raw, pipeline.gates())
@@ -101,6 +106,7 @@ async def handle(job: dict) -> dict:
             raise
         finally:
             pipeline.Load.active -= 1
+            work.arrived()  # it ended before its prompt was queued
         ctx = contextvars.copy_context()  # the clean-up logs under the job's id
         cleanup.CLEANER.submit(lambda: ctx.run(work.clean_up))  # off the next job's path
         return result
@@ -150,6 +156,7 @@ class Job:
         self.deadline: float | None = None  # the run's and its uploads' (set when following)
         self.budget = budget.Budget(0.0)  # the job's timeout_s (set once the input is parsed)
         self.models = models.Fetched()  # the job's own models, held until its clean-up
+        self.arrived: Callable[[], None] = lambda: None  # its prompt is queued (ON_THE_WAY)
 
     async def run(self, raw, pipe: pipeline.Pipeline) -> dict:
         job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
@@ -167,16 +174,47 @@ class Job:
         self.budget.spend(budget.MODELS, waited)
         async with pipe.prepare:
             prompt = await self._step(self.prepare_inputs, job_input)
-        async with pipe.prompts:
-            run = self.prompt_run
-            async with pipe.queue:  # prompts reach ComfyUI in the order the jobs came
+        # The rest is one step on one thread (a hop between threads costs the job more
+        # than most of its own work); the gates it passes are let go from that thread as
+        # soon as its part is done, or here when the step failed or the job was stopped.
+        loop = asyncio.get_running_loop()
+        await pipe.prompts.acquire()
+        prompts_gate = pipeline.Held(loop, pipe.prompts)
+        try:
+            await pipe.queue.acquire()  # prompts reach ComfyUI in the order the jobs came
+            queue_gate = pipeline.Held(loop, pipe.queue)
+            try:
                 if pipe.last is not None and not pipe.last.has_left():
-                    run.ahead = pipe.last
-                pipe.last = run
-                await self._step(self.queue_prompt, prompt, job_input)
-            await self._step(self.follow_prompt, prompt, job_input)
-        async with pipe.deliver:
-            return await self._step(self.deliver_outputs, run, job_input)
+                    self.prompt_run.ahead = pipe.last
+                pipe.last = self.prompt_run
+                return await self._step(
+                    self.run_prompt, prompt, job_input, queue_gate, prompts_gate, pipe
+                )
+            finally:
+                queue_gate.let_go()
+        finally:
+            prompts_gate.let_go()
+
+    def run_prompt(
+        self,
+        prompt: dict,
+        job_input: JobInput,
+        queue_gate: pipeline.Held,
+        prompts_gate: pipeline.Held,
+        pipe: pipeline.Pipeline,
+    ) -> dict:
+        """Queue the prompt, follow it, deliver its outputs: the job's one step in ComfyUI."""
+        try:
+            self.queue_prompt(prompt, job_input)
+        finally:
+            queue_gate.let_go()  # the next job's prompt may be queued behind this one now
+            self.arrived()
+        try:
+            run = self.follow_prompt(prompt, job_input)
+        finally:
+            prompts_gate.let_go()  # it has left ComfyUI: another of the worker's may enter
+        with pipe.deliver:
+            return self.deliver_outputs(run, job_input)
 
     async def _step(self, fn, *args):
         """Run a blocking step on the worker's threads (with this job's log context)."""
@@ -324,16 +362,20 @@ class Job:
 
     def clean_up(self) -> None:
         """Remove the job's files and its history entry: nothing of it is left for the next."""
-        ran = None
-        if self.prompt_run.queued_at:
-            try:  # when its prompt ran: what its nodes wrote then is the job's too
-                ran = cleanup.ran_between(prompts.history(self.comfy, self.prompt_run.prompt_id))
-            except JobError:
-                pass  # ComfyUI is gone: its folders go with the worker
+        ran, run = None, self.prompt_run
+        if run.queued_at:  # when its prompt ran: what its nodes wrote then is the job's too
+            status = run.status if run.seen_whole else None
+            if status is None:  # frames were lost: history has the same status messages
+                try:
+                    entry = prompts.history(self.comfy, run.prompt_id) or {}
+                    status = (entry.get("status") or {}).get("messages")
+                except JobError:
+                    pass  # ComfyUI is gone: its folders go with the worker
+            ran = cleanup.ran_between(status)
         removed = self.files.remove(ran)
         self.models.release()  # its models may be evicted from now on
-        if self.prompt_run.queued_at:
-            prompts.forget(self.comfy, self.prompt_run.prompt_id)
+        if run.queued_at:
+            prompts.forget(self.comfy, run.prompt_id)
         log.event(_log, "job files removed", files=removed)
 
     def _note(self, run: PromptRun) -> None:

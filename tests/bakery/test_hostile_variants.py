@@ -294,7 +294,9 @@ def test_a_hostile_file_is_one_problem_within_bounded_time(bakery, tmp_path, tex
     path.write_text(text)
     started = time.monotonic()
     assert problems(bakery, path) == [f"{path}:{expected}"]
-    assert time.monotonic() - started < 10
+    # Bounded, not fast: expanding these files would take hours or all memory; a minute
+    # leaves room for a loaded machine (the speed of validate is bench_render's).
+    assert time.monotonic() - started < 60
 
 
 def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(bakery, tmp_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -202,12 +201,6 @@ def test_cache_none_reruns_every_node(comfy_double_factory):
         prompt_id, frames = client.run(workflows.save_image(prefix="again"))
     assert next(f for f in frames if f["type"] == "execution_cached")["data"]["nodes"] == []
     assert (double.dirs["output"] / "again_00002_.png").is_file()
-
-
-def test_start_is_fast(comfy_double_factory):
-    started = time.monotonic()
-    comfy_double_factory()
-    assert time.monotonic() - started < 3.0
 
 
 def _imports(path: Path) -> set[str]:

@@ -6,12 +6,10 @@ expanded names show (a variant made twice, a variant named like a bake group).
 
 from __future__ import annotations
 
-import difflib
-
 from bakery.config import base_target, variant_name
 from bakery.errors import Problem
 from bakery.marked_yaml import Marked, keys_of
-from handler.schema_errors import dotted
+from handler.schema_errors import did_you_mean, dotted
 
 
 def expand(marked: Marked) -> tuple[list[tuple[str, str, str | None]], list[Problem]]:
@@ -32,9 +30,8 @@ def expand(marked: Marked) -> tuple[list[tuple[str, str, str | None]], list[Prob
             continue
 
         def unknown(section, name, path):
-            near = difflib.get_close_matches(str(name), known[section], n=1)
             options = ", ".join(known[section]) or f"none — add one under {section}"
-            fix = f"did you mean '{near[0]}'?" if near else f"use one of: {options}"
+            fix = did_you_mean(name, known[section], f"use one of: {options}")
             return Problem(
                 *marked.at(path), dotted(path), f"unknown {singular[section]} '{name}'", fix
             )
