@@ -49,13 +49,32 @@ def local_command(comfyui: Path, port: int, comfy_port: int, work: Path, python:
     return command, env
 
 
+# The container's first process: the image's start sequence, stopped (SIGTERM, as on
+# Ctrl-C) when `bakery try` is gone. A `docker run` client killed outright leaves its
+# container running; but `docker run -i` keeps the container's stdin open only while its
+# client is attached, so its end closes stdin, and the watcher below stops the start
+# sequence: --rm then removes the container. As PID 1 the shell forwards INT and TERM
+# itself (a PID 1 without handlers ignores them), then waits for the stop to end.
+WITH_CLIENT = """
+exec 3<&0
+"$@" & started=$!
+trap 'kill -TERM "$started" 2>/dev/null' INT TERM
+(cat <&3 >/dev/null; kill -TERM "$started" 2>/dev/null) &
+while :; do
+  wait "$started"; code=$?
+  kill -0 "$started" 2>/dev/null || exit "$code"
+done
+"""
+
+
 def image_command(image: str, port: int, comfy_port: int) -> list[str]:
-    """`docker run` of a built image on the host network, ComfyUI on the CPU."""
+    """`docker run` of a built image on the host network, ComfyUI on the CPU, ended with
+    `bakery try` however it ends (WITH_CLIENT)."""
     return [
-        "docker", "run", "--rm", "--network", "host",
+        "docker", "run", "--rm", "-i", "--network", "host",
         "-e", "BAKERY_COMFY_ARGS=--cpu", "-e", "BAKERY_FITNESS_CHECKS=false",
-        "-e", f"COMFY_HOST=127.0.0.1:{comfy_port}",
-        image, "/opt/bakery/handler/start.sh", *api_args(port),
+        "-e", f"COMFY_HOST=127.0.0.1:{comfy_port}", "--entrypoint", "/bin/sh",
+        image, "-c", WITH_CLIENT, "bakery-try", "/opt/bakery/handler/start.sh", *api_args(port),
     ]  # fmt: skip
 
 
@@ -78,9 +97,13 @@ def run(
     say = f"local API: http://127.0.0.1:{port}/runsync (send a file of examples/); Ctrl-C stops"
     if image is not None:
         print(say, file=sys.stderr, flush=True)
-        return _wait(
-            subprocess.Popen(image_command(image_name(image, repository), port, comfy_port))
-        )
+        # stdin: a pipe only we hold (the container sees it close when we end); the client
+        # ends with us too.
+        client = subprocess.Popen(
+            image_command(image_name(image, repository), port, comfy_port),
+            stdin=subprocess.PIPE, preexec_fn=die_with_parent(),
+        )  # fmt: skip
+        return _wait(client)
     with tempfile.TemporaryDirectory(prefix="bakery-try-") as work:
         command, env = local_command(
             Path(comfyui), port, comfy_port, Path(work), python or sys.executable
