@@ -14,6 +14,7 @@ from bakery.cli import main
 from bakery.errors import EXIT_INVALID, EXIT_OK, EXIT_WORKFLOW
 
 from tests.bakery.bakery_helpers import REPO, SMALL
+from tests.kit.lookup_server import LookupServer
 
 
 @dataclass
@@ -97,3 +98,20 @@ def project(tmp_path) -> Path:
     shutil.copytree(REPO / "node_defs", out / "node_defs")  # what check-workflow reads
     shutil.copy(REPO / "README.md", out / "README.md")
     return out
+
+
+@pytest.fixture
+def lookup_timeout_s() -> str:
+    """BAKERY_LOOKUP_TIMEOUT_S while `lookup` serves (a module may say less)."""
+    return "2"
+
+
+@pytest.fixture
+def lookup(monkeypatch, lookup_timeout_s):
+    """The kit's lookup server (Hugging Face, Civitai, the Comfy Registry on loopback), with
+    bakery's lookups pointed at it."""
+    with LookupServer() as server:
+        for key, value in server.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("BAKERY_LOOKUP_TIMEOUT_S", lookup_timeout_s)
+        yield server

@@ -26,15 +26,6 @@ def project(tmp_path):
     return make_project(tmp_path / "project")
 
 
-@pytest.fixture
-def lookup(monkeypatch):
-    with LookupServer() as server:
-        for key, value in server.env().items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("BAKERY_LOOKUP_TIMEOUT_S", "2")
-        yield server
-
-
 def _sets(project) -> dict:
     return yaml.safe_load((project / "variants.yaml").read_text())
 

@@ -11,7 +11,6 @@ from bakery import sources
 
 from tests.bakery.byow_helpers import fake_sha, make_project, stored, teach, template
 from tests.kit.git_repos import Mirror
-from tests.kit.lookup_server import LookupServer
 
 QWEN = "image_qwen_image"
 
@@ -22,12 +21,8 @@ def project(tmp_path):
 
 
 @pytest.fixture
-def lookup(monkeypatch):
-    with LookupServer() as server:
-        for key, value in server.env().items():
-            monkeypatch.setenv(key, value)
-        monkeypatch.setenv("BAKERY_LOOKUP_TIMEOUT_S", "1")
-        yield server
+def lookup_timeout_s() -> str:
+    return "1"  # the slow-answer refusal below says "within 1 s"
 
 
 def refused(bakery, project, workflow, *args) -> list[str]:
