@@ -41,7 +41,6 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from handler import log, settings
 from handler.jobs import (
@@ -92,7 +91,6 @@ async def handle(job: dict) -> dict:
     with log.job_context(job_id), log.hidden(*api_keys(raw)):
         pipeline.Load.active += 1
         work = Job(job_id, client())
-        work.arrived = pipeline.ON_THE_WAY.enter()
         try:
             try:
                 result = await work.run(raw, pipeline.gates())
@@ -156,7 +154,8 @@ class Job:
         self.deadline: float | None = None  # the run's and its uploads' (set when following)
         self.budget = budget.Budget(0.0)  # the job's timeout_s (set once the input is parsed)
         self.models = models.Fetched()  # the job's own models, held until its clean-up
-        self.arrived: Callable[[], None] = lambda: None  # its prompt is queued (ON_THE_WAY)
+        # On its way to ComfyUI from now; `arrived()` once its prompt is queued or it ended.
+        self.arrived = pipeline.ON_THE_WAY.enter()
 
     async def run(self, raw, pipe: pipeline.Pipeline) -> dict:
         job_input = await self._step(parse, raw)  # nothing reaches ComfyUI before it passes
